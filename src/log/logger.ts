@@ -1,0 +1,94 @@
+/**
+ * One-line structured logging to stdout (journald adds the timestamp and unit on a board).
+ *
+ * A line reads `ftp session.open id=3 ip=127.0.0.1`: a component, an event, then `key=value` fields, values with
+ * spaces or quotes JSON-quoted. Control characters in values are escaped, so a client cannot forge log lines.
+ * Passwords are never passed to it.
+ *
+ * @module
+ */
+
+/** Field values a log line accepts. */
+export type LogValue = string | number | boolean | bigint | null | undefined;
+
+/** Where log lines go; tests replace it to capture or silence output. */
+export type LogSink = (line: string) => void;
+
+const encoder = new TextEncoder();
+let sink: LogSink = (line) => {
+  Deno.stdout.writeSync(encoder.encode(line + "\n"));
+};
+let quiet = (Deno.env.get("OUTPOST_LOG") ?? "") === "off";
+
+/**
+ * Replaces the log sink and returns the previous one.
+ *
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * const restore = setLogSink((l) => lines.push(l));
+ * setLogSink(restore);
+ * ```
+ */
+export function setLogSink(next: LogSink): LogSink {
+  const prev = sink;
+  sink = next;
+  quiet = false;
+  return prev;
+}
+
+function formatValue(v: LogValue): string {
+  const s = String(v);
+  // deno-lint-ignore no-control-regex
+  if (s === "" || /[\s"=\x00-\x1f\x7f]/.test(s)) return JSON.stringify(s);
+  return s;
+}
+
+/**
+ * Formats one log line without writing it.
+ *
+ * @example
+ * ```ts
+ * formatLogLine("ftp", "login", { user: "alice" }); // "ftp login user=alice"
+ * ```
+ */
+export function formatLogLine(
+  component: string,
+  event: string,
+  fields: Record<string, LogValue> = {},
+): string {
+  let line = `${component} ${event}`;
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) continue;
+    line += ` ${k}=${formatValue(v)}`;
+  }
+  return line;
+}
+
+/**
+ * A logger bound to one component name.
+ *
+ * @example
+ * ```ts
+ * const log = new Logger("ftp");
+ * log.info("listening", { port: 2121 });
+ * ```
+ */
+export class Logger {
+  readonly component: string;
+  constructor(component: string) {
+    this.component = component;
+  }
+  /** Writes an informational event. */
+  info(event: string, fields?: Record<string, LogValue>): void {
+    if (!quiet) sink(formatLogLine(this.component, event, fields));
+  }
+  /** Writes a warning event (prefixed `warn:` so journald filters find it). */
+  warn(event: string, fields?: Record<string, LogValue>): void {
+    if (!quiet) sink("warn: " + formatLogLine(this.component, event, fields));
+  }
+  /** Writes an error event (prefixed `error:`). */
+  error(event: string, fields?: Record<string, LogValue>): void {
+    if (!quiet) sink("error: " + formatLogLine(this.component, event, fields));
+  }
+}
