@@ -194,15 +194,15 @@ export class Section {
   #range<T extends number | undefined>(
     key: string,
     v: number,
-    opts: { default: T; min?: number; max?: number },
-  ) {
+    opts: { default?: T; min?: number; max?: number },
+  ): number | T {
     if (opts.min !== undefined && v < opts.min) {
       this.problem(key, `must be at least ${opts.min}, got ${v}`);
-      return opts.default;
+      return opts.default as T;
     }
     if (opts.max !== undefined && v > opts.max) {
       this.problem(key, `must be at most ${opts.max}, got ${v}`);
-      return opts.default;
+      return opts.default as T;
     }
     return v;
   }
