@@ -103,10 +103,13 @@ export class Section {
   readonly #table: Table;
   readonly #read = new Set<string>();
   readonly #present: boolean;
+  /** Directory that relative file paths in this table are resolved against (the config file's folder). */
+  readonly baseDir: string;
 
-  constructor(table: unknown, path: string, problems: string[]) {
+  constructor(table: unknown, path: string, problems: string[], baseDir = Deno.cwd()) {
     this.path = path;
     this.problems = problems;
+    this.baseDir = baseDir;
     this.#present = table !== undefined;
     if (table !== undefined && !isTable(table)) {
       problems.push(`${path || "(top level)"}: must be a table, got ${describe(table)}`);
@@ -207,6 +210,20 @@ export class Section {
     return v;
   }
 
+  /** A file or folder path; a relative one is resolved against {@link Section.baseDir}. */
+  filePath(key: string, opts: { default: string }): string;
+  filePath(key: string, opts?: { default?: undefined; required?: boolean }): string | undefined;
+  filePath(key: string, opts: { default?: string; required?: boolean } = {}): string | undefined {
+    const v = this.string(key, { required: opts.required });
+    const p = v ?? opts.default;
+    if (p === undefined) return undefined;
+    if (p.includes("\0")) {
+      this.problem(key, "must not contain a NUL byte");
+      return opts.default;
+    }
+    return resolvePath(this.baseDir, p);
+  }
+
   /** A boolean. */
   bool(key: string, defaultValue: boolean): boolean {
     const v = this.raw(key);
@@ -255,7 +272,7 @@ export class Section {
 
   /** A sub-table (missing means empty). */
   section(key: string): Section {
-    return new Section(this.raw(key), this.keyPath(key), this.problems);
+    return new Section(this.raw(key), this.keyPath(key), this.problems, this.baseDir);
   }
 
   /** An array of tables (`[[key]]`), each as a section named `key[i]`. */
@@ -266,7 +283,7 @@ export class Section {
       this.problem(key, `must be a list of tables ([[${this.keyPath(key)}]]), got ${describe(v)}`);
       return [];
     }
-    return v.map((t, i) => new Section(t, `${this.keyPath(key)}[${i}]`, this.problems));
+    return v.map((t, i) => new Section(t, `${this.keyPath(key)}[${i}]`, this.problems, this.baseDir));
   }
 
   /** A table whose keys are names and whose values are tables (`[key.name]`). */
@@ -279,7 +296,7 @@ export class Section {
       return out;
     }
     for (const [name, t] of Object.entries(v)) {
-      out.set(name, new Section(t, `${this.keyPath(key)}.${name}`, this.problems));
+      out.set(name, new Section(t, `${this.keyPath(key)}.${name}`, this.problems, this.baseDir));
     }
     return out;
   }
@@ -304,4 +321,23 @@ function closeEnough(a: string, b: string): boolean {
     }
   }
   return d[a.length][b.length] <= 2;
+}
+
+/**
+ * Resolves `p` against `base` unless it is absolute, and normalises `.` and `..` segments.
+ *
+ * @example
+ * ```ts
+ * resolvePath("/boot/firmware", "data"); // "/boot/firmware/data"
+ * ```
+ */
+export function resolvePath(base: string, p: string): string {
+  const full = p.startsWith("/") ? p : `${base.replace(/\/+$/, "")}/${p}`;
+  const out: string[] = [];
+  for (const seg of full.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") out.pop();
+    else out.push(seg);
+  }
+  return "/" + out.join("/");
 }
