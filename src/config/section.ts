@@ -106,7 +106,7 @@ export class Section {
   /** Directory that relative file paths in this table are resolved against (the config file's folder). */
   readonly baseDir: string;
 
-  constructor(table: unknown, path: string, problems: string[], baseDir = Deno.cwd()) {
+  constructor(table: unknown, path: string, problems: string[], baseDir: string = Deno.cwd()) {
     this.path = path;
     this.problems = problems;
     this.baseDir = baseDir;
