@@ -1,0 +1,160 @@
+/**
+ * `outpost.toml`: finding, parsing and validating the one config file.
+ *
+ * Each area reads its own tables (`[ftp]`, `[smtp]`, `[outbox]`, `[alerts]`, `[sensors.*]`, `[[rules]]`) through a
+ * {@link Section}; this module reads `[device]`, collects every problem, and refuses the whole file if there is
+ * any, so the program never starts on a guess.
+ *
+ * @module
+ */
+
+import { parse as parseToml } from "smol-toml";
+import { ConfigError, Section } from "./section.ts";
+
+/** The `[device]` table: who this board is and where it keeps state. */
+export interface DeviceConfig {
+  /** Board name shown in mail subjects and the FTP banner; defaults to the host name. */
+  name: string;
+  /** Board profile id from `boards/` (e.g. "rpi4"), or "generic". */
+  board: string;
+  /** Folder for the outbox, alert state and the last good config copy. */
+  stateDir: string;
+}
+
+/** A validated config file. */
+export interface OutpostConfig {
+  /** The file it came from, or null for an embedded config. */
+  path: string | null;
+  device: DeviceConfig;
+  /** The parsed TOML document, for areas that read their own tables. */
+  document: Record<string, unknown>;
+}
+
+/** Paths tried in order when no config path is given (after `$OUTPOST_CONFIG`). */
+export const DEFAULT_CONFIG_PATHS: readonly string[] = [
+  "/boot/firmware/outpost.toml",
+  "/boot/outpost.toml",
+  "/etc/outpost/outpost.toml",
+];
+
+function hostName(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "outpost";
+  }
+}
+
+/**
+ * Parses TOML text into a plain object, turning syntax errors into a {@link ConfigError} with line and column.
+ *
+ * @example
+ * ```ts
+ * parseTomlDocument('[device]\nname = "pi"'); // { device: { name: "pi" } }
+ * ```
+ */
+export function parseTomlDocument(text: string, source = "config"): Record<string, unknown> {
+  try {
+    return parseToml(text) as Record<string, unknown>;
+  } catch (e) {
+    const err = e as { line?: number; column?: number; message?: string };
+    const where = err.line ? `line ${err.line}, column ${err.column ?? 1}` : "syntax";
+    const first = String(err.message ?? e).split("\n")[0];
+    throw new ConfigError([`${where}: ${first}`], source);
+  }
+}
+
+/** A reader of some top-level tables; it records problems in the root section. */
+export type AreaReader = (root: Section) => void;
+
+/**
+ * Parses and validates config text. `path` names the file in messages and is the base for relative paths.
+ * Throws {@link ConfigError} listing every problem.
+ *
+ * @example
+ * ```ts
+ * const cfg = parseConfig('[device]\nname = "pi-freezer"\n');
+ * console.log(cfg.device.name);
+ * ```
+ */
+export function parseConfig(text: string, path?: string, readers: AreaReader[] = []): OutpostConfig {
+  const source = path ?? "config";
+  const document = parseTomlDocument(text, source);
+  const problems: string[] = [];
+  const baseDir = path ? dirname(path) : Deno.cwd();
+  const root = new Section(document, "", problems, baseDir);
+  const dev = root.section("device");
+  const device: DeviceConfig = {
+    name: dev.string("name", { default: hostName() }),
+    board: dev.string("board", { default: "generic" }),
+    stateDir: dev.filePath("state_dir", { default: "/var/lib/outpost" }),
+  };
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(device.name)) {
+    dev.problem(
+      "name",
+      "must be 1-63 letters, digits, dots, dashes or underscores (it goes into mail subjects)",
+    );
+  }
+  dev.finish();
+  for (const read of readers) read(root);
+  if (problems.length > 0) throw new ConfigError(problems, source);
+  return { path: path ?? null, device, document };
+}
+
+function dirname(p: string): string {
+  const i = p.lastIndexOf("/");
+  if (i < 0) return Deno.cwd();
+  return i === 0 ? "/" : p.slice(0, i);
+}
+
+/**
+ * Finds the config file: the given path, else `$OUTPOST_CONFIG`, else the first of
+ * {@link DEFAULT_CONFIG_PATHS} that exists. Returns null when none does.
+ *
+ * @example
+ * ```ts
+ * const path = await findConfigPath();
+ * ```
+ */
+export async function findConfigPath(path?: string): Promise<string | null> {
+  if (path) return path;
+  const env = Deno.env.get("OUTPOST_CONFIG");
+  if (env) return env;
+  for (const p of DEFAULT_CONFIG_PATHS) {
+    try {
+      if ((await Deno.stat(p)).isFile) return p;
+    } catch {
+      // Not there; try the next one.
+    }
+  }
+  return null;
+}
+
+/**
+ * Reads and validates the config file (see {@link findConfigPath}). Throws {@link ConfigError}.
+ *
+ * @example
+ * ```ts
+ * const cfg = await loadConfig("/boot/firmware/outpost.toml");
+ * ```
+ */
+export async function loadConfig(path?: string, readers: AreaReader[] = []): Promise<OutpostConfig> {
+  const found = await findConfigPath(path);
+  if (found === null) {
+    throw new ConfigError(
+      [`no config file given and none found at ${
+        DEFAULT_CONFIG_PATHS.join(", ")
+      } (set OUTPOST_CONFIG or --config)`],
+      "config",
+    );
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(found);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "the file does not exist" : (e as Error).message;
+    throw new ConfigError([`${found}: cannot be read: ${why}`], found);
+  }
+  const abs = found.startsWith("/") ? found : `${Deno.cwd()}/${found}`;
+  return parseConfig(text, abs, readers);
+}
