@@ -1,0 +1,733 @@
+/**
+ * The FTP jail: maps a user's virtual paths ("/", "/a/b") onto one host directory and refuses anything that
+ * would leave it — `..`, absolute paths, NUL/CR/LF, and symlinks (anywhere on the path) that point outside.
+ *
+ * Every file system call is async so a slow SD card stalls no other session. Error messages sent to clients
+ * ({@link FtpFsError}) never contain a host path. Uploads are atomic: they go to a hidden temp file in the target
+ * directory and are renamed over the target only on success.
+ *
+ * Limits: Deno has no `openat`/`O_NOFOLLOW`, so a symlink swapped into the path by another local process between
+ * the check and the open cannot be ruled out completely; every operation therefore works on the real path that
+ * the check resolved, which leaves only a directory swapped in between as a (local-attacker-only) window.
+ *
+ * @module
+ */
+
+/** What a user may do. Checked by the session before it calls the file system. */
+export interface FtpPermissions {
+  list: boolean;
+  read: boolean;
+  write: boolean;
+  append: boolean;
+  delete: boolean;
+  mkdir: boolean;
+  rename: boolean;
+  chmod: boolean;
+}
+
+/**
+ * List and download only (anonymous users get this).
+ *
+ * @example
+ * ```ts
+ * if (!READ_ONLY.write) console.log("uploads refused");
+ * ```
+ */
+export const READ_ONLY: FtpPermissions = Object.freeze({
+  list: true,
+  read: true,
+  write: false,
+  append: false,
+  delete: false,
+  mkdir: false,
+  rename: false,
+  chmod: false,
+});
+
+/**
+ * Everything.
+ *
+ * @example
+ * ```ts
+ * const perms = FULL_ACCESS; // list, read, write, append, delete, mkdir, rename, chmod
+ * ```
+ */
+export const FULL_ACCESS: FtpPermissions = Object.freeze({
+  list: true,
+  read: true,
+  write: true,
+  append: true,
+  delete: true,
+  mkdir: true,
+  rename: true,
+  chmod: true,
+});
+
+const PERMISSION_WORDS = ["list", "read", "write", "append", "delete", "mkdir", "rename", "chmod"] as const;
+
+/**
+ * Parses permission words from the config (`["list", "read", "write"]`). `"all"` grants everything and
+ * `"read-only"` means list + read. Returns the problem as text for an unknown word.
+ *
+ * @example
+ * ```ts
+ * parsePermissions(["list", "read"]); // { list: true, read: true, write: false, ... }
+ * parsePermissions(["fly"]); // 'has unknown permission "fly" (use list, read, write, ...)'
+ * ```
+ */
+export function parsePermissions(words: string[]): FtpPermissions | string {
+  const p: FtpPermissions = {
+    list: false,
+    read: false,
+    write: false,
+    append: false,
+    delete: false,
+    mkdir: false,
+    rename: false,
+    chmod: false,
+  };
+  for (const raw of words) {
+    const w = raw.trim().toLowerCase();
+    if (w === "all") {
+      Object.assign(p, FULL_ACCESS);
+    } else if (w === "read-only" || w === "readonly") {
+      Object.assign(p, { list: true, read: true });
+    } else if ((PERMISSION_WORDS as readonly string[]).includes(w)) {
+      p[w as keyof FtpPermissions] = true;
+    } else {
+      return `has unknown permission ${JSON.stringify(raw)} (use ${
+        PERMISSION_WORDS.join(", ")
+      }, all or read-only)`;
+    }
+  }
+  return p;
+}
+
+/** Reply codes an {@link FtpFsError} carries. */
+export type FtpFsErrorCode = 450 | 451 | 452 | 550 | 552 | 553;
+
+/**
+ * A file system refusal whose message is safe to send to the client (never contains a host path).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await fs.openRead("/missing", 0);
+ * } catch (e) {
+ *   if (e instanceof FtpFsError) reply(`${e.code} ${e.message}`);
+ * }
+ * ```
+ */
+export class FtpFsError extends Error {
+  /** The FTP reply code to answer with. */
+  readonly code: FtpFsErrorCode;
+  constructor(code: FtpFsErrorCode, message: string) {
+    super(message);
+    this.name = "FtpFsError";
+    this.code = code;
+  }
+}
+
+/** One directory entry or stat result, in virtual terms. */
+export interface FtpFileInfo {
+  /** Base name (for the root: "/"). */
+  name: string;
+  /** "link" only for a symlink whose target is missing; links inside the root report their target's type. */
+  type: "file" | "dir" | "link" | "other";
+  size: number;
+  mtime: Date | null;
+  /** Raw st_mode (type and permission bits), or null where the platform has none. */
+  mode: number | null;
+  nlink: number;
+  uid: number | null;
+  gid: number | null;
+  /** "<dev hex>g<ino hex>", for the MLSx unique fact. */
+  uniqueId: string;
+}
+
+/** An upload in progress; write to `file`, then `commit()` or `abort()` exactly once. */
+export interface FtpUpload {
+  file: Deno.FsFile;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Prefix of upload temp files; entries with it are hidden from listings. */
+export const UPLOAD_TEMP_PREFIX = ".outpost-upload-";
+
+const NOT_FOUND = "No such file or directory.";
+const DENIED = "Permission denied.";
+const COPY_BUFFER_SIZE = 64 * 1024;
+
+/**
+ * Maps any error from a file system call (or from writing an upload's file) to an {@link FtpFsError} whose
+ * message is safe for the client; FtpFsErrors pass through unchanged.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await upload.file.write(chunk);
+ * } catch (e) {
+ *   const err = toFtpFsError(e); // 552 "Upload aborted: the disk is full." for ENOSPC
+ * }
+ * ```
+ */
+export function toFtpFsError(e: unknown): FtpFsError {
+  if (e instanceof FtpFsError) return e;
+  const code = (e as { code?: string } | null)?.code;
+  if (e instanceof Deno.errors.NotFound || code === "ENOENT") return new FtpFsError(550, NOT_FOUND);
+  if (e instanceof Deno.errors.PermissionDenied || code === "EACCES" || code === "EPERM") {
+    return new FtpFsError(550, DENIED);
+  }
+  if (e instanceof Deno.errors.AlreadyExists || code === "EEXIST") return new FtpFsError(550, "File exists.");
+  if (e instanceof Deno.errors.IsADirectory || code === "EISDIR") {
+    return new FtpFsError(550, "Is a directory.");
+  }
+  if (e instanceof Deno.errors.NotADirectory || code === "ENOTDIR") {
+    return new FtpFsError(550, "Not a directory.");
+  }
+  if (e instanceof Deno.errors.FilesystemLoop || code === "ELOOP") return new FtpFsError(550, DENIED);
+  if (code === "ENOSPC" || code === "EDQUOT") return new FtpFsError(552, "Upload aborted: the disk is full.");
+  if (code === "ENOTEMPTY") return new FtpFsError(550, "Directory not empty.");
+  if (code === "EROFS") return new FtpFsError(550, "Permission denied: the file system is read-only.");
+  if (code === "ENAMETOOLONG") return new FtpFsError(553, "File name not allowed: it is too long.");
+  if (code === "EINVAL") return new FtpFsError(553, "File name not allowed.");
+  if (code === "EXDEV") {
+    return new FtpFsError(550, "Rename refused: source and target are on different disks.");
+  }
+  return new FtpFsError(451, "Local error in processing.");
+}
+
+function hasControlChars(s: string): boolean {
+  return s.includes("\0") || s.includes("\r") || s.includes("\n");
+}
+
+function baseName(vpath: string): string {
+  if (vpath === "/") return "/";
+  return vpath.slice(vpath.lastIndexOf("/") + 1);
+}
+
+function parentOf(vpath: string): string {
+  const i = vpath.lastIndexOf("/");
+  return i <= 0 ? "/" : vpath.slice(0, i);
+}
+
+function randomHex(bytes: number): string {
+  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}
+
+function infoFrom(name: string, st: Deno.FileInfo, type?: FtpFileInfo["type"]): FtpFileInfo {
+  const t = type ?? (st.isFile ? "file" : st.isDirectory ? "dir" : st.isSymlink ? "link" : "other");
+  return {
+    name,
+    type: t,
+    size: st.size,
+    mtime: st.mtime,
+    mode: st.mode,
+    nlink: st.nlink ?? 1,
+    uid: st.uid,
+    gid: st.gid,
+    uniqueId: `${(st.dev ?? 0).toString(16)}g${(st.ino ?? 0).toString(16)}`,
+  };
+}
+
+/** Where a symlink leads, judged against the root. */
+type LinkVerdict = { kind: "inside"; real: string } | { kind: "outside" } | { kind: "dangling" };
+
+/**
+ * One user's view of the disk, jailed to a root directory.
+ *
+ * @example
+ * ```ts
+ * const fs = await FtpFileSystem.open("/srv/ftp/alice");
+ * const vpath = fs.resolve("/docs", "../notes.txt"); // "/notes.txt"
+ * const file = await fs.openRead(vpath, 0);
+ * file.close();
+ * ```
+ */
+export class FtpFileSystem {
+  /** Real path of the root (no trailing slash unless it is "/"). */
+  readonly root: string;
+  readonly #prefix: string;
+
+  private constructor(root: string) {
+    this.root = root;
+    this.#prefix = root === "/" ? "/" : root + "/";
+  }
+
+  /**
+   * Opens a jail at `root` (resolved with realpath). Throws a plain Error (for the operator, so it may name the
+   * path) when it is missing or not a directory.
+   *
+   * @example
+   * ```ts
+   * const fs = await FtpFileSystem.open("/srv/ftp");
+   * ```
+   */
+  static async open(root: string): Promise<FtpFileSystem> {
+    let real: string;
+    try {
+      real = await Deno.realPath(root);
+    } catch (e) {
+      throw new Error(`FTP root ${root} cannot be used: ${(e as Error).message}`);
+    }
+    const st = await Deno.stat(real);
+    if (!st.isDirectory) throw new Error(`FTP root ${root} cannot be used: it is not a directory.`);
+    return new FtpFileSystem(real);
+  }
+
+  /**
+   * Joins `cwd` and a client argument into a normalised virtual absolute path. Pure: it touches no disk.
+   * "\" and "%" are ordinary characters; "." and ".." collapse and never climb above "/".
+   * Throws FtpFsError 550 when the argument holds NUL, CR or LF.
+   *
+   * @example
+   * ```ts
+   * fs.resolve("/a", "../../etc/passwd"); // "/etc/passwd" (inside the jail)
+   * ```
+   */
+  resolve(cwd: string, arg: string): string {
+    if (hasControlChars(arg) || hasControlChars(cwd)) {
+      throw new FtpFsError(550, "File name not allowed: it contains control characters.");
+    }
+    const parts: string[] = [];
+    const input = arg.startsWith("/") ? arg : `${cwd}/${arg}`;
+    for (const seg of input.split("/")) {
+      if (seg === "" || seg === ".") continue;
+      if (seg === "..") parts.pop();
+      else parts.push(seg);
+    }
+    return "/" + parts.join("/");
+  }
+
+  #inside(real: string): boolean {
+    return real === this.root || real.startsWith(this.#prefix);
+  }
+
+  #join(vpath: string): string {
+    if (hasControlChars(vpath)) {
+      throw new FtpFsError(550, "File name not allowed: it contains control characters.");
+    }
+    const v = this.resolve("/", vpath);
+    return v === "/" ? this.root : this.#prefix + v.slice(1);
+  }
+
+  /** Judges the symlink at host path `linkPath` whose directory's real path is `dirReal`. */
+  async #judgeLink(linkPath: string, dirReal: string): Promise<LinkVerdict> {
+    try {
+      const real = await Deno.realPath(linkPath);
+      return this.#inside(real) ? { kind: "inside", real } : { kind: "outside" };
+    } catch {
+      // Dangling (or a loop): judge the target text lexically, as a write through it would land there.
+      try {
+        const target = await Deno.readLink(linkPath);
+        const abs = target.startsWith("/") ? target : `${dirReal}/${target}`;
+        const parts: string[] = [];
+        for (const seg of abs.split("/")) {
+          if (seg === "" || seg === ".") continue;
+          if (seg === "..") parts.pop();
+          else parts.push(seg);
+        }
+        return this.#inside("/" + parts.join("/")) ? { kind: "dangling" } : { kind: "outside" };
+      } catch {
+        return { kind: "outside" };
+      }
+    }
+  }
+
+  /** Real path of the parent directory of `vpath` plus its base name; the entry itself is not followed. */
+  async #entryPath(vpath: string): Promise<{ dirReal: string; name: string; path: string; vpath: string }> {
+    const v = this.resolve("/", vpath);
+    if (v === "/") throw new FtpFsError(550, DENIED);
+    const dirReal = await this.hostPath(parentOf(v));
+    const name = baseName(v);
+    return { dirReal, name, path: dirReal === "/" ? `/${name}` : `${dirReal}/${name}`, vpath: v };
+  }
+
+  /**
+   * Host path of a virtual path, checked with realpath so that no symlink on the way leaves the root.
+   * With `mustExist` (the default) the path must exist and the result is its real path. Without it, the parent
+   * must exist and the last component may be missing (or a symlink whose target lies inside the root).
+   * Refusals are FtpFsError 550 "No such file or directory." / "Permission denied.".
+   *
+   * @example
+   * ```ts
+   * const host = await fs.hostPath("/docs/a.txt");
+   * ```
+   */
+  async hostPath(vpath: string, opts: { mustExist?: boolean } = {}): Promise<string> {
+    const joined = this.#join(vpath);
+    const mustExist = opts.mustExist ?? true;
+    let real: string;
+    try {
+      real = await Deno.realPath(joined);
+    } catch (e) {
+      if (mustExist) {
+        const err = toFtpFsError(e);
+        // A dangling symlink anywhere yields ENOENT too; both read as "no such file" to the client.
+        throw err.code === 550 ? err : new FtpFsError(550, NOT_FOUND);
+      }
+      const { dirReal, name, path } = await this.#entryPath(vpath);
+      let st: Deno.FileInfo | null = null;
+      try {
+        st = await Deno.lstat(path);
+      } catch (e2) {
+        if (!(e2 instanceof Deno.errors.NotFound)) throw toFtpFsError(e2);
+      }
+      if (st === null) return dirReal === "/" ? `/${name}` : `${dirReal}/${name}`;
+      if (st.isSymlink) {
+        const verdict = await this.#judgeLink(path, dirReal);
+        if (verdict.kind === "inside") return verdict.real;
+        throw new FtpFsError(550, DENIED);
+      }
+      return path;
+    }
+    if (!this.#inside(real)) throw new FtpFsError(550, DENIED);
+    return real;
+  }
+
+  /**
+   * Stats a virtual path, following symlinks inside the root.
+   *
+   * @example
+   * ```ts
+   * const info = await fs.stat("/a.txt"); // { name: "a.txt", type: "file", size: 3, ... }
+   * ```
+   */
+  async stat(vpath: string): Promise<FtpFileInfo> {
+    const real = await this.hostPath(vpath);
+    try {
+      return infoFrom(baseName(this.resolve("/", vpath)), await Deno.stat(real));
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * Lists a directory. Symlinks inside the root appear as their targets; symlinks leading outside, upload temp
+   * files and names holding CR/LF/NUL (which no client could address) are left out.
+   *
+   * @example
+   * ```ts
+   * for (const e of await fs.list("/")) console.log(e.name, e.size);
+   * ```
+   */
+  async list(vdir: string): Promise<FtpFileInfo[]> {
+    const dirReal = await this.hostPath(vdir);
+    const out: FtpFileInfo[] = [];
+    try {
+      const st = await Deno.stat(dirReal);
+      if (!st.isDirectory) throw new FtpFsError(550, "Not a directory.");
+      for await (const entry of Deno.readDir(dirReal)) {
+        const name = entry.name;
+        if (name.startsWith(UPLOAD_TEMP_PREFIX) || hasControlChars(name)) continue;
+        const path = dirReal === "/" ? `/${name}` : `${dirReal}/${name}`;
+        try {
+          if (entry.isSymlink) {
+            const verdict = await this.#judgeLink(path, dirReal);
+            if (verdict.kind === "outside") continue;
+            if (verdict.kind === "dangling") out.push(infoFrom(name, await Deno.lstat(path), "link"));
+            else out.push(infoFrom(name, await Deno.stat(verdict.real)));
+          } else {
+            out.push(infoFrom(name, await Deno.lstat(path)));
+          }
+        } catch {
+          // Removed while listing: leave it out.
+        }
+      }
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+    return out;
+  }
+
+  /**
+   * Opens a file for download, positioned at `offset` (REST). Directories are refused with 550.
+   *
+   * @example
+   * ```ts
+   * const file = await fs.openRead("/a.bin", 1024);
+   * ```
+   */
+  async openRead(vpath: string, offset: number): Promise<Deno.FsFile> {
+    const real = await this.hostPath(vpath);
+    let file: Deno.FsFile | null = null;
+    try {
+      file = await Deno.open(real, { read: true });
+      const st = await file.stat();
+      if (!st.isFile) throw new FtpFsError(550, "Not a plain file.");
+      if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+      return file;
+    } catch (e) {
+      try {
+        file?.close();
+      } catch {
+        // Already closed.
+      }
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * Starts an atomic upload to `vpath`. Data goes to a hidden temp file in the target directory; `commit()`
+   * syncs it and renames it over the target, `abort()` deletes it. With `mode: "append"` or `offset > 0` (REST)
+   * the existing file (or its first `offset` bytes) is first copied into the temp file, so a failed upload never
+   * damages the original. An offset beyond the end of the file is refused (550).
+   *
+   * @example
+   * ```ts
+   * const up = await fs.openUpload("/new.bin", { mode: "replace", offset: 0 });
+   * try {
+   *   await up.file.write(data);
+   *   await up.commit();
+   * } catch (e) {
+   *   await up.abort();
+   * }
+   * ```
+   */
+  async openUpload(vpath: string, opts: { mode: "replace" | "append"; offset: number }): Promise<FtpUpload> {
+    const target = await this.hostPath(vpath, { mustExist: false });
+    let existing: Deno.FileInfo | null = null;
+    try {
+      existing = await Deno.stat(target);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw toFtpFsError(e);
+    }
+    if (existing && !existing.isFile) throw new FtpFsError(550, "Not a plain file.");
+    const copyBytes = opts.mode === "append" ? (existing?.size ?? 0) : opts.offset;
+    if (opts.mode === "replace" && opts.offset > 0 && opts.offset > (existing?.size ?? 0)) {
+      throw new FtpFsError(550, "Restart offset is beyond the end of the file.");
+    }
+    const dir = target.slice(0, target.lastIndexOf("/")) || "/";
+    const temp = `${dir === "/" ? "" : dir}/${UPLOAD_TEMP_PREFIX}${randomHex(8)}`;
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(temp, { write: true, createNew: true, mode: (existing?.mode ?? 0o644) & 0o777 });
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+    let state: "open" | "done" = "open";
+    const cleanup = async (): Promise<void> => {
+      try {
+        file.close();
+      } catch {
+        // Already closed.
+      }
+      try {
+        await Deno.remove(temp);
+      } catch {
+        // Already gone.
+      }
+    };
+    if (copyBytes > 0) {
+      try {
+        await copyPrefix(target, file, copyBytes);
+      } catch (e) {
+        await cleanup();
+        throw toFtpFsError(e);
+      }
+    }
+    return {
+      file,
+      commit: async () => {
+        if (state !== "open") throw new FtpFsError(451, "Upload already finished.");
+        state = "done";
+        try {
+          await file.syncData();
+          file.close();
+          await Deno.rename(temp, target);
+        } catch (e) {
+          await cleanup();
+          throw toFtpFsError(e);
+        }
+      },
+      abort: async () => {
+        if (state !== "open") return;
+        state = "done";
+        await cleanup();
+      },
+    };
+  }
+
+  /**
+   * Finds a free virtual path in `vdir` for STOU: the hint itself if free, else "hint.1", "hint.2", ...
+   *
+   * @example
+   * ```ts
+   * const vpath = await fs.uniqueName("/incoming", "report.txt"); // "/incoming/report.txt.1" if taken
+   * ```
+   */
+  async uniqueName(vdir: string, hint?: string): Promise<string> {
+    const dir = this.resolve("/", vdir);
+    await this.hostPath(dir);
+    let base = hint ? baseName(this.resolve("/", hint)) : "";
+    if (base === "/" || base === "" || base.startsWith(UPLOAD_TEMP_PREFIX)) base = "file";
+    const prefix = dir === "/" ? "/" : dir + "/";
+    for (let i = 0; i < 100; i++) {
+      const candidate = prefix + (i === 0 ? base : `${base}.${i}`);
+      if (!(await this.#entryExists(candidate))) return candidate;
+    }
+    for (let i = 0; i < 10; i++) {
+      const candidate = `${prefix}${base}.${randomHex(6)}`;
+      if (!(await this.#entryExists(candidate))) return candidate;
+    }
+    throw new FtpFsError(553, "No unique file name is free.");
+  }
+
+  async #entryExists(vpath: string): Promise<boolean> {
+    const { path } = await this.#entryPath(vpath);
+    try {
+      await Deno.lstat(path);
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw toFtpFsError(e);
+    }
+  }
+
+  /** Entry path of `vpath` for operations on the entry itself (unlink, rename), refusing links leading out. */
+  async #ownEntry(vpath: string, mustExist: boolean): Promise<{ path: string; st: Deno.FileInfo | null }> {
+    const { dirReal, path } = await this.#entryPath(vpath);
+    let st: Deno.FileInfo | null = null;
+    try {
+      st = await Deno.lstat(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound) || mustExist) throw toFtpFsError(e);
+    }
+    if (st?.isSymlink && (await this.#judgeLink(path, dirReal)).kind === "outside") {
+      throw new FtpFsError(550, DENIED);
+    }
+    return { path, st };
+  }
+
+  /**
+   * Creates one directory (the parent must exist).
+   *
+   * @example
+   * ```ts
+   * await fs.mkdir("/new");
+   * ```
+   */
+  async mkdir(vpath: string): Promise<void> {
+    const { path, st } = await this.#ownEntry(vpath, false);
+    if (st) throw new FtpFsError(550, "File exists.");
+    try {
+      await Deno.mkdir(path);
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * Removes an empty directory (never the root, never through a symlink).
+   *
+   * @example
+   * ```ts
+   * await fs.rmdir("/old");
+   * ```
+   */
+  async rmdir(vpath: string): Promise<void> {
+    const { path, st } = await this.#ownEntry(vpath, true);
+    if (!st?.isDirectory) throw new FtpFsError(550, "Not a directory.");
+    try {
+      await Deno.remove(path);
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * Removes a file (or a symlink itself). Directories are refused with 550.
+   *
+   * @example
+   * ```ts
+   * await fs.remove("/a.txt");
+   * ```
+   */
+  async remove(vpath: string): Promise<void> {
+    const { path, st } = await this.#ownEntry(vpath, true);
+    if (st?.isDirectory) throw new FtpFsError(550, "Not a plain file: DELE removes files only.");
+    try {
+      await Deno.remove(path);
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * Renames a file or directory (a symlink is renamed itself, not its target).
+   *
+   * @example
+   * ```ts
+   * await fs.rename("/a.txt", "/b.txt");
+   * ```
+   */
+  async rename(from: string, to: string): Promise<void> {
+    const src = await this.#ownEntry(from, true);
+    const dst = await this.#ownEntry(to, false);
+    if (src.path === dst.path) return;
+    if (src.st?.isDirectory && dst.st && !dst.st.isDirectory) throw new FtpFsError(550, "Not a directory.");
+    if (!src.st?.isDirectory && dst.st?.isDirectory) throw new FtpFsError(550, "Is a directory.");
+    try {
+      await Deno.rename(src.path, dst.path);
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * Changes permission bits (only 0o777: no setuid, setgid or sticky bits from clients).
+   *
+   * @example
+   * ```ts
+   * await fs.chmod("/script.sh", 0o755);
+   * ```
+   */
+  async chmod(vpath: string, mode: number): Promise<void> {
+    const real = await this.hostPath(vpath);
+    try {
+      await Deno.chmod(real, mode & 0o777);
+    } catch (e) {
+      throw toFtpFsError(e);
+    }
+  }
+
+  /**
+   * True when the virtual path exists inside the jail (a symlink leading out counts as missing).
+   *
+   * @example
+   * ```ts
+   * if (await fs.exists("/a.txt")) console.log("there");
+   * ```
+   */
+  async exists(vpath: string): Promise<boolean> {
+    try {
+      await this.hostPath(vpath);
+      return true;
+    } catch (e) {
+      if (e instanceof FtpFsError && e.code === 550) return false;
+      throw e;
+    }
+  }
+}
+
+/** Copies the first `count` bytes of `src` into `dst` with one reused 64 KiB buffer. */
+async function copyPrefix(src: string, dst: Deno.FsFile, count: number): Promise<void> {
+  const input = await Deno.open(src, { read: true });
+  try {
+    const buf = new Uint8Array(COPY_BUFFER_SIZE);
+    let left = count;
+    while (left > 0) {
+      const n = await input.read(left < buf.length ? buf.subarray(0, left) : buf);
+      if (n === null) break;
+      let off = 0;
+      while (off < n) off += await dst.write(buf.subarray(off, n));
+      left -= n;
+    }
+  } finally {
+    input.close();
+  }
+}
