@@ -1,0 +1,104 @@
+/**
+ * FTP accounts: configured users with hashed passwords and per-user roots and permissions, plus optional
+ * anonymous access (read-only, confined to its own root).
+ *
+ * @module
+ */
+
+import { verifyPassword } from "../config/password.ts";
+import { type FtpPermissions, READ_ONLY } from "./ftp_file_system.ts";
+
+/** One account. `passwordHash` is null only for the anonymous user. */
+export interface FtpUser {
+  name: string;
+  passwordHash: string | null;
+  root: string;
+  perms: FtpPermissions;
+}
+
+/** Users from the config and the anonymous setting (`null` or `enabled: false` = no anonymous login). */
+export interface AccountsOptions {
+  users: FtpUser[];
+  anonymous: { enabled: boolean; root: string } | null;
+}
+
+/** Login names that mean anonymous access (compared case-insensitively). */
+export const ANONYMOUS_NAMES: readonly string[] = ["anonymous", "ftp"];
+
+/**
+ * A well-formed hash that no password matches in practice (all-zero salt and digest), verified for unknown
+ * names so they cost as much as known ones.
+ *
+ * @example
+ * ```ts
+ * checkPasswordHash(dummyHash(200_000)); // null: well-formed, so verifyPassword really derives a key
+ * ```
+ */
+export function dummyHash(iterations: number): string {
+  return `pbkdf2-sha256$${iterations}$${btoa("\0".repeat(16))}$${btoa("\0".repeat(32))}`;
+}
+
+/**
+ * Resolves logins to users.
+ *
+ * @example
+ * ```ts
+ * const accounts = new Accounts({
+ *   users: [{ name: "alice", passwordHash: await hashPassword("pw"), root: "/srv/ftp", perms: FULL_ACCESS }],
+ *   anonymous: null,
+ * });
+ * const user = await accounts.authenticate("alice", "pw"); // the user, or null
+ * ```
+ */
+export class Accounts {
+  readonly #users = new Map<string, FtpUser>();
+  readonly #anonymous: FtpUser | null;
+  readonly #dummy: string;
+
+  constructor(opts: AccountsOptions) {
+    for (const u of opts.users) this.#users.set(u.name, u);
+    this.#anonymous = opts.anonymous?.enabled
+      ? Object.freeze({ name: "anonymous", passwordHash: null, root: opts.anonymous.root, perms: READ_ONLY })
+      : null;
+    // Unknown names cost as much as known ones: verify against a dummy with the users' iteration count.
+    let iterations = 200_000;
+    for (const u of opts.users) {
+      const it = Number(u.passwordHash?.split("$")[1]);
+      if (Number.isInteger(it) && it >= 1000 && it <= 10_000_000) {
+        iterations = it;
+        break;
+      }
+    }
+    this.#dummy = dummyHash(iterations);
+  }
+
+  /** True when anonymous logins are accepted. */
+  get anonymousEnabled(): boolean {
+    return this.#anonymous !== null;
+  }
+
+  /** The configured users (not the anonymous one). */
+  get users(): FtpUser[] {
+    return [...this.#users.values()];
+  }
+
+  /**
+   * Resolves the user, or null for a bad name or password. Unknown names take as long as wrong passwords
+   * (a dummy hash is verified). "anonymous"/"ftp" (any case) accept any password when anonymous access is on
+   * and get READ_ONLY permissions; a configured user with one of those exact names takes precedence.
+   *
+   * @example
+   * ```ts
+   * const user = await accounts.authenticate("anonymous", "guest@example.com");
+   * ```
+   */
+  async authenticate(name: string, password: string): Promise<FtpUser | null> {
+    const user = this.#users.get(name);
+    if (user && user.passwordHash !== null) {
+      return (await verifyPassword(password, user.passwordHash)) ? user : null;
+    }
+    if (this.#anonymous && ANONYMOUS_NAMES.includes(name.toLowerCase())) return this.#anonymous;
+    await verifyPassword(password, this.#dummy);
+    return null;
+  }
+}
