@@ -19,6 +19,10 @@ const COMMANDS: Record<string, Subcommand> = {
     summary: "Print a password hash for the config file",
     load: async () => (await import("./passwd_command.ts")).passwdCommand,
   },
+  cert: {
+    summary: "Create the self-signed FTPS certificate and print its fingerprint",
+    load: async () => (await import("./cert_command.ts")).certCommand,
+  },
 };
 
 function usage(): string {
