@@ -1,0 +1,424 @@
+/**
+ * `AlertMonitor`: polls each sensor on its interval, feeds the rule engine, and turns events into mail through an
+ * {@link AlertMailer} (the daemon adapts the durable Outbox + DeliveryWorker to it).
+ *
+ * Guarantees:
+ * - a bad sensor never crashes the monitor: read failures are events of their own;
+ * - state is persisted only on state change, and an event is recorded as `unsent` in the state file before it is
+ *   handed to the mailer, so a crash between the two loses nothing;
+ * - while the mailer reports delivery failing, the first event still goes out at once; later ones are collected
+ *   and sent as ONE digest (events, first and last seen, current state) when delivery recovers.
+ *
+ * @module
+ */
+
+import type { AlertsConfig, RuleConfig, SensorConfig } from "./alerts_config.ts";
+import { type AlertState, AlertStateStore } from "./alert_state.ts";
+import {
+  type AlertEvent,
+  initialHealthState,
+  initialRuleState,
+  initialRuleWindow,
+  type RuleWindow,
+  type Sample,
+  stepHealth,
+  stepRule,
+} from "./rule_engine.ts";
+import { SensorReadError } from "./sensor_readers.ts";
+import { SensorSource } from "./sensor_source.ts";
+import { formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import { Logger } from "../log/logger.ts";
+
+/**
+ * Where alert mail goes. The daemon implements it with the outbox: `enqueue` stores durably and returns the id;
+ * `deliveryFailing` is true while the delivery worker cannot reach the server.
+ *
+ * @example
+ * ```ts
+ * const mailer: AlertMailer = {
+ *   enqueue: (msg, opts) => outbox.enqueue(msg, opts).then((id) => { worker.kick(); return id; }),
+ *   deliveryFailing: () => worker.status().failing,
+ * };
+ * ```
+ */
+export interface AlertMailer {
+  enqueue(
+    msg: { to: string[]; subject: string; text: string },
+    opts: { critical: boolean; tag: string },
+  ): Promise<string>;
+  deliveryFailing(): boolean;
+}
+
+/** Options for {@link AlertMonitor.open}. */
+export interface AlertMonitorOptions {
+  config: AlertsConfig;
+  mailer: AlertMailer;
+  /** The state file (the daemon passes `config.stateFile ?? <state_dir>/alerts.json`). */
+  stateFile: string;
+  /** Device name shown in subjects. */
+  host: string;
+  /** Board profile id. */
+  board: string;
+  /** Clock (tests may replace it). */
+  now?: () => number;
+}
+
+/** Most events a digest keeps; older ones are counted as dropped (the first and the latest are kept). */
+const DIGEST_MAX_EVENTS = 200;
+
+const log = new Logger("alerts");
+
+const STATE_WORD: Record<AlertEvent["kind"], string> = {
+  alert: "ALERT",
+  reminder: "REMINDER",
+  recovery: "RECOVERED",
+  sensor_error: "SENSOR ERROR",
+  sensor_ok: "SENSOR OK",
+};
+
+/**
+ * The alert monitor.
+ *
+ * @example
+ * ```ts
+ * const monitor = await AlertMonitor.open({ config: alerts, mailer, stateFile: "/var/lib/outpost/alerts.json",
+ *   host: "pi-freezer", board: "rpi4" });
+ * monitor.start();
+ * // ... on SIGTERM:
+ * await monitor.stop();
+ * ```
+ */
+export class AlertMonitor {
+  readonly config: AlertsConfig;
+  readonly store: AlertStateStore;
+  #mailer: AlertMailer;
+  #host: string;
+  #board: string;
+  #now: () => number;
+  #state: AlertState;
+  #sources = new Map<string, SensorSource>();
+  #rulesBySensor = new Map<string, RuleConfig[]>();
+  #windows = new Map<string, RuleWindow>();
+  #failures = new Map<string, number>();
+  #lastValue = new Map<string, number>();
+  #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  #inflight = new Set<Promise<void>>();
+  #chain: Promise<void> = Promise.resolve();
+  #running = false;
+  /** Samples taken (for tests and status). */
+  samples = 0;
+
+  private constructor(opts: AlertMonitorOptions, store: AlertStateStore, state: AlertState) {
+    this.config = opts.config;
+    this.store = store;
+    this.#mailer = opts.mailer;
+    this.#host = opts.host;
+    this.#board = opts.board;
+    this.#now = opts.now ?? Date.now;
+    this.#state = state;
+    for (const s of opts.config.sensors) {
+      const src = new SensorSource(s, opts.config.sysfsRoot);
+      src.fingerprint = state.sensors[s.name]?.fingerprint ?? null;
+      this.#sources.set(s.name, src);
+    }
+    for (const r of opts.config.rules) {
+      const list = this.#rulesBySensor.get(r.sensor) ?? [];
+      list.push(r);
+      this.#rulesBySensor.set(r.sensor, list);
+    }
+    // Forget state of rules and sensors that are no longer configured.
+    const ruleIds = new Set(opts.config.rules.map((r) => r.id));
+    for (const id of Object.keys(state.rules)) if (!ruleIds.has(id)) delete state.rules[id];
+    for (const n of Object.keys(state.sensors)) if (!this.#sources.has(n)) delete state.sensors[n];
+  }
+
+  /** Loads the persisted state and returns a monitor (not yet polling). */
+  static async open(opts: AlertMonitorOptions): Promise<AlertMonitor> {
+    const store = new AlertStateStore(opts.stateFile);
+    const state = await store.load();
+    return new AlertMonitor(opts, store, state);
+  }
+
+  /** Starts polling every sensor (first reading at once) and retries mail left unsent by a previous run. */
+  start(): void {
+    if (this.#running || !this.config.enabled) return;
+    this.#running = true;
+    log.info("monitor.start", { sensors: this.#sources.size, rules: this.config.rules.length });
+    for (const name of this.#sources.keys()) this.#schedule(name, 0);
+  }
+
+  /** Stops polling, waits for polls in progress and the last state write. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+    await this.#chain;
+    log.info("monitor.stop", { samples: this.samples });
+  }
+
+  /** A copy of the persisted state (for status pages and tests). */
+  snapshot(): AlertState {
+    return structuredClone(this.#state);
+  }
+
+  #schedule(name: string, delay: number): void {
+    if (!this.#running) return;
+    const t = setTimeout(() => {
+      this.#timers.delete(name);
+      const p = this.pollSensor(name).finally(() => {
+        this.#inflight.delete(p);
+        this.#schedule(name, this.#sources.get(name)?.config.intervalMs ?? 60_000);
+      });
+      this.#inflight.add(p);
+    }, delay);
+    this.#timers.set(name, t);
+  }
+
+  /** Reads one sensor now and handles the result (exposed for tests and `outpost sensors --test`). */
+  async pollSensor(name: string): Promise<void> {
+    const src = this.#sources.get(name);
+    if (!src) return;
+    let sample: Sample;
+    try {
+      const value = await src.read();
+      sample = { at: this.#now(), value };
+    } catch (e) {
+      const msg = e instanceof SensorReadError ? e.message : `Unexpected error: ${(e as Error).message}`;
+      sample = { at: this.#now(), error: msg };
+    }
+    this.samples++;
+    await this.#serial(() => this.#handle(src, sample));
+  }
+
+  /** Sends the digest or unsent mail if delivery works again; called on every poll, callable directly. */
+  flush(): Promise<void> {
+    return this.#serial(() => this.#dispatch([]));
+  }
+
+  #serial(fn: () => Promise<void>): Promise<void> {
+    const run = this.#chain.then(fn).catch((e) => {
+      log.error("monitor.failure", { error: (e as Error).message });
+    });
+    this.#chain = run;
+    return run;
+  }
+
+  async #handle(src: SensorSource, sample: Sample): Promise<void> {
+    const cfg = src.config;
+    const events: AlertEvent[] = [];
+    let persist = false;
+    if (sample.error === undefined) this.#lastValue.set(cfg.name, sample.value);
+    else log.warn("sensor.read_failed", { sensor: cfg.name, error: sample.error });
+
+    const sensorState = this.#state.sensors[cfg.name] ??
+      (this.#state.sensors[cfg.name] = { health: initialHealthState(), fingerprint: null });
+    const h = stepHealth(
+      { sensor: cfg.name, failAfter: cfg.failAfter, severity: "warning" },
+      sensorState.health,
+      this.#failures.get(cfg.name) ?? 0,
+      sample,
+    );
+    this.#failures.set(cfg.name, h.failures);
+    if (h.persist) {
+      sensorState.health = h.state;
+      persist = true;
+    }
+    events.push(...h.events);
+
+    if (cfg.type === "file_changed" && src.fingerprint?.sha256 !== sensorState.fingerprint?.sha256) {
+      sensorState.fingerprint = src.fingerprint;
+      persist = true;
+    }
+
+    for (const rule of this.#rulesBySensor.get(cfg.name) ?? []) {
+      const step = stepRule(
+        rule,
+        this.#state.rules[rule.id] ?? initialRuleState(),
+        this.#windows.get(rule.id) ?? initialRuleWindow(),
+        sample,
+      );
+      this.#windows.set(rule.id, step.window);
+      if (step.persist) {
+        this.#state.rules[rule.id] = step.state;
+        persist = true;
+      }
+      events.push(...step.events);
+    }
+    for (const ev of events) {
+      log.info(`event.${ev.kind}`, { sensor: ev.sensor, rule: ev.rule ?? undefined, value: ev.value });
+    }
+    if (persist || events.length > 0) await this.#dispatch(events, persist);
+    else await this.#dispatch([], false);
+  }
+
+  /** Routes new events (and anything held back) to the mailer; persists first when anything changed. */
+  async #dispatch(newEvents: AlertEvent[], changed = false): Promise<void> {
+    const st = this.#state;
+    const failing = this.#mailer.deliveryFailing();
+    const digestMode = this.config.digest;
+    // 1. Record where each new event goes, durably, before any mail is handed over.
+    for (const ev of newEvents) {
+      if (!failing || !digestMode || !st.digest.firstSent) {
+        st.unsent.push(ev);
+        if (failing && digestMode) st.digest.firstSent = true;
+      } else {
+        st.digest.events.push(ev);
+        if (st.digest.events.length > DIGEST_MAX_EVENTS) {
+          st.digest.events.splice(1, 1);
+          st.digest.dropped++;
+        }
+      }
+      changed = true;
+    }
+    if (!failing && st.digest.firstSent && st.digest.events.length === 0) {
+      st.digest.firstSent = false;
+      changed = true;
+    }
+    if (st.unsent.length === 0 && (failing || st.digest.events.length === 0)) {
+      if (changed) await this.store.save(st);
+      return;
+    }
+    if (changed) await this.store.save(st);
+
+    // 2. Delivery works again: the digest goes first, as one mail per recipient list.
+    if (!failing && st.digest.events.length === 1 && st.digest.dropped === 0) {
+      // A digest of one is just that event's own mail.
+      st.unsent.unshift(st.digest.events[0]);
+      st.digest = { firstSent: false, events: [], dropped: 0 };
+      await this.store.save(st);
+    }
+    if (!failing && st.digest.events.length > 0) {
+      if (await this.#sendDigest()) {
+        st.digest = { firstSent: false, events: [], dropped: 0 };
+        await this.store.save(st);
+      }
+    }
+    // 3. Single events.
+    let sentAny = false;
+    while (st.unsent.length > 0) {
+      const ev = st.unsent[0];
+      if (!(await this.#sendEvent(ev))) break;
+      st.unsent.shift();
+      sentAny = true;
+    }
+    if (sentAny) await this.store.save(st);
+  }
+
+  #recipients(ev: AlertEvent): string[] {
+    if (ev.rule !== null) {
+      const r = this.config.rules.find((x) => x.id === ev.rule);
+      if (r) return r.to;
+    }
+    if (this.config.to.length > 0) return this.config.to;
+    const set = new Set<string>();
+    for (const r of this.#rulesBySensor.get(ev.sensor) ?? []) for (const a of r.to) set.add(a);
+    return [...set];
+  }
+
+  #ctx(sensor: string): MailContext {
+    const s: SensorConfig | undefined = this.#sources.get(sensor)?.config;
+    return { host: this.#host, board: this.#board, unit: s?.unit ?? "", decimals: s?.decimals ?? 2 };
+  }
+
+  async #sendEvent(ev: AlertEvent): Promise<boolean> {
+    const to = this.#recipients(ev);
+    if (to.length === 0) {
+      log.warn("mail.no_recipients", { sensor: ev.sensor, rule: ev.rule ?? undefined, kind: ev.kind });
+      return true;
+    }
+    const rule = ev.rule !== null ? this.config.rules.find((x) => x.id === ev.rule) : undefined;
+    const { subject, text } = renderEventMail(
+      ev,
+      rule?.templates ?? this.config.templates,
+      this.#ctx(ev.sensor),
+    );
+    try {
+      const id = await this.#mailer.enqueue({ to, subject, text }, {
+        critical: ev.severity === "critical",
+        tag: ev.rule !== null ? `alert:${ev.rule}` : `sensor:${ev.sensor}`,
+      });
+      log.info("mail.enqueued", { id, kind: ev.kind, sensor: ev.sensor });
+      return true;
+    } catch (e) {
+      log.error("mail.enqueue_failed", { kind: ev.kind, sensor: ev.sensor, error: (e as Error).message });
+      return false;
+    }
+  }
+
+  /** One line describing an event, for digests. */
+  #eventLine(ev: AlertEvent): string {
+    const ctx = this.#ctx(ev.sensor);
+    const u = (n: number | null) => `${formatNumber(n, ctx.decimals)}${ctx.unit ? " " + ctx.unit : ""}`;
+    const time = new Date(ev.at).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const op = ev.direction === "below" ? "<" : ">";
+    let what: string;
+    if (ev.kind === "sensor_error") what = `${ev.sensor}: ${ev.error}`;
+    else if (ev.kind === "alert" || ev.kind === "reminder") {
+      what = `${ev.sensor} ${u(ev.value)} ${op} ${u(ev.threshold)}`;
+    } else what = `${ev.sensor} ${u(ev.value)}`;
+    return `${time}  ${STATE_WORD[ev.kind]} ${what}`.replace(/[\r\n]+/g, " ");
+  }
+
+  #currentStateLines(): string[] {
+    const lines: string[] = [];
+    for (const r of this.config.rules) {
+      const s = this.#state.rules[r.id];
+      const v = this.#lastValue.get(r.sensor);
+      const ctx = this.#ctx(r.sensor);
+      const reading = v === undefined
+        ? "no reading"
+        : `${formatNumber(v, ctx.decimals)}${ctx.unit ? " " + ctx.unit : ""}`;
+      const since = s?.since ? ` since ${new Date(s.since).toISOString().replace(/\.\d{3}Z$/, "Z")}` : "";
+      lines.push(`  ${r.id}: ${s?.alerting ? `ALERT${since}` : "OK"} (${r.sensor} ${reading})`);
+    }
+    for (const [name, s] of Object.entries(this.#state.sensors)) {
+      if (s.health.failing) lines.push(`  sensor ${name}: SENSOR ERROR (${s.health.lastError})`);
+    }
+    return lines;
+  }
+
+  async #sendDigest(): Promise<boolean> {
+    const d = this.#state.digest;
+    const groups = new Map<string, AlertEvent[]>();
+    for (const ev of d.events) {
+      const key = this.#recipients(ev).join(",");
+      const g = groups.get(key) ?? [];
+      g.push(ev);
+      groups.set(key, g);
+    }
+    for (const [key, evs] of groups) {
+      if (!key) continue;
+      const first = new Date(evs[0].at).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const last = new Date(evs[evs.length - 1].at).toISOString().replace(/\.\d{3}Z$/, "Z");
+      const n = evs.length + (groups.size === 1 ? d.dropped : 0);
+      const subject = `[outpost ${this.#host}] DIGEST ${n} alert event(s) while mail was down`;
+      const text = [
+        `Mail delivery was failing, so ${n} event(s) were collected into this one mail.`,
+        `First seen: ${first}`,
+        `Last seen:  ${last}`,
+        d.dropped > 0 ? `(${d.dropped} older event(s) were left out to keep this mail short.)` : "",
+        "",
+        "Events:",
+        ...evs.map((ev) => "  " + this.#eventLine(ev)),
+        "",
+        "Current state:",
+        ...this.#currentStateLines(),
+        "",
+        `Host: ${this.#host} (${this.#board})`,
+        "",
+      ].join("\n");
+      try {
+        const id = await this.#mailer.enqueue({ to: key.split(","), subject, text }, {
+          critical: evs.some((e) => e.severity === "critical"),
+          tag: "alert-digest",
+        });
+        log.info("mail.digest_enqueued", { id, events: evs.length });
+      } catch (e) {
+        log.error("mail.enqueue_failed", { kind: "digest", error: (e as Error).message });
+        return false;
+      }
+    }
+    return true;
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * `SensorSource`: reads one configured sensor, resolving selectors such as `zone = "cpu-thermal"` or
+ * `chip = "rpi_volt"` to sysfs paths (hwmon numbering changes between boots, names do not).
+ *
+ * @module
+ */
+
+import type { SensorConfig } from "./alerts_config.ts";
+import {
+  type FileFingerprint,
+  fingerprintFile,
+  parseHwmon,
+  parseIio,
+  parseLoadavg,
+  parseMeminfo,
+  parseNumberText,
+  parseThermal,
+  parseThrottled,
+  parseW1Slave,
+  readDiskSpace,
+  readSmallFile,
+  runCommand,
+  SensorReadError,
+} from "./sensor_readers.ts";
+
+/**
+ * Joins a sysfs root ("/" on a board, a temp dir in tests) and an absolute path.
+ *
+ * @example
+ * ```ts
+ * sysPath("/tmp/fake", "/sys/class/thermal"); // "/tmp/fake/sys/class/thermal"
+ * ```
+ */
+export function sysPath(root: string, abs: string): string {
+  return root === "/" || root === "" ? abs : root.replace(/\/+$/, "") + abs;
+}
+
+/**
+ * Lists directory entry names matching `re` (sorted naturally); empty when the directory is missing.
+ *
+ * @example
+ * ```ts
+ * const zones = await listDir("/sys/class/thermal", /^thermal_zone\d+$/);
+ * ```
+ */
+export async function listDir(dir: string, re: RegExp): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) if (re.test(e.name)) out.push(e.name);
+  } catch {
+    return [];
+  }
+  return out.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+}
+
+async function readName(path: string): Promise<string | null> {
+  try {
+    return (await readSmallFile(path)).trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Where a sensor's value comes from, once resolved. */
+interface Resolved {
+  path: string;
+  scalePath?: string | null;
+  offsetPath?: string | null;
+}
+
+/**
+ * Reads one sensor. Never throws anything but {@link SensorReadError}; a failed read forgets the resolved path so
+ * the next read looks again (a replugged probe or a renumbered hwmon is found).
+ *
+ * @example
+ * ```ts
+ * const src = new SensorSource(sensorConfig, "/");
+ * const celsius = await src.read();
+ * ```
+ */
+export class SensorSource {
+  readonly config: SensorConfig;
+  readonly root: string;
+  #resolved: Resolved | null = null;
+  /** file_changed: last fingerprint (restored from the state file by the monitor). */
+  fingerprint: FileFingerprint | null = null;
+  #hashBuf: Uint8Array | null = null;
+
+  constructor(config: SensorConfig, root = "/") {
+    this.config = config;
+    this.root = root;
+  }
+
+  /** Reads the sensor and returns its value after the type's conversion, `scale` and `offset`. */
+  async read(): Promise<number> {
+    try {
+      const v = await this.#readRaw();
+      if (!Number.isFinite(v)) {
+        throw new SensorReadError(`${this.config.name} produced a value out of range.`);
+      }
+      return v * this.config.scale + this.config.offset;
+    } catch (e) {
+      this.#resolved = null;
+      if (e instanceof SensorReadError) throw e;
+      throw new SensorReadError(`${this.config.name} could not be read: ${(e as Error).message}`);
+    }
+  }
+
+  /** The file the sensor reads, when it has one (for `outpost sensors`). */
+  async describePath(): Promise<string | null> {
+    try {
+      return (await this.#resolve()).path;
+    } catch {
+      return null;
+    }
+  }
+
+  async #resolve(): Promise<Resolved> {
+    if (this.#resolved) return this.#resolved;
+    const c = this.config;
+    const root = this.root;
+    let r: Resolved;
+    switch (c.type) {
+      case "thermal": {
+        if (c.path) r = { path: c.path };
+        else if (/^\d+$/.test(c.zone ?? "")) {
+          r = { path: sysPath(root, `/sys/class/thermal/thermal_zone${c.zone}/temp`) };
+        } else {
+          const base = sysPath(root, "/sys/class/thermal");
+          const zones = await listDir(base, /^thermal_zone\d+$/);
+          let found: string | null = null;
+          for (const z of zones) {
+            if ((await readName(`${base}/${z}/type`)) === c.zone) {
+              found = `${base}/${z}/temp`;
+              break;
+            }
+          }
+          if (!found) throw new SensorReadError(`No thermal zone of type "${c.zone}" exists under ${base}.`);
+          r = { path: found };
+        }
+        break;
+      }
+      case "hwmon": {
+        if (c.path) r = { path: c.path };
+        else {
+          const base = sysPath(root, "/sys/class/hwmon");
+          let found: string | null = null;
+          for (const h of await listDir(base, /^hwmon\d+$/)) {
+            if ((await readName(`${base}/${h}/name`)) === c.chip) {
+              found = `${base}/${h}/${c.input}`;
+              break;
+            }
+          }
+          if (!found) throw new SensorReadError(`No hwmon chip named "${c.chip}" exists under ${base}.`);
+          r = { path: found };
+        }
+        break;
+      }
+      case "iio": {
+        let raw: string;
+        if (c.path) raw = c.path;
+        else {
+          const base = sysPath(root, "/sys/bus/iio/devices");
+          let dir: string | null = null;
+          for (const d of await listDir(base, /^iio:device\d+$/)) {
+            if ((await readName(`${base}/${d}/name`)) === c.device) {
+              dir = `${base}/${d}`;
+              break;
+            }
+          }
+          if (!dir) throw new SensorReadError(`No IIO device named "${c.device}" exists under ${base}.`);
+          raw = `${dir}/${c.channel}_raw`;
+        }
+        r = {
+          path: raw,
+          scalePath: await iioCompanion(raw, "scale"),
+          offsetPath: await iioCompanion(raw, "offset"),
+        };
+        break;
+      }
+      case "w1": {
+        if (c.path) r = { path: c.path };
+        else {
+          const base = sysPath(root, "/sys/bus/w1/devices");
+          const id = c.id ?? (await listDir(base, /^28-[0-9a-f]+$/i))[0];
+          if (!id) throw new SensorReadError(`No DS18B20 (28-*) probe is attached under ${base}.`);
+          r = { path: `${base}/${id}/w1_slave` };
+        }
+        break;
+      }
+      case "load":
+        r = { path: sysPath(root, "/proc/loadavg") };
+        break;
+      case "memory":
+        r = { path: sysPath(root, "/proc/meminfo") };
+        break;
+      case "rpi_throttled":
+        r = { path: c.path ?? sysPath(root, "/sys/devices/platform/soc/soc:firmware/get_throttled") };
+        break;
+      case "command":
+        r = { path: c.command?.join(" ") ?? "" };
+        break;
+      default:
+        r = { path: c.path ?? "" };
+    }
+    this.#resolved = r;
+    return r;
+  }
+
+  async #readRaw(): Promise<number> {
+    const c = this.config;
+    const r = await this.#resolve();
+    switch (c.type) {
+      case "thermal":
+        return parseThermal(await readSmallFile(r.path), r.path);
+      case "hwmon":
+        return parseHwmon(r.path.slice(r.path.lastIndexOf("/") + 1), await readSmallFile(r.path), r.path);
+      case "iio":
+        return parseIio(
+          await readSmallFile(r.path),
+          r.scalePath ? await readSmallFile(r.scalePath) : null,
+          r.offsetPath ? await readSmallFile(r.offsetPath) : null,
+          r.path,
+        );
+      case "w1":
+        return parseW1Slave(await readSmallFile(r.path), `DS18B20 ${c.name}`);
+      case "file":
+        return parseNumberText(await readSmallFile(r.path), r.path);
+      case "command": {
+        const out = await runCommand(c.command ?? [], c.timeoutMs);
+        return parseNumberText(
+          out.split("\n").find((l) => l.trim() !== "") ?? "",
+          `Output of ${c.command?.[0]}`,
+        );
+      }
+      case "disk": {
+        const d = await readDiskSpace(r.path);
+        if (c.measure === "free_mb") return d.availableBytes / 1e6;
+        return d.totalBytes > 0 ? (d.availableBytes / d.totalBytes) * 100 : 0;
+      }
+      case "load":
+        return parseLoadavg(await readSmallFile(r.path), c.minutes);
+      case "memory": {
+        const text = await readSmallFile(r.path);
+        const avail = parseMeminfo(text, "MemAvailable");
+        if (c.measure === "available_percent") {
+          const total = parseMeminfo(text, "MemTotal");
+          return total > 0 ? (avail / total) * 100 : 0;
+        }
+        return avail / 1e6;
+      }
+      case "rpi_throttled":
+        return parseThrottled(await readSmallFile(r.path), c.flag);
+      case "file_changed": {
+        this.#hashBuf ??= new Uint8Array(64 * 1024);
+        const prev = this.fingerprint;
+        const next = await fingerprintFile(r.path, prev, this.#hashBuf);
+        this.fingerprint = next;
+        return prev !== null && prev.sha256 !== next.sha256 ? 1 : 0;
+      }
+    }
+  }
+}
+
+async function iioCompanion(raw: string, kind: "scale" | "offset"): Promise<string | null> {
+  // Per-channel (in_voltage0_scale) first, then the shared one (in_voltage_scale).
+  const own = raw.replace(/_raw$/, `_${kind}`);
+  const shared = raw.replace(/(in_[a-z]+)\d*(_[a-z]+)?_raw$/, `$1_${kind}`);
+  for (const p of [own, shared]) {
+    try {
+      if ((await Deno.stat(p)).isFile) return p;
+    } catch { /* try the next */ }
+  }
+  return null;
+}
