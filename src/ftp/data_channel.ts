@@ -1,0 +1,239 @@
+/**
+ * FTP data connections for one session: passive listeners (PASV/EPSV) and active connections (PORT/EPRT).
+ *
+ * A passive listener accepts in the background from the moment PASV is answered, and hands the accepted
+ * connection to the waiting transfer through a promise (no polling). Only a connection from the control peer's
+ * address is taken; any other is closed and the listener keeps waiting. The listener is used once: it closes after
+ * the first good connection, on a new PASV/PORT, or when nobody connects within the data timeout.
+ *
+ * Connections are plain `Deno.Conn` (whose `read(buf)` fills the caller's buffer); the `wrap` hook lets FTPS put
+ * TLS on them later without changing the transfer code.
+ *
+ * @module
+ */
+
+import type { ByteConn } from "../net/byte_conn.ts";
+import { closeQuietly } from "../net/byte_conn.ts";
+import { normalizeIp } from "./address.ts";
+
+/** A data connection could not be set up; the message is safe to show the client. */
+export class DataChannelError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DataChannelError";
+  }
+}
+
+/** How one session opens its data connections. */
+export interface DataChannelOptions {
+  /** The control connection's peer address (normalised); data peers must match it. */
+  peerIp: string;
+  /** The address passive listeners bind to (normally the control connection's local address). */
+  bindHost: string;
+  /** Passive port range; 0/0 means any free port. */
+  portMin: number;
+  portMax: number;
+  /** How long a passive listener waits for its connection, and an active connect may take. */
+  timeoutMs: number;
+  /** Turns a fresh TCP connection into the connection transfers use (FTPS puts TLS here). */
+  wrap?: (conn: Deno.Conn) => Promise<ByteConn>;
+}
+
+/** One passive listener waiting for its single connection. */
+class PassiveSlot {
+  readonly port: number;
+  #listener: Deno.Listener;
+  #conn: Deno.Conn | null = null;
+  #error: string | null = null;
+  #done = false;
+  #waiters: (() => void)[] = [];
+  #timer: ReturnType<typeof setTimeout>;
+
+  constructor(listener: Deno.Listener, peerIp: string, timeoutMs: number) {
+    this.#listener = listener;
+    this.port = (listener.addr as Deno.NetAddr).port;
+    this.#timer = setTimeout(
+      () => this.#finish(null, "Can't open data connection: nobody connected in time."),
+      timeoutMs,
+    );
+    this.#acceptLoop(peerIp);
+  }
+
+  async #acceptLoop(peerIp: string): Promise<void> {
+    // Bounded by the listener: it closes on success, on timeout and on close().
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        this.#finish(null, "Can't open data connection: the passive listener was closed.");
+        return;
+      }
+      if (this.#done) {
+        closeQuietly(conn);
+        return;
+      }
+      const ip = normalizeIp((conn.remoteAddr as Deno.NetAddr).hostname);
+      if (ip === peerIp) {
+        this.#finish(conn, null);
+        return;
+      }
+      closeQuietly(conn);
+    }
+  }
+
+  #finish(conn: Deno.Conn | null, error: string | null): void {
+    if (this.#done) {
+      closeQuietly(conn);
+      return;
+    }
+    this.#done = true;
+    this.#conn = conn;
+    this.#error = error;
+    clearTimeout(this.#timer);
+    closeQuietly(this.#listener);
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w();
+  }
+
+  /** Resolves to the accepted connection (once), or throws {@link DataChannelError}. */
+  async take(): Promise<Deno.Conn> {
+    if (!this.#done) await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn) return conn;
+    throw new DataChannelError(this.#error ?? "Can't open data connection: it was already used.");
+  }
+
+  /** Closes the listener and any connection nobody took. */
+  close(): void {
+    this.#finish(null, "Can't open data connection: the passive listener was closed.");
+    closeQuietly(this.#conn);
+    this.#conn = null;
+  }
+}
+
+/**
+ * The data-connection state of one FTP session.
+ *
+ * @example
+ * ```ts
+ * const dc = new DataChannel({ peerIp: "127.0.0.1", bindHost: "127.0.0.1", portMin: 0, portMax: 0, timeoutMs: 30_000 });
+ * const port = await dc.openPassive(); // reply 227/229 with it
+ * const conn = await dc.connect();     // when RETR arrives
+ * dc.close();
+ * ```
+ */
+export class DataChannel {
+  readonly #opts: DataChannelOptions;
+  #passive: PassiveSlot | null = null;
+  #active: { host: string; port: number } | null = null;
+  #connecting: Promise<Deno.Conn> | null = null;
+
+  constructor(opts: DataChannelOptions) {
+    this.#opts = opts;
+  }
+
+  /** "passive" after PASV/EPSV, "active" after PORT/EPRT, "none" before or after a transfer used it. */
+  get mode(): "none" | "passive" | "active" {
+    return this.#passive ? "passive" : this.#active ? "active" : "none";
+  }
+
+  /** Opens a passive listener in the port range (closing any previous one) and resolves to its port. */
+  async openPassive(): Promise<number> {
+    this.close();
+    const { portMin, portMax, bindHost, peerIp, timeoutMs } = this.#opts;
+    let listener: Deno.Listener | null = null;
+    if (portMin === 0 && portMax === 0) {
+      listener = Deno.listen({ hostname: bindHost, port: 0, transport: "tcp" });
+    } else {
+      const span = portMax - portMin + 1;
+      const start = Math.floor(Math.random() * span);
+      for (let i = 0; i < span && listener === null; i++) {
+        try {
+          listener = Deno.listen({
+            hostname: bindHost,
+            port: portMin + ((start + i) % span),
+            transport: "tcp",
+          });
+        } catch (e) {
+          if (!(e instanceof Deno.errors.AddrInUse)) throw e;
+        }
+      }
+      if (listener === null) {
+        throw new DataChannelError("Can't open passive connection: every port in the passive range is busy.");
+      }
+    }
+    await Promise.resolve();
+    this.#passive = new PassiveSlot(listener, peerIp, timeoutMs);
+    return this.#passive.port;
+  }
+
+  /** Remembers an active-mode target (already checked by the caller), closing any passive listener. */
+  setActive(host: string, port: number): void {
+    this.close();
+    this.#active = { host, port };
+  }
+
+  /**
+   * Resolves to the data connection for one transfer: the passive one (waiting for it if needed) or a new
+   * active connection. The setup is used up; the next transfer needs a new PASV/PORT. Throws
+   * {@link DataChannelError} when no connection can be made.
+   */
+  async connect(): Promise<ByteConn> {
+    let conn: Deno.Conn;
+    if (this.#passive) {
+      const slot = this.#passive;
+      try {
+        conn = await slot.take();
+      } finally {
+        if (this.#passive === slot) this.#passive = null;
+      }
+    } else if (this.#active) {
+      const { host, port } = this.#active;
+      this.#active = null;
+      conn = await this.#connectActive(host, port);
+    } else {
+      throw new DataChannelError("Can't open data connection: use PASV, EPSV, PORT or EPRT first.");
+    }
+    if (!this.#opts.wrap) return conn;
+    try {
+      return await this.#opts.wrap(conn);
+    } catch {
+      closeQuietly(conn);
+      throw new DataChannelError("Can't open data connection: the secure handshake failed.");
+    }
+  }
+
+  async #connectActive(hostname: string, port: number): Promise<Deno.Conn> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const attempt = Deno.connect({ hostname, port, transport: "tcp" });
+    this.#connecting = attempt;
+    const timeout = new Promise<null>((resolve) =>
+      timer = setTimeout(() => resolve(null), this.#opts.timeoutMs)
+    );
+    try {
+      const conn = await Promise.race([attempt, timeout]);
+      if (conn === null || this.#connecting !== attempt) {
+        attempt.then(closeQuietly, () => {});
+        throw new DataChannelError("Can't open data connection: the client did not accept it in time.");
+      }
+      return conn;
+    } catch (e) {
+      if (e instanceof DataChannelError) throw e;
+      throw new DataChannelError("Can't open data connection: the client refused it.");
+    } finally {
+      clearTimeout(timer);
+      if (this.#connecting === attempt) this.#connecting = null;
+    }
+  }
+
+  /** Closes any passive listener or pending connection; forgets an active target. */
+  close(): void {
+    this.#passive?.close();
+    this.#passive = null;
+    this.#active = null;
+    this.#connecting = null;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The byte-moving loops of FTP transfers: file to data connection (RETR), data connection to file
+ * (STOR/APPE/STOU), and listings written line by line. Each loop works in ONE caller-supplied buffer, reading into
+ * it and writing from it, so a transfer allocates nothing per chunk; TYPE A conversion happens inside the same
+ * buffer.
+ *
+ * @module
+ */
+
+import type { ByteConn } from "../net/byte_conn.ts";
+import { writeAll } from "../net/byte_conn.ts";
+import type { CrlfToLf, LfToCrlf } from "./ascii.ts";
+
+/** Default size of the one buffer each data connection uses. */
+export const TRANSFER_BUFFER_SIZE = 64 * 1024;
+
+/** Progress of a running transfer, shown by STAT and used by the stall watchdog. */
+export interface TransferProgress {
+  /** Bytes moved over the data connection so far. */
+  bytes: number;
+}
+
+/**
+ * A small pool of transfer buffers shared by a server's sessions, so sequential transfers reuse buffers instead
+ * of allocating one each, and idle sessions hold none.
+ *
+ * @example
+ * ```ts
+ * const pool = new BufferPool(64 * 1024, 8);
+ * const buf = pool.acquire();
+ * pool.release(buf);
+ * ```
+ */
+export class BufferPool {
+  readonly size: number;
+  readonly #maxFree: number;
+  readonly #free: Uint8Array[] = [];
+
+  constructor(size = TRANSFER_BUFFER_SIZE, maxFree = 16) {
+    this.size = size;
+    this.#maxFree = maxFree;
+  }
+
+  /** A buffer of {@link BufferPool.size} bytes, reused when one is free. */
+  acquire(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(this.size);
+  }
+
+  /** Gives a buffer back; kept for reuse while fewer than `maxFree` are idle. */
+  release(buf: Uint8Array): void {
+    if (buf.length === this.size && this.#free.length < this.#maxFree) this.#free.push(buf);
+  }
+}
+
+/**
+ * A transfer failed on the local file, not on the network (disk full, read error); `original` is the file
+ * system's error, for mapping to a reply.
+ *
+ * @example
+ * ```ts
+ * try { await receiveFile(conn, file, buf, null, progress); } catch (e) { if (e instanceof LocalIoError) {} }
+ * ```
+ */
+export class LocalIoError extends Error {
+  readonly original: unknown;
+  constructor(original: unknown) {
+    super(
+      `Transfer failed on the local file: ${original instanceof Error ? original.message : String(original)}`,
+    );
+    this.name = "LocalIoError";
+    this.original = original;
+  }
+}
+
+/** Writes all of `data` to a file, looping over short writes. */
+async function writeFileAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  try {
+    while (off < data.length) {
+      off += await file.write(off === 0 ? data : data.subarray(off));
+    }
+  } catch (e) {
+    throw new LocalIoError(e);
+  }
+}
+
+async function readFile(file: Deno.FsFile, buf: Uint8Array): Promise<number | null> {
+  try {
+    return await file.read(buf);
+  } catch (e) {
+    throw new LocalIoError(e);
+  }
+}
+
+/**
+ * Sends `file` from its current position to `conn`. With `ascii`, LF becomes CRLF: the buffer is split into a
+ * read third and a two-thirds conversion area, so the conversion also needs no extra memory.
+ *
+ * @example
+ * ```ts
+ * await sendFile(conn, await Deno.open("a.bin"), new Uint8Array(65536), null, { bytes: 0 });
+ * ```
+ */
+export async function sendFile(
+  conn: ByteConn,
+  file: Deno.FsFile,
+  buf: Uint8Array,
+  ascii: LfToCrlf | null,
+  progress: TransferProgress,
+): Promise<void> {
+  if (ascii) {
+    const third = Math.floor(buf.length / 3);
+    const src = buf.subarray(0, third);
+    const dst = buf.subarray(third);
+    for (;;) {
+      const n = await readFile(file, src);
+      if (n === null) return;
+      const w = ascii.convert(src, n, dst);
+      await writeAll(conn, dst.subarray(0, w));
+      progress.bytes += w;
+    }
+  }
+  for (;;) {
+    const n = await readFile(file, buf);
+    if (n === null) return;
+    await writeAll(conn, n === buf.length ? buf : buf.subarray(0, n));
+    progress.bytes += n;
+  }
+}
+
+/**
+ * Receives from `conn` until the peer closes, writing to `file`. With `ascii`, CRLF becomes LF in place.
+ *
+ * @example
+ * ```ts
+ * await receiveFile(conn, file, new Uint8Array(65536), null, { bytes: 0 });
+ * ```
+ */
+export async function receiveFile(
+  conn: ByteConn,
+  file: Deno.FsFile,
+  buf: Uint8Array,
+  ascii: CrlfToLf | null,
+  progress: TransferProgress,
+): Promise<void> {
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    progress.bytes += n;
+    const w = ascii ? ascii.convert(buf, n) : n;
+    if (w > 0) await writeFileAll(file, w === buf.length ? buf : buf.subarray(0, w));
+  }
+  if (ascii) {
+    const w = ascii.flush(buf);
+    if (w > 0) await writeFileAll(file, buf.subarray(0, w));
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Writes text lines (each followed by CRLF) to a connection through one buffer, flushing when it fills.
+ *
+ * @example
+ * ```ts
+ * const out = new LineWriter(conn, new Uint8Array(65536), { bytes: 0 });
+ * await out.line("-rw-r--r--   1 ftp ftp 3 Jan 01 00:00 a.txt");
+ * await out.flush();
+ * ```
+ */
+export class LineWriter {
+  readonly #conn: ByteConn;
+  readonly #buf: Uint8Array;
+  readonly #progress: TransferProgress;
+  #used = 0;
+
+  constructor(conn: ByteConn, buf: Uint8Array, progress: TransferProgress) {
+    this.#conn = conn;
+    this.#buf = buf;
+    this.#progress = progress;
+  }
+
+  /** Appends `text` and CRLF. */
+  async line(text: string): Promise<void> {
+    const s = text + "\r\n";
+    // UTF-8 needs at most 3 bytes per UTF-16 code unit.
+    if (this.#buf.length - this.#used < s.length * 3) await this.flush();
+    if (this.#buf.length < s.length * 3) {
+      const bytes = encoder.encode(s);
+      await writeAll(this.#conn, bytes);
+      this.#progress.bytes += bytes.length;
+      return;
+    }
+    this.#used += encoder.encodeInto(s, this.#buf.subarray(this.#used)).written;
+  }
+
+  /** Sends what is buffered. */
+  async flush(): Promise<void> {
+    if (this.#used === 0) return;
+    await writeAll(this.#conn, this.#buf.subarray(0, this.#used));
+    this.#progress.bytes += this.#used;
+    this.#used = 0;
+  }
+}
