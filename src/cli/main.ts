@@ -15,6 +15,10 @@ interface Subcommand {
 
 /** The subcommands, in the order `outpost --help` lists them. */
 const COMMANDS: Record<string, Subcommand> = {
+  ftp: {
+    summary: "Serve one folder over FTP without a config file",
+    load: async () => (await import("./ftp_command.ts")).ftpCommand,
+  },
   passwd: {
     summary: "Print a password hash for the config file",
     load: async () => (await import("./passwd_command.ts")).passwdCommand,
