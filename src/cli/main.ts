@@ -15,6 +15,10 @@ interface Subcommand {
 
 /** The subcommands, in the order `outpost --help` lists them. */
 const COMMANDS: Record<string, Subcommand> = {
+  "check-config": {
+    summary: "Validate a config file and print the resolved settings",
+    load: async () => (await import("./check_config_command.ts")).checkConfigCommand,
+  },
   ftp: {
     summary: "Serve one folder over FTP without a config file",
     load: async () => (await import("./ftp_command.ts")).ftpCommand,

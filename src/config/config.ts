@@ -9,6 +9,9 @@
  */
 
 import { parse as parseToml } from "smol-toml";
+import { type AlertsConfig, readAlertsConfig } from "../alerts/alerts_config.ts";
+import type { FtpServerOptions } from "../ftp/ftp_server.ts";
+import { readFtpSection } from "../ftp/ftp_config.ts";
 import { ConfigError, Section } from "./section.ts";
 
 /** The `[device]` table: who this board is and where it keeps state. */
@@ -26,6 +29,10 @@ export interface OutpostConfig {
   /** The file it came from, or null for an embedded config. */
   path: string | null;
   device: DeviceConfig;
+  /** The FTP server, or null when `[ftp] enabled = false`. */
+  ftp: FtpServerOptions | null;
+  /** The alert monitor: sensors and rules. */
+  alerts: AlertsConfig;
   /** The parsed TOML document, for areas that read their own tables. */
   document: Record<string, unknown>;
 }
@@ -96,9 +103,20 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
     );
   }
   dev.finish();
+  const ftpSection = readFtpSection(root.section("ftp"));
+  const alerts = readAlertsConfig(root);
   for (const read of readers) read(root);
+  root.raw("smtp");
+  root.raw("outbox");
+  root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
-  return { path: path ?? null, device, document };
+  return {
+    path: path ?? null,
+    device,
+    ftp: ftpSection.enabled ? ftpSection.options : null,
+    alerts,
+    document,
+  };
 }
 
 function dirname(p: string): string {
