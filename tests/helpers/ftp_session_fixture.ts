@@ -113,9 +113,22 @@ import ftplib, os, sys, json, hashlib, socket, time, threading, io
 HOST = os.environ["FTP_HOST"]; PORT = int(os.environ["FTP_PORT"]); DIR = os.environ["FTP_DIR"]
 ROOT = os.environ["FTP_ROOT"]
 
-def connect(user="alice", password="secret", encoding="utf-8", timeout=30):
-    f = ftplib.FTP(encoding=encoding, timeout=timeout)
-    f.connect(HOST, PORT)
+REPLIES = []
+
+class RecFTP(ftplib.FTP):
+    """Records every reply, so a script can check that no reply leaks a host path."""
+    def getmultiline(self):
+        r = super().getmultiline()
+        REPLIES.append(r)
+        return r
+
+def no_host_paths():
+    for r in REPLIES:
+        assert DIR not in r and ROOT not in r, f"reply leaks a host path: {r!r}"
+
+def connect(user="alice", password="secret", encoding="utf-8", timeout=30, host=None):
+    f = RecFTP(encoding=encoding, timeout=timeout)
+    f.connect(host or HOST, PORT)
     if user is not None:
         f.login(user, password)
     return f
