@@ -1,0 +1,401 @@
+/**
+ * Test fixture for FTP interop tests: an in-process {@link FtpServer} on loopback in a temp dir, a raw control
+ * client for hostile cases, child-process running with a safety bound, and file hashing/generation helpers.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { hashPassword } from "../../src/config/password.ts";
+import { Accounts } from "../../src/ftp/accounts.ts";
+import { FULL_ACCESS } from "../../src/ftp/ftp_file_system.ts";
+import { defaultFtpServerOptions, FtpServer, type FtpServerOptions } from "../../src/ftp/ftp_server.ts";
+import { LineReader } from "../../src/net/line_reader.ts";
+
+/** Login of the fixture's full-access user. */
+export const USER = "alice";
+/** Password of the fixture's full-access user. */
+export const PASS = "s3cret-pw";
+
+/** A running server and its temp directories. */
+export interface FtpFixture {
+  server: FtpServer;
+  port: number;
+  /** Host name for URLs: "127.0.0.1" or "[::1]". */
+  urlHost: string;
+  /** Temp dir holding root/, pub/ and any scratch files of the test. */
+  base: string;
+  /** The user's root. */
+  root: string;
+  /** The anonymous root. */
+  pub: string;
+  /** "ftp://alice:pw@host:port" (no trailing slash). */
+  url: string;
+  close(): Promise<void>;
+}
+
+let cachedHash: string | null = null;
+
+/**
+ * Starts a server on loopback port 0 with user alice (full access) and, if asked, anonymous read-only access.
+ *
+ * @example
+ * ```ts
+ * const fx = await startFtp();
+ * try {
+ *   // drive fx.port
+ * } finally {
+ *   await fx.close();
+ * }
+ * ```
+ */
+export async function startFtp(
+  opts: { anonymous?: boolean; hostname?: string; server?: Partial<FtpServerOptions> } = {},
+): Promise<FtpFixture> {
+  const base = await Deno.makeTempDir({ prefix: "outpost_ftp_it_" });
+  const root = `${base}/root`;
+  const pub = `${base}/pub`;
+  await Deno.mkdir(root);
+  await Deno.mkdir(pub);
+  cachedHash ??= await hashPassword(PASS, 1000);
+  const accounts = new Accounts({
+    users: [{ name: USER, passwordHash: cachedHash, root, perms: FULL_ACCESS }],
+    anonymous: opts.anonymous ? { enabled: true, root: pub } : null,
+  });
+  const hostname = opts.hostname ?? "127.0.0.1";
+  const server = new FtpServer({ ...defaultFtpServerOptions(accounts), hostname, port: 0, ...opts.server });
+  try {
+    await server.listen();
+  } catch (e) {
+    await Deno.remove(base, { recursive: true });
+    throw e;
+  }
+  const urlHost = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return {
+    server,
+    port: server.port,
+    urlHost,
+    base,
+    root,
+    pub,
+    url: `ftp://${USER}:${PASS}@${urlHost}:${server.port}`,
+    close: async () => {
+      await server.close({ graceMs: 0 });
+      await Deno.remove(base, { recursive: true });
+    },
+  };
+}
+
+/** Result of a child process. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/**
+ * Runs a command with a safety bound (kills only this child when it is exceeded; no timing is asserted).
+ *
+ * @example
+ * ```ts
+ * const r = await run("curl", ["-s", "ftp://127.0.0.1:2121/"]);
+ * ```
+ */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string> } = {},
+): Promise<RunResult> {
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: opts.cwd,
+    env: opts.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  }, opts.timeoutMs ?? 120_000);
+  try {
+    const out = await child.output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr), timedOut };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * SHA-256 of a file, streamed with one buffer.
+ *
+ * @example
+ * ```ts
+ * const h = await sha256File("/tmp/x");
+ * ```
+ */
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash("sha256");
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(256 * 1024);
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    f.close();
+  }
+  return h.digest("hex");
+}
+
+/**
+ * Writes `size` pseudo-random bytes (seeded, so reruns produce the same file) to `path`.
+ *
+ * @example
+ * ```ts
+ * await writeRandomFile("/tmp/x", 1 << 20, 7);
+ * ```
+ */
+export async function writeRandomFile(path: string, size: number, seed = 1): Promise<void> {
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    const buf = new Uint8Array(1 << 20);
+    let x = (seed * 2654435761) >>> 0 || 1;
+    let left = size;
+    while (left > 0) {
+      const n = Math.min(left, buf.length);
+      for (let i = 0; i < n; i++) {
+        x ^= x << 13;
+        x >>>= 0;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        x >>>= 0;
+        buf[i] = x & 0xff;
+      }
+      let off = 0;
+      while (off < n) off += await f.write(buf.subarray(off, n));
+      left -= n;
+    }
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Maps every regular file under `dir` (relative path, sorted) to its SHA-256.
+ *
+ * @example
+ * ```ts
+ * assert.deepEqual(await treeHashes(a), await treeHashes(b));
+ * ```
+ */
+export async function treeHashes(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (rel: string, depth: number): Promise<void> => {
+    if (depth > 32) throw new Error("Tree walk aborted: deeper than 32 levels.");
+    for await (const e of Deno.readDir(rel ? `${dir}/${rel}` : dir)) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory) await walk(r, depth + 1);
+      else if (e.isFile) out.set(r, await sha256File(`${dir}/${r}`));
+    }
+  };
+  await walk("", 0);
+  return new Map([...out.entries()].sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** One FTP reply. */
+export interface FtpReply {
+  code: number;
+  lines: string[];
+  text: string;
+}
+
+/**
+ * A raw FTP control connection for hostile tests: send exact bytes, read whole (multi-line) replies.
+ *
+ * @example
+ * ```ts
+ * const c = await FtpControl.connect("127.0.0.1", 2121);
+ * await c.reply(); // 220
+ * await c.cmd("USER alice");
+ * c.close();
+ * ```
+ */
+export class FtpControl {
+  readonly conn: Deno.TcpConn;
+  readonly reader: LineReader;
+  #closed = false;
+
+  private constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.reader = new LineReader(conn, { maxLineLength: 64 * 1024 });
+  }
+
+  /** Connects (and does not read the greeting). */
+  static async connect(hostname: string, port: number): Promise<FtpControl> {
+    return new FtpControl(await Deno.connect({ hostname, port }));
+  }
+
+  /** Connects, reads the 220 greeting and logs in; throws when any step fails. */
+  static async login(hostname: string, port: number, user = USER, pass = PASS): Promise<FtpControl> {
+    const c = await FtpControl.connect(hostname, port);
+    try {
+      const g = await c.reply();
+      if (g.code !== 220) throw new Error(`Greeting was ${g.text}`);
+      const u = await c.cmd(`USER ${user}`);
+      if (u.code === 331) {
+        const p = await c.cmd(`PASS ${pass}`);
+        if (p.code !== 230) throw new Error(`Login failed: ${p.text}`);
+      } else if (u.code !== 230) throw new Error(`USER answered ${u.text}`);
+      return c;
+    } catch (e) {
+      c.close();
+      throw e;
+    }
+  }
+
+  /** Sends raw text or bytes as is. */
+  async send(data: string | Uint8Array): Promise<void> {
+    let bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    while (bytes.length > 0) {
+      const n = await this.conn.write(bytes);
+      bytes = bytes.subarray(n);
+    }
+  }
+
+  /**
+   * Reads one complete reply, or null when the server closed the connection. Throws after `timeoutMs`
+   * (a safety bound: the connection is closed so the test cannot hang).
+   */
+  async replyOrNull(timeoutMs = 15_000): Promise<FtpReply | null> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.close();
+    }, timeoutMs);
+    try {
+      const lines: string[] = [];
+      for (let i = 0; i < 10_000; i++) {
+        let line: string | null;
+        try {
+          line = await this.reader.readLine();
+        } catch (e) {
+          if (timedOut) throw new Error(`No reply within ${timeoutMs} ms (after: ${lines.join(" | ")})`);
+          if (e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BadResource) {
+            return lines.length ? this.#make(lines) : null;
+          }
+          throw e;
+        }
+        if (line === null) {
+          if (timedOut) throw new Error(`No reply within ${timeoutMs} ms (after: ${lines.join(" | ")})`);
+          if (lines.length) throw new Error(`Connection closed mid-reply: ${lines.join(" | ")}`);
+          return null;
+        }
+        lines.push(line);
+        const m = /^(\d{3})([ -])/.exec(lines[0]);
+        if (!m) throw new Error(`Malformed reply line: ${JSON.stringify(line)}`);
+        if (m[2] === " ") return this.#make(lines);
+        if (lines.length > 1 && line.startsWith(`${m[1]} `)) return this.#make(lines);
+      }
+      throw new Error("Reply longer than 10000 lines.");
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Reads one complete reply; throws when the connection closed instead. */
+  async reply(timeoutMs?: number): Promise<FtpReply> {
+    const r = await this.replyOrNull(timeoutMs);
+    if (r === null) throw new Error("Connection closed instead of a reply.");
+    return r;
+  }
+
+  #make(lines: string[]): FtpReply {
+    return { code: Number(lines[0].slice(0, 3)), lines, text: lines.join("\n") };
+  }
+
+  /** Sends `line` + CRLF and reads the reply. */
+  async cmd(line: string, timeoutMs?: number): Promise<FtpReply> {
+    await this.send(line + "\r\n");
+    return await this.reply(timeoutMs);
+  }
+
+  /** Sends `line` + CRLF and reads the reply; null when the server closed (or reset) the connection. */
+  async replyOrNullAfter(line: string, timeoutMs?: number): Promise<FtpReply | null> {
+    try {
+      await this.send(line + "\r\n");
+    } catch (e) {
+      if (e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset) return null;
+      throw e;
+    }
+    return await this.replyOrNull(timeoutMs);
+  }
+
+  /** Sends PASV and opens the data connection it names. */
+  async pasvConnect(): Promise<{ reply: FtpReply; data: Deno.TcpConn }> {
+    const r = await this.cmd("PASV");
+    const m = /\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)/.exec(r.text);
+    if (r.code !== 227 || !m) throw new Error(`PASV failed: ${r.text}`);
+    const data = await Deno.connect({
+      hostname: `${m[1]}.${m[2]}.${m[3]}.${m[4]}`,
+      port: +m[5] * 256 + +m[6],
+    });
+    return { reply: r, data };
+  }
+
+  /** Closes the connection; safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+/**
+ * Reads a data connection to its end (bounded by `maxBytes`), closes it and decodes it as UTF-8.
+ *
+ * @example
+ * ```ts
+ * const text = await readAllText(data);
+ * ```
+ */
+export async function readAllText(conn: Deno.Conn, maxBytes = 16 << 20): Promise<string> {
+  const buf = new Uint8Array(64 * 1024);
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      parts.push(buf.slice(0, n));
+      total += n;
+      if (total > maxBytes) throw new Error("Data connection sent more than expected.");
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+  const all = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.length;
+  }
+  return new TextDecoder().decode(all);
+}
