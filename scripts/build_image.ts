@@ -80,7 +80,9 @@ board = "generic"
 
 [ftp]
 port = 21
-allow_active = false          # passive only keeps the sandbox narrow
+active = false                # passive only: keeps the sandbox's network access narrow
+[ftp.passive]
+ports = "50000-50031"
 # [[ftp.users]]
 # name = "alice"
 # password_hash = "pbkdf2-sha256$..."   # make one with: outpost passwd

@@ -80,7 +80,7 @@ function commandName(v: unknown): string | undefined {
   return undefined;
 }
 
-const SYSFS_SENSOR_TYPES = new Set(["thermal", "hwmon", "iio", "w1", "ds18b20", "throttled", "sysfs"]);
+const SYSFS_SENSOR_TYPES = new Set(["thermal", "hwmon", "iio", "w1", "rpi_throttled"]);
 
 /**
  * Derives the permissions `outpost serve` needs for `config` (validated by `parseConfig`).
@@ -114,30 +114,27 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
   if (config.path) read.add(config.path);
 
   const ftp = table(doc.ftp);
-  if (doc.ftp !== undefined) {
-    const host = str(ftp, "host", "hostname", "listen", "address") ?? "0.0.0.0";
-    const port = num(ftp, "port") ?? 21;
+  if (doc.ftp !== undefined && ftp.enabled !== false) {
+    // Keys as read by src/ftp/ftp_config.ts.
+    const host = str(ftp, "host") ?? "0.0.0.0";
+    const port = num(ftp, "port") ?? 2121;
     if (port > 0 && port < 1024) privileged = true;
     net.add(`${netHost(host)}:${port}`);
     const passive = table(ftp.passive);
-    const range = parseRange(passive.ports ?? passive.port_range) ??
-      (num(passive, "port_min", "min_port") !== undefined
-        ? { min: num(passive, "port_min", "min_port")!, max: num(passive, "port_max", "max_port")! }
-        : null);
+    const range = parseRange(passive.ports);
     if (range && range.min > 0 && range.max >= range.min && range.max - range.min < MAX_LISTED_PORTS) {
       for (let p = range.min; p <= range.max; p++) net.add(`${netHost(host)}:${p}`);
     } else {
       net.add(netHost(host));
-      if (range) {
+      if (range && range.min > 0) {
         notes.push(`passive range is wider than ${MAX_LISTED_PORTS} ports: any port on ${host} allowed`);
       }
     }
-    const allowActive = ftp.allow_active ?? ftp.active ?? table(ftp.active).enabled ?? true;
-    if (allowActive !== false) {
+    if (ftp.active !== false) {
       netAll = true;
       notes.push(
         "ftp active mode (PORT/EPRT) is on: it connects back to any client, so --allow-net is not narrowed " +
-          "(set [ftp] allow_active = false to narrow it)",
+          "(set [ftp] active = false to narrow it)",
       );
     }
     for (const u of Array.isArray(ftp.users) ? ftp.users : []) {
@@ -150,17 +147,11 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
     }
     const anon = table(ftp.anonymous);
     const anonRoot = str(anon, "root");
-    if (anonRoot && anon.enabled !== false) {
+    if (anonRoot && anon.enabled === true) {
       read.add(abs(anonRoot));
       dataDirs.add(abs(anonRoot));
     }
-    const rootDefault = str(ftp, "root");
-    if (rootDefault) {
-      read.add(abs(rootDefault));
-      write.add(abs(rootDefault));
-      dataDirs.add(abs(rootDefault));
-    }
-    const xferlog = str(ftp, "xferlog", "xferlog_path", "transfer_log");
+    const xferlog = str(ftp, "xferlog");
     if (xferlog) {
       write.add(abs(xferlog));
       read.add(abs(xferlog));
@@ -196,16 +187,28 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
     dataDirs.add(abs(outboxDir));
   }
 
-  for (const s of Object.values(table(doc.sensors))) {
-    const t = table(s);
-    const type = (str(t, "type", "kind") ?? "").toLowerCase();
-    const path = str(t, "path", "file");
-    const cmd = commandName(t.command);
-    if (cmd) run.add(cmd);
-    if (path) read.add(abs(path));
-    if (type === "load" || type === "loadavg") read.add("/proc/loadavg");
-    else if (type === "memory" || type === "meminfo") read.add("/proc/meminfo");
-    else if (SYSFS_SENSOR_TYPES.has(type) || (!path && !cmd)) read.add("/sys");
+  // Keys as read by src/alerts/alerts_config.ts; sysfs and /proc live under [alerts] sysfs_root.
+  const alerts = table(doc.alerts);
+  const sysRoot = abs(str(alerts, "sysfs_root") ?? "/");
+  const under = (p: string) => sysRoot === "/" ? p : `${sysRoot}${p}`;
+  const stateFile = str(alerts, "state_file");
+  if (stateFile) {
+    read.add(abs(stateFile));
+    write.add(abs(stateFile));
+  }
+  if (alerts.enabled !== false) {
+    for (const s of Object.values(table(doc.sensors))) {
+      const t = table(s);
+      const type = (str(t, "type") ?? "").toLowerCase();
+      const path = str(t, "path");
+      const cmd = commandName(t.command);
+      if (cmd) run.add(cmd);
+      if (path) read.add(abs(path));
+      if (type === "load") read.add(under("/proc/loadavg"));
+      else if (type === "memory") read.add(under("/proc/meminfo"));
+      else if (SYSFS_SENSOR_TYPES.has(type) && !path) read.add(under("/sys"));
+      else if (type === "rpi_throttled" && !path) read.add(under("/sys"));
+    }
   }
 
   for (const p of [...read, ...write]) {

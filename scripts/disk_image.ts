@@ -48,6 +48,28 @@ export interface ToolResult {
 }
 
 /**
+ * Finds `cmd` on PATH, then in /usr/sbin and /sbin (not on a normal user's PATH, but where sfdisk, debugfs,
+ * e2fsck and mkfs.fat live and work fine without root on image files).
+ *
+ * @example
+ * ```ts
+ * resolveTool("sfdisk"); // "/usr/sbin/sfdisk"
+ * ```
+ */
+export function resolveTool(cmd: string): string {
+  if (cmd.includes("/")) return cmd;
+  const dirs = [...(Deno.env.get("PATH") ?? "").split(":").filter(Boolean), "/usr/sbin", "/sbin"];
+  for (const d of dirs) {
+    try {
+      if (Deno.statSync(`${d}/${cmd}`).isFile) return `${d}/${cmd}`;
+    } catch {
+      // Not in this folder.
+    }
+  }
+  return cmd;
+}
+
+/**
  * Runs a tool and collects its output; never throws for a non-zero exit (callers decide).
  *
  * @example
@@ -62,7 +84,7 @@ export async function runTool(
 ): Promise<ToolResult> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(cmd, {
+    child = new Deno.Command(resolveTool(cmd), {
       args,
       stdin: opts.stdin === undefined ? "null" : "piped",
       stdout: "piped",

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { resolveTool } from "../../scripts/disk_image.ts";
+
 /** Options for {@link makeBaseImage}. */
 export interface BaseImageOptions {
   label?: "dos" | "gpt";
@@ -16,7 +18,7 @@ export interface BaseImageOptions {
 }
 
 async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
-  const child = new Deno.Command(cmd, {
+  const child = new Deno.Command(resolveTool(cmd), {
     args,
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
@@ -90,7 +92,7 @@ export async function makeBaseImage(
     await Deno.writeTextFile(`${tree}/etc/os-release`, 'PRETTY_NAME="Synthetic test image"\nID=debian\n');
     await Deno.writeTextFile(`${tree}/etc/passwd`, "root:x:0:0:root:/root:/bin/bash\n");
     await run("fakeroot", [
-      "mke2fs",
+      resolveTool("mke2fs"),
       "-q",
       "-F",
       "-t",
