@@ -62,6 +62,8 @@ export interface SensorConfig {
   decimals: number;
   intervalMs: number;
   failAfter: number;
+  /** Read failures are logged, never mailed (for board defaults such as undervoltage "if readable"). */
+  optional: boolean;
 }
 
 /** One `[[rules]]` entry: the engine spec plus recipients and templates. */
@@ -90,21 +92,23 @@ export interface AlertsConfig {
 
 /** Options for {@link readAlertsConfig}. */
 export interface ReadAlertsOptions {
-  /** Require every rule to have recipients (off for board profiles, which have no addresses). */
+  /** Require every rule to have recipients; default: when alerts are enabled (profiles pass false). */
   requireRecipients?: boolean;
 }
 
 const SEVERITIES = ["info", "warning", "critical"] as const;
 const EMAIL_RE = /^[^\s@<>"]+@[^\s@<>"]+$/;
 const KINDS = ["alert", "reminder", "recovery", "sensor_error", "sensor_ok"] as const;
+const RULE_KINDS = ["alert", "reminder", "recovery"] as const;
 
 function readTemplates(
   sec: Section,
   base: MailTemplates,
   prefixFor: (kind: string) => string,
+  kinds: readonly (typeof KINDS)[number][] = KINDS,
 ): MailTemplates {
   const out = structuredClone(base);
-  for (const kind of KINDS) {
+  for (const kind of kinds) {
     for (const part of ["subject", "body"] as const) {
       const key = `${prefixFor(kind)}${part}`;
       const v = sec.string(key);
@@ -195,6 +199,7 @@ export function readSensorConfig(
     decimals: sec.int("decimals", { default: 2, min: 0, max: 6 }),
     intervalMs: sec.duration("interval", defaults.intervalMs, { min: 100 }),
     failAfter: sec.int("fail_after", { default: defaults.failAfter, min: 1, max: 1000 }),
+    optional: sec.bool("optional", false),
   };
   if (![1, 5, 15].includes(cfg.minutes)) {
     sec.problem("minutes", `must be 1, 5 or 15, got ${cfg.minutes}`);
@@ -272,7 +277,6 @@ export function readSensorConfig(
  * ```
  */
 export function readAlertsConfig(root: Section, opts: ReadAlertsOptions = {}): AlertsConfig {
-  const requireRecipients = opts.requireRecipients ?? true;
   const a = root.section("alerts");
   const cfg: AlertsConfig = {
     enabled: a.bool("enabled", true),
@@ -286,6 +290,7 @@ export function readAlertsConfig(root: Section, opts: ReadAlertsOptions = {}): A
     sensors: [],
     rules: [],
   };
+  const requireRecipients = opts.requireRecipients ?? cfg.enabled;
   const remindEvery = a.duration("remind_every", 6 * 3_600_000);
   const remindBackoff = a.bool("remind_backoff", true);
   const remindMax = a.duration("remind_max", 24 * 3_600_000, { min: 1000 });
@@ -353,7 +358,7 @@ export function readAlertsConfig(root: Section, opts: ReadAlertsOptions = {}): A
       severity: r.string("severity", { default: severity, oneOf: SEVERITIES }) as Severity,
       recovery: r.bool("recovery", sc?.type !== "file_changed"),
       to,
-      templates: readTemplates(r, cfg.templates, (k) => (k === "alert" ? "" : `${k}_`)),
+      templates: readTemplates(r, cfg.templates, (k) => (k === "alert" ? "" : `${k}_`), RULE_KINDS),
     };
     r.finish();
     cfg.rules.push(rule);

@@ -224,7 +224,7 @@ export class AlertMonitor {
       sensorState.health = h.state;
       persist = true;
     }
-    events.push(...h.events);
+    if (!cfg.optional) events.push(...h.events);
 
     if (cfg.type === "file_changed" && src.fingerprint?.sha256 !== sensorState.fingerprint?.sha256) {
       sensorState.fingerprint = src.fingerprint;

@@ -8,7 +8,7 @@
  */
 
 import type { SensorConfig, SensorType } from "./alerts_config.ts";
-import { listDir, sysPath } from "./sensor_source.ts";
+import { findThrottledPath, listDir, sysPath } from "./sensor_source.ts";
 import { readSmallFile, type ThrottleFlag } from "./sensor_readers.ts";
 
 /** One sensor found on the board. */
@@ -57,6 +57,7 @@ export function makeSensorConfig(
     decimals: 2,
     intervalMs: 60_000,
     failAfter: 3,
+    optional: false,
     ...fields,
   };
 }
@@ -174,8 +175,8 @@ export async function discoverSensors(root = "/"): Promise<DiscoveredSensor[]> {
     add(`ds18b20_${id.slice(3)}`, `DS18B20 probe ${id}`, "w1", { id }, "°C");
   }
 
-  const throttled = sysPath(root, "/sys/devices/platform/soc/soc:firmware/get_throttled");
-  if ((await text(throttled)) !== null) {
+  const throttled = await findThrottledPath(root);
+  if (throttled !== null && (await text(throttled)) !== null) {
     const flags: [ThrottleFlag, string][] = [
       ["undervoltage", "Raspberry Pi firmware: undervoltage now (1 = yes)"],
       ["throttled", "Raspberry Pi firmware: CPU throttled now (1 = yes)"],

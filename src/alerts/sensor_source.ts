@@ -61,6 +61,28 @@ async function readName(path: string): Promise<string | null> {
   }
 }
 
+/**
+ * Finds the Raspberry Pi firmware's `get_throttled` file: `/sys/devices/platform/soc/soc:firmware/get_throttled`
+ * on Pi 3/4/Zero 2 W, under a differently named `soc@...` node on Pi 5. Null when there is none.
+ *
+ * @example
+ * ```ts
+ * const p = await findThrottledPath("/");
+ * ```
+ */
+export async function findThrottledPath(root: string): Promise<string | null> {
+  const platform = sysPath(root, "/sys/devices/platform");
+  for (const soc of await listDir(platform, /^soc/)) {
+    for (const fw of await listDir(`${platform}/${soc}`, /firmware$/)) {
+      const p = `${platform}/${soc}/${fw}/get_throttled`;
+      try {
+        if ((await Deno.stat(p)).isFile) return p;
+      } catch { /* keep looking */ }
+    }
+  }
+  return null;
+}
+
 /** Where a sensor's value comes from, once resolved. */
 interface Resolved {
   path: string;
@@ -194,9 +216,14 @@ export class SensorSource {
       case "memory":
         r = { path: sysPath(root, "/proc/meminfo") };
         break;
-      case "rpi_throttled":
-        r = { path: c.path ?? sysPath(root, "/sys/devices/platform/soc/soc:firmware/get_throttled") };
+      case "rpi_throttled": {
+        const p = c.path ?? (await findThrottledPath(root));
+        if (!p) {
+          throw new SensorReadError("The Raspberry Pi firmware's get_throttled file does not exist here.");
+        }
+        r = { path: p };
         break;
+      }
       case "command":
         r = { path: c.command?.join(" ") ?? "" };
         break;

@@ -31,6 +31,10 @@ const COMMANDS: Record<string, Subcommand> = {
     summary: "Create the self-signed FTPS certificate and print its fingerprint",
     load: async () => (await import("./cert_command.ts")).certCommand,
   },
+  sensors: {
+    summary: "List this board's sensors with current readings and names for rules",
+    load: async () => (await import("./sensors_command.ts")).sensorsCommand,
+  },
 };
 
 function usage(): string {
