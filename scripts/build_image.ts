@@ -43,7 +43,7 @@ export interface BuildImageOptions {
   base: string;
   /** The image to write; must not exist unless `force`. */
   out: string;
-  /** Board profile id in `boards/` (default "generic"). */
+  /** Board profile id in `boards/` (default "generic-arm64"). */
   board?: string;
   /** Folder of board profiles (default: the repo's `boards/`). */
   boardsDir?: string;
@@ -174,7 +174,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
 
   // Everything that can fail without touching the output is prepared first.
   progress("Preparing the runtime, the bundle and the config");
-  const profile = await readBoardProfile(opts.board ?? "generic", opts.boardsDir);
+  const profile = await readBoardProfile(opts.board ?? "generic-arm64", opts.boardsDir);
   const denoBin = opts.deno ?? await fetchDenoArm64(opts.cacheDir ?? defaultCacheDir(), log);
   const configText = opts.config
     ? await Deno.readTextFile(opts.config)
@@ -218,6 +218,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     const paths: BoardPaths = { ...DEFAULT_BOARD_PATHS, configPath: `${bootMount}/outpost.toml` };
     const units = makeUnits({ ...config, path: paths.configPath }, profile, paths);
     const wrapper = `#!/bin/sh\n# outpost CLI for administrators (check-config, sensors, passwd, ...).\n` +
+      `export OUTPOST_BOARDS_DIR=${paths.prefix}/boards OUTPOST_CONFIG=\${OUTPOST_CONFIG:-${paths.configPath}}\n` +
       `exec ${paths.prefix}/bin/deno run --no-config --no-npm --no-remote --no-prompt -A ` +
       `${paths.prefix}/outpost.js "$@"\n`;
     const files: { path: string; source: string; mode: number }[] = [
@@ -236,6 +237,16 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
         mode: 0o644,
       },
     ];
+    const boardsSrc = opts.boardsDir ?? `${REPO}/boards`;
+    for await (const e of Deno.readDir(boardsSrc)) {
+      if (e.isFile && e.name.endsWith(".toml")) {
+        files.push({
+          path: `${paths.prefix}/boards/${e.name}`,
+          source: `${boardsSrc}/${e.name}`,
+          mode: 0o644,
+        });
+      }
+    }
     if (await exists(`${REPO}/README.md`)) {
       files.push({ path: `${paths.prefix}/README.md`, source: `${REPO}/README.md`, mode: 0o644 });
     }
@@ -285,7 +296,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
         },
       );
     }
-    const ownDirs = [paths.prefix, `${paths.prefix}/bin`];
+    const ownDirs = [paths.prefix, `${paths.prefix}/bin`, `${paths.prefix}/boards`];
     await debugfsBatch(
       opts.out,
       layout.root,
@@ -313,6 +324,27 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
         ["-o", "-i", fat, `${work}/outpost.toml`, "::/outpost.toml"],
         "writing outpost.toml",
       );
+    }
+
+    if (profile.configTxt.length > 0) {
+      const current = await runTool("mtype", ["-i", fat, "::/config.txt"]);
+      const text = current.code === 0 ? current.stdout.replace(/\r\n/g, "\n") : "";
+      const have = new Set(text.split("\n").map((l) => l.trim()));
+      const add = profile.configTxt.filter((l) => !have.has(l.trim()));
+      if (add.length > 0) {
+        log(`      config.txt: adding ${add.join(", ")} (board ${profile.id})`);
+        const body =
+          `${text}${
+            text && !text.endsWith("\n") ? "\n" : ""
+          }\n# Added by outpost for board ${profile.id}:\n` +
+          `[all]\n${add.join("\n")}\n`;
+        await Deno.writeTextFile(`${work}/config.txt`, body);
+        await mustRun(
+          "mcopy",
+          ["-o", "-i", fat, `${work}/config.txt`, "::/config.txt"],
+          "updating config.txt",
+        );
+      }
     }
 
     progress("Checking both file systems (fsck.fat -n, e2fsck -fn)");
@@ -354,7 +386,7 @@ export async function buildImageMain(args: string[]): Promise<number> {
       options: {
         base: { type: "string" },
         out: { type: "string" },
-        board: { type: "string", default: "generic" },
+        board: { type: "string", default: "generic-arm64" },
         config: { type: "string" },
         "boards-dir": { type: "string" },
         deno: { type: "string" },

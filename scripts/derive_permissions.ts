@@ -165,9 +165,10 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
 
   const smtp = table(doc.smtp);
   if (doc.smtp !== undefined) {
-    const host = str(smtp, "host", "server");
-    const security = str(smtp, "tls", "security") ?? "";
-    const port = num(smtp, "port") ?? (security === "implicit" || security === "tls" ? 465 : 587);
+    // Keys as read by src/smtp/smtp_config.ts.
+    const host = str(smtp, "host");
+    const security = str(smtp, "security") ?? "starttls";
+    const port = num(smtp, "port") ?? (security === "tls" ? 465 : security === "none" ? 25 : 587);
     if (host) net.add(`${netHost(host)}:${port}`);
     for (const key of ["ca_file", "password_file", "cert", "key"]) {
       const p = str(smtp, key);
@@ -175,7 +176,8 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
     }
     const envVar = str(smtp, "password_env");
     if (envVar) env.add(envVar);
-    const helper = commandName(smtp.password_command);
+    // A string password_command runs through /bin/sh -c; a list runs its first element.
+    const helper = typeof smtp.password_command === "string" ? "/bin/sh" : commandName(smtp.password_command);
     if (helper) run.add(helper);
   }
 

@@ -46,6 +46,8 @@ export interface BoardProfile {
   v8MaxOldSpaceMb: number;
   /** The commented outpost.toml template for this board, if the profile has one. */
   configTemplate: string | null;
+  /** Lines the image adds to the boot partition's config.txt (`config_txt`, e.g. "kernel=kernel8.img"). */
+  configTxt: string[];
 }
 
 /**
@@ -94,7 +96,13 @@ export async function readBoardProfile(id: string, boardsDir = `${REPO}/boards`)
   else {
     template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
   }
-  return { id, v8MaxOldSpaceMb: typeof mb === "number" && mb > 0 ? mb : 256, configTemplate: template };
+  const configTxt = find(doc, "config_txt");
+  return {
+    id,
+    v8MaxOldSpaceMb: typeof mb === "number" && mb > 0 ? mb : 256,
+    configTemplate: template,
+    configTxt: Array.isArray(configTxt) ? configTxt.filter((l): l is string => typeof l === "string") : [],
+  };
 }
 
 /** Units generated for one config and board. */

@@ -41,8 +41,10 @@ const PEERS = TOOLS.map((t) => findPeer(resolveTool(t)));
 const ignore = skipWithout(...PEERS);
 
 const BOARD_PROFILE = `# test board
-[memory]
+[board]
+id = "testboard"
 v8_max_old_space_mb = 160
+config_txt = ["kernel=kernel8.img"]
 `;
 const TEMPLATE = `# Test template for the image.
 [device]
@@ -181,6 +183,9 @@ Deno.test({
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);
       assert.equal(toml.code, 0);
       assert.equal(toml.stdout.replace(/\r\n/g, "\n"), TEMPLATE);
+      const configTxt = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/config.txt"]);
+      assert.match(configTxt.stdout, /^kernel=kernel8\.img$/m, "the board's config.txt lines are added");
+      assert.equal((await inode(out, layout, "/opt/outpost/boards/testboard.toml")).mode, 0o644);
     }),
 });
 
