@@ -35,6 +35,18 @@ const COMMANDS: Record<string, Subcommand> = {
     summary: "List this board's sensors with current readings and names for rules",
     load: async () => (await import("./sensors_command.ts")).sensorsCommand,
   },
+  sendmail: {
+    summary: "Queue a message from stdin for delivery (a /usr/sbin/sendmail drop-in)",
+    load: async () => (await import("./sendmail_command.ts")).sendmailCommand,
+  },
+  send: {
+    summary: "Send one mail (--now: deliver at once to test the mail settings)",
+    load: async () => (await import("./send_command.ts")).sendCommand,
+  },
+  outbox: {
+    summary: "List, retry, purge or flush the durable mail outbox",
+    load: async () => (await import("./outbox_command.ts")).outboxCommand,
+  },
 };
 
 function usage(): string {

@@ -1,0 +1,141 @@
+/**
+ * `outpost outbox`: list, retry, purge or flush the durable outbox.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ConfigError } from "../config/section.ts";
+import { DeliveryWorker } from "../smtp/delivery_worker.ts";
+import { Outbox } from "../smtp/outbox.ts";
+import { loadMailConfig } from "../smtp/smtp_config.ts";
+import { EX } from "./sendmail_command.ts";
+
+const HELP = `Usage: outpost outbox <list|retry|purge|flush> [ID] [options]
+
+  list            queued and failed messages: id, state, size, age, next attempt, recipients, subject
+  retry [ID]      make a queued message due now, or put a failed one back in the queue (all without ID)
+  purge [ID]      delete a message (all queued and failed messages without ID)
+  flush           attempt every due message now from this process (use when the daemon is not running;
+                  do not run it while the daemon runs: two senders may send a message twice)
+
+Options:
+  --json              list as JSON lines
+  -C, --config FILE   outpost.toml to use
+  -h, --help          this help`;
+
+function age(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  return `${Math.round(s / 3600)}h`;
+}
+
+/**
+ * Runs `outpost outbox`.
+ *
+ * @example
+ * ```ts
+ * const status = await outboxCommand(["list"]);
+ * ```
+ */
+export async function outboxCommand(args: string[]): Promise<number> {
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args,
+      options: {
+        json: { type: "boolean" },
+        config: { type: "string", short: "C" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: true,
+    }));
+  } catch (e) {
+    console.error(`outpost outbox: ${(e as Error).message}. Run "outpost outbox --help".`);
+    return EX.USAGE;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return EX.OK;
+  }
+  const [action, id, ...extra] = positionals;
+  if (!["list", "retry", "purge", "flush"].includes(action ?? "") || extra.length > 0) {
+    console.error(
+      'outpost outbox: expected list, retry [ID], purge [ID] or flush. Run "outpost outbox --help".',
+    );
+    return EX.USAGE;
+  }
+  let mail;
+  try {
+    mail = await loadMailConfig(values.config);
+  } catch (e) {
+    console.error(`outpost outbox: ${e instanceof ConfigError ? e.message : (e as Error).message}`);
+    return EX.CONFIG;
+  }
+  let outbox: Outbox;
+  try {
+    outbox = await Outbox.open(mail.outbox);
+  } catch (e) {
+    console.error(`outpost outbox: cannot open ${mail.outbox.dir}: ${(e as Error).message}`);
+    return EX.IOERR;
+  }
+  try {
+    if (action === "list") {
+      const now = Date.now();
+      for (const e of await outbox.list()) {
+        if (values.json) {
+          console.log(JSON.stringify({
+            id: e.id,
+            state: e.state,
+            size: e.size,
+            created: new Date(e.meta.created).toISOString(),
+            notBefore: e.notBefore.toISOString(),
+            inDoubt: e.inDoubt,
+            from: e.meta.from,
+            to: e.meta.to,
+            subject: e.meta.subject,
+            messageId: e.meta.messageId,
+            critical: e.meta.critical,
+            tag: e.meta.tag,
+            reason: e.reason,
+          }));
+          continue;
+        }
+        const next = e.state === "queued"
+          ? (e.notBefore.getTime() <= now ? "due" : `in ${age(e.notBefore.getTime() - now)}`)
+          : (e.reason ?? "").trim();
+        console.log(
+          `${e.id}  ${e.state.padEnd(6)}  ${String(e.size).padStart(8)}  ${
+            age(now - e.meta.created).padStart(4)
+          }` +
+            `  ${e.meta.to.join(",")}  ${JSON.stringify(e.meta.subject ?? "")}  ${next}` +
+            (e.meta.critical ? "  critical" : "") + (e.inDoubt ? "  (possibly sent already)" : ""),
+        );
+      }
+      return EX.OK;
+    }
+    if (action === "retry") {
+      const n = await outbox.retry(id);
+      console.log(`${n} message(s) due now.`);
+      return id !== undefined && n === 0 ? EX.DATAERR : EX.OK;
+    }
+    if (action === "purge") {
+      const n = await outbox.purge(id);
+      console.log(`${n} message(s) deleted.`);
+      return id !== undefined && n === 0 ? EX.DATAERR : EX.OK;
+    }
+    if (!mail.smtp) {
+      console.error("outpost outbox: the config has no [smtp] table, so mail cannot be sent.");
+      return EX.CONFIG;
+    }
+    const worker = new DeliveryWorker(outbox, mail.smtp);
+    await worker.runOnce();
+    const s = worker.status();
+    console.log(`${s.pending} message(s) still queued.${s.lastError ? ` Last error: ${s.lastError}` : ""}`);
+    return s.failing ? EX.TEMPFAIL : EX.OK;
+  } catch (e) {
+    console.error(`outpost outbox: ${(e as Error).message}`);
+    return EX.IOERR;
+  }
+}

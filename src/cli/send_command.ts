@@ -1,0 +1,179 @@
+/**
+ * `outpost send`: the friendly way to send one mail, and to test the mail settings with `--now`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ConfigError } from "../config/section.ts";
+import { DataWriter } from "../smtp/dot_stuffing.ts";
+import { HeaderInjectionError, type MailMessage, prepareMessage } from "../smtp/mail_message.ts";
+import { fileMessageSource, Outbox, OutboxFullError } from "../smtp/outbox.ts";
+import { loadMailConfig } from "../smtp/smtp_config.ts";
+import { writeAll } from "../net/byte_conn.ts";
+import { deliverNow, EX } from "./sendmail_command.ts";
+
+const HELP = `Usage: outpost send --to ADDR [--to ADDR ...] --subject TEXT [options]
+
+Builds a mail (UTF-8 text, optional HTML, attachments) and puts it in the durable outbox; the outpost
+daemon's delivery worker sends it. With --now it bypasses the outbox, delivers at once, prints the
+server's final reply and exits 0 only when the server accepted the message for every recipient:
+use it to test the [smtp] settings.
+
+Options:
+  --to ADDR           recipient ("a@b" or "Name <a@b>"); repeatable
+  --cc ADDR           copy recipient; repeatable
+  --subject TEXT      subject (UTF-8 is fine)
+  --body TEXT         body text (default: read from standard input)
+  --html FILE         an HTML alternative body read from FILE
+  --attach FILE       attach a file (streamed, any size up to max_message_size); repeatable
+  --from ADDR         sender (default: [smtp] from)
+  --critical          never dropped when the outbox is full (alerts use it)
+  --now               deliver now, bypassing the outbox
+  -C, --config FILE   outpost.toml to use
+  -h, --help          this help
+
+Exit status: 0 ok, 64 usage, 65 bad message, 69 refused by the server, 75 temporary failure, 78 config error.`;
+
+async function readAllStdin(limit: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(65536);
+  let total = 0;
+  for (;;) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) break;
+    total += n;
+    if (total > limit) {
+      throw new HeaderInjectionError("Message refused: the body on standard input is too large.");
+    }
+    chunks.push(buf.slice(0, n));
+  }
+  const all = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) {
+    all.set(c, o);
+    o += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/**
+ * Runs `outpost send`.
+ *
+ * @example
+ * ```ts
+ * const status = await sendCommand(["--to", "me@example.com", "--subject", "test", "--body", "hi", "--now"]);
+ * ```
+ */
+export async function sendCommand(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        to: { type: "string", multiple: true },
+        cc: { type: "string", multiple: true },
+        subject: { type: "string" },
+        body: { type: "string" },
+        html: { type: "string" },
+        attach: { type: "string", multiple: true },
+        from: { type: "string" },
+        critical: { type: "boolean" },
+        now: { type: "boolean" },
+        config: { type: "string", short: "C" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    console.error(`outpost send: ${(e as Error).message}. Run "outpost send --help".`);
+    return EX.USAGE;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return EX.OK;
+  }
+  if (!values.to?.length || values.subject === undefined) {
+    console.error('outpost send: --to and --subject are required. Run "outpost send --help".');
+    return EX.USAGE;
+  }
+  let mail;
+  try {
+    mail = await loadMailConfig(values.config);
+  } catch (e) {
+    console.error(`outpost send: ${e instanceof ConfigError ? e.message : (e as Error).message}`);
+    return EX.CONFIG;
+  }
+  const smtp = mail.smtp;
+  if (!smtp) {
+    console.error("outpost send: the config has no [smtp] table, so mail cannot be sent.");
+    return EX.CONFIG;
+  }
+  const defaults = { from: smtp.from, fromName: smtp.fromName, domain: smtp.heloName };
+  let msg: MailMessage;
+  try {
+    for (const f of values.attach ?? []) {
+      const st = await Deno.stat(f);
+      if (!st.isFile) throw new Error(`${f} is not a file`);
+    }
+    msg = {
+      from: values.from,
+      to: values.to,
+      cc: values.cc,
+      subject: values.subject,
+      text: values.body ?? await readAllStdin(mail.outbox.maxMessageBytes),
+      html: values.html !== undefined ? await Deno.readTextFile(values.html) : undefined,
+      attachments: (values.attach ?? []).map((p) => ({ filename: p.split("/").pop() || "file", path: p })),
+    };
+  } catch (e) {
+    console.error(`outpost send: cannot read the message parts: ${(e as Error).message}`);
+    return EX.DATAERR;
+  }
+  if (!values.now) {
+    try {
+      const outbox = await Outbox.open({ ...mail.outbox, defaults });
+      const id = await outbox.enqueue(msg, { critical: values.critical ?? false, tag: "send" });
+      console.log(`Queued as ${id}; the outpost daemon delivers it (see "outpost outbox list").`);
+      return EX.OK;
+    } catch (e) {
+      console.error(`outpost send: ${(e as Error).message}`);
+      if (e instanceof HeaderInjectionError) return EX.DATAERR;
+      if (e instanceof OutboxFullError) return EX.TEMPFAIL;
+      return EX.IOERR;
+    }
+  }
+  let prepared;
+  try {
+    prepared = prepareMessage(msg, defaults);
+  } catch (e) {
+    console.error(`outpost send: ${(e as Error).message}`);
+    return EX.DATAERR;
+  }
+  // Render to a private temp file (attachments streamed), then stream that file to the server.
+  const tmp = await Deno.makeTempFile({ prefix: "outpost-send-" });
+  try {
+    const f = await Deno.open(tmp, { write: true, truncate: true });
+    try {
+      const w = new DataWriter({ write: (d) => writeAll(f, d) }, { dotStuff: false, bufferSize: 65536 });
+      await prepared.render(w);
+      await w.end();
+    } finally {
+      f.close();
+    }
+    const size = (await Deno.stat(tmp)).size;
+    const source = fileMessageSource(
+      tmp,
+      0,
+      size,
+      { eightBit: false, smtputf8: prepared.smtputf8 },
+      new Uint8Array(65536),
+    );
+    return await deliverNow(smtp, prepared.envelope, source, "outpost send");
+  } catch (e) {
+    console.error(`outpost send: ${(e as Error).message}`);
+    return EX.IOERR;
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * The background delivery worker: takes due messages from the {@link Outbox} oldest first, sends each in its own
+ * SMTP session, and settles it by the outcome:
+ *
+ * - 250: removed from the outbox (after the `.sending` marker dance described in `outbox.ts`). Recipients refused
+ *   with a 4xx while others accepted get a copy queued just for them; 5xx-refused ones get a copy in `failed/`.
+ * - 5xx (or a refusal outpost itself makes, such as SIZE): moved to `failed/` and logged — retrying cannot help.
+ * - 4xx, timeouts, network and TLS errors: retried with exponential backoff and jitter. The delay grows with the
+ *   message's age (about doubling per attempt, from `retryMinMs` to `retryMaxMs`, ±25% jitter) and is stored as
+ *   the file's mtime, so it survives restarts. Once a message is older than `maxAgeMs` and fails again it moves to
+ *   `failed/`. A failure before MAIL (connect, TLS, EHLO, AUTH) pauses the whole queue for the same delay instead
+ *   of hammering the server once per message.
+ *
+ * Run exactly one worker per outbox directory (the daemon's).
+ *
+ * @module
+ */
+
+import { Logger } from "../log/logger.ts";
+import { deliver, type SmtpClientOptions, SmtpError } from "./smtp_client.ts";
+import { fileMessageSource, type Outbox, type OutboxEntry } from "./outbox.ts";
+
+const log = new Logger("mail");
+
+/**
+ * Options for {@link DeliveryWorker}.
+ *
+ * @example
+ * ```ts
+ * const o: DeliveryWorkerOptions = { pollMs: 30_000 };
+ * ```
+ */
+export interface DeliveryWorkerOptions {
+  /** Longest sleep between queue scans (other processes such as `outpost sendmail` enqueue without a kick). */
+  pollMs?: number;
+  /** Called when a message is moved to failed/. */
+  onFailed?: (entry: OutboxEntry, reason: string) => void;
+  /** Random source for jitter (tests pass a fixed one). */
+  random?: () => number;
+}
+
+/**
+ * The worker's health, for `outpost status` and the alert digest.
+ *
+ * @example
+ * ```ts
+ * const s: WorkerStatus = worker.status();
+ * if (s.failing) console.log(`mail failing since ${s.failingSince}: ${s.lastError}`);
+ * ```
+ */
+export interface WorkerStatus {
+  failing: boolean;
+  failingSince: Date | null;
+  lastError: string | null;
+  pending: number;
+}
+
+const SESSION_STAGES = new Set(["connect", "greeting", "TLS", "EHLO", "STARTTLS", "AUTH"]);
+
+/**
+ * Delivers the outbox in the background.
+ *
+ * @example
+ * ```ts
+ * const worker = new DeliveryWorker(outbox, smtpOptions);
+ * worker.start();
+ * await outbox.enqueue({ to: ["me@example.com"], subject: "hi", text: "hello" });
+ * worker.kick();
+ * await worker.stop();
+ * ```
+ */
+export class DeliveryWorker {
+  readonly #outbox: Outbox;
+  readonly #smtp: SmtpClientOptions;
+  readonly #pollMs: number;
+  readonly #onFailed?: (entry: OutboxEntry, reason: string) => void;
+  readonly #random: () => number;
+  readonly #buf = new Uint8Array(65536);
+  #running = false;
+  #loop: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+  #kicked = false;
+  #pauseUntil = 0;
+  #failingSince: Date | null = null;
+  #lastError: string | null = null;
+  #pending = 0;
+
+  constructor(outbox: Outbox, smtp: SmtpClientOptions, opts: DeliveryWorkerOptions = {}) {
+    this.#outbox = outbox;
+    this.#smtp = smtp;
+    this.#pollMs = opts.pollMs ?? outbox.options.pollMs ?? 30_000;
+    this.#onFailed = opts.onFailed;
+    this.#random = opts.random ?? Math.random;
+    outbox.setDefaults({ from: smtp.from, fromName: smtp.fromName, domain: smtp.heloName });
+  }
+
+  /** Starts the background loop (idempotent). */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  /** Stops after the delivery in progress (if any) settles. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wake?.();
+    await this.#loop;
+    this.#loop = null;
+  }
+
+  /** Wakes the worker now (after an enqueue) and lifts a connection-failure pause. */
+  kick(): void {
+    this.#kicked = true;
+    this.#pauseUntil = 0;
+    this.#wake?.();
+  }
+
+  /** Current health. */
+  status(): WorkerStatus {
+    return {
+      failing: this.#failingSince !== null,
+      failingSince: this.#failingSince,
+      lastError: this.#lastError,
+      pending: this.#pending,
+    };
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      let next = Date.now() + this.#pollMs;
+      try {
+        next = Math.min(next, await this.runOnce());
+      } catch (e) {
+        log.error("worker.error", { error: e instanceof Error ? e.message : String(e) });
+      }
+      if (!this.#running) break;
+      if (this.#kicked) {
+        this.#kicked = false;
+        continue;
+      }
+      const wait = Math.max(50, next - Date.now());
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        timer = setTimeout(resolve, wait);
+      });
+      clearTimeout(timer);
+      this.#wake = null;
+      this.#kicked = false;
+    }
+  }
+
+  /**
+   * Attempts every due message once, oldest first. Resolves to the time (ms) when the next one falls due.
+   * Tests and `outpost outbox` call it directly.
+   */
+  async runOnce(): Promise<number> {
+    const now = Date.now();
+    const entries = await this.#outbox.list("queued");
+    this.#pending = entries.length;
+    let next = Infinity;
+    if (now < this.#pauseUntil) return this.#pauseUntil;
+    for (const e of entries) {
+      if (!this.#running && this.#loop !== null) break;
+      if (e.notBefore.getTime() > Date.now()) {
+        next = Math.min(next, e.notBefore.getTime());
+        continue;
+      }
+      const sessionFailed = await this.#attempt(e);
+      if (sessionFailed) {
+        next = Math.min(next, this.#pauseUntil);
+        break;
+      }
+    }
+    this.#pending = await this.#outbox.pendingCount();
+    return next;
+  }
+
+  #delay(ageMs: number): number {
+    const { retryMinMs, retryMaxMs } = this.#outbox.options;
+    const base = Math.min(retryMaxMs, Math.max(retryMinMs, ageMs));
+    return Math.round(base * (0.75 + 0.5 * this.#random()));
+  }
+
+  /** One attempt; resolves true when the failure was session-wide (stop the round). */
+  async #attempt(e: OutboxEntry): Promise<boolean> {
+    const outbox = this.#outbox;
+    const { meta } = e;
+    outbox.busy.add(e.id);
+    if (e.inDoubt) log.warn("resend", { id: e.id, messageId: meta.messageId, note: "possible duplicate" });
+    try {
+      const result = await deliver(
+        this.#smtp,
+        { from: meta.from, to: meta.to },
+        fileMessageSource(e.path, e.offset, e.size, meta, this.#buf),
+        { beforeDot: () => outbox.markSending(e.id) },
+      );
+      const temp = result.refused.filter((r) => !r.error.permanent);
+      const perm = result.refused.filter((r) => r.error.permanent);
+      if (temp.length > 0) {
+        const copy = await outbox.requeueFor(e.id, temp.map((r) => r.rcpt));
+        log.warn("partial", { id: e.id, retry: copy, rcpts: temp.map((r) => r.rcpt).join(",") });
+      }
+      if (perm.length > 0) {
+        const copy = await outbox.requeueFor(e.id, perm.map((r) => r.rcpt));
+        const reason = perm.map((r) => r.error.message).join(" ");
+        await outbox.fail(copy, reason);
+        log.error("rcpt.failed", { id: e.id, failed: copy, reason });
+        this.#onFailed?.({ ...e, id: copy, state: "failed" }, reason);
+      }
+      await outbox.delivered(e.id);
+      log.info("delivered", { id: e.id, messageId: meta.messageId, rcpts: result.accepted.length });
+      this.#failingSince = null;
+      this.#lastError = null;
+      return false;
+    } catch (err) {
+      const error = err instanceof SmtpError
+        ? err
+        : new SmtpError("message", `Delivery failed: ${err instanceof Error ? err.message : String(err)}`);
+      const age = Date.now() - meta.created;
+      this.#lastError = error.message;
+      this.#failingSince ??= new Date();
+      if (error.permanent || age > outbox.options.maxAgeMs) {
+        const reason = error.permanent
+          ? error.message
+          : `Gave up after ${Math.round(age / 60000)} min: ${error.message}`;
+        await outbox.fail(e.id, reason);
+        log.error("failed", { id: e.id, messageId: meta.messageId, reason });
+        this.#onFailed?.({ ...e, state: "failed" }, reason);
+        return false;
+      }
+      const delay = this.#delay(age);
+      await outbox.defer(e.id, new Date(Date.now() + delay));
+      log.warn("retry", { id: e.id, in_s: Math.round(delay / 1000), error: error.message });
+      if (SESSION_STAGES.has(error.stage)) {
+        this.#pauseUntil = Date.now() + delay;
+        return true;
+      }
+      return false;
+    } finally {
+      outbox.busy.delete(e.id);
+    }
+  }
+}

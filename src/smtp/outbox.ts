@@ -1,0 +1,588 @@
+/**
+ * The durable outbox: every message is on disk before anyone is told it was accepted, and leaves the disk only
+ * after the server's final 250.
+ *
+ * ## Layout
+ * ```
+ * <dir>/tmp/<id>.tmp        being written; anything here at open() was never acknowledged and is deleted
+ * <dir>/queue/<id>.msg      accepted: one header line `OUTPOST-QUEUE-1 {json meta}\n`, then the RFC 5322 message
+ *                           (CRLF). The file's mtime is the earliest time of the next attempt (backoff lives in
+ *                           the inode: no extra write, survives restarts; `outbox retry` sets it to now).
+ * <dir>/queue/<id>.sending  marker, created and fsynced (file and directory) right before the final "." of DATA
+ * <dir>/failed/<id>.msg     given up (5xx, or older than max_age), with <id>.reason saying why
+ * ```
+ * Ids start with the enqueue time in base 36, so name order is age order.
+ *
+ * ## SIGKILL and power-cut safety
+ * - Enqueue: write `tmp/<id>.tmp`, fsync it, rename to `queue/<id>.msg`, fsync `queue/`; only then does
+ *   {@link Outbox.enqueue} resolve. A crash before the rename leaves only a temp file (never acknowledged, deleted
+ *   at the next open); after the directory fsync the message survives any crash.
+ * - Delivery: the body is sent; then `queue/<id>.sending` is created and fsynced; then the final "." is sent;
+ *   after the 250 the `.msg` is unlinked and `queue/` fsynced, then the marker is removed.
+ * - Killed before the marker exists: the server never saw the final ".", so it discards the transaction; at
+ *   restart the message is sent again — delivered exactly once.
+ * - Killed with the marker present and the `.msg` still there (after the "." went out, before the unlink was
+ *   durable): whether the server accepted it cannot be known. Losing mail is worse than a duplicate, so the message
+ *   is sent again, with the same Message-ID (it is part of the stored bytes), and logged as `possible duplicate`.
+ *   So: at most twice, same Message-ID, and only when the process dies inside that window.
+ * - A marker without its `.msg` is the tail of a finished delivery and is removed at open.
+ *
+ * @module
+ */
+
+import { writeAll } from "../net/byte_conn.ts";
+import { Logger } from "../log/logger.ts";
+import { DataWriter } from "./dot_stuffing.ts";
+import {
+  completeRawMessage,
+  HeaderInjectionError,
+  type MailMessage,
+  type MessageDefaults,
+  prepareMessage,
+} from "./mail_message.ts";
+
+const log = new Logger("outbox");
+const encoder = new TextEncoder();
+const PREFIX = "OUTPOST-QUEUE-1 ";
+const MAX_META = 256 * 1024;
+
+/**
+ * Outbox settings (the `[outbox]` config table, see `smtp_config.ts`).
+ *
+ * @example
+ * ```ts
+ * const o: OutboxOptions = { dir: "/var/lib/outpost/outbox", maxAgeMs: 86_400_000, maxBytes: 64 << 20,
+ *   maxMessageBytes: 25 << 20, retryMinMs: 30_000, retryMaxMs: 3_600_000 };
+ * ```
+ */
+export interface OutboxOptions {
+  dir: string;
+  /** Give up (move to failed/) once a message is this old and its last attempt failed. Default 24 h. */
+  maxAgeMs: number;
+  /** Bound on the total size of queued messages; the oldest non-critical ones are dropped to stay within it. */
+  maxBytes: number;
+  /** Largest single message accepted. */
+  maxMessageBytes: number;
+  /** First retry delay; later delays double up to `retryMaxMs`, with jitter. */
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** Longest sleep of the delivery worker between queue scans. Default 30 s. */
+  pollMs?: number;
+  /** Sender and Message-ID domain for {@link MailMessage}s without `from`; the delivery worker fills it in. */
+  defaults?: MessageDefaults;
+}
+
+/**
+ * What the outbox stores about a message beside its bytes.
+ *
+ * @example
+ * ```ts
+ * const m: QueueMeta = { v: 1, id: "m1x2y3z-ab12", from: "a@x", to: ["b@x"], critical: true, created: 0,
+ *   messageId: "<1@x>", eightBit: false, smtputf8: false };
+ * ```
+ */
+export interface QueueMeta {
+  v: 1;
+  id: string;
+  from: string;
+  to: string[];
+  critical: boolean;
+  tag?: string;
+  /** Enqueue time, ms since the epoch (reset by `outbox retry` of a failed message). */
+  created: number;
+  messageId: string;
+  subject?: string;
+  eightBit: boolean;
+  smtputf8: boolean;
+}
+
+/**
+ * One message in the outbox, as {@link Outbox.list} reports it.
+ *
+ * @example
+ * ```ts
+ * for (const e of await outbox.list()) console.log(e.id, e.state, e.size, e.meta.to.join(","));
+ * ```
+ */
+export interface OutboxEntry {
+  id: string;
+  state: "queued" | "failed";
+  meta: QueueMeta;
+  /** Size of the message itself (without the outbox header line). */
+  size: number;
+  /** Header line length: the message starts at this offset in {@link OutboxEntry.path}. */
+  offset: number;
+  path: string;
+  /** Earliest next attempt (queued messages). */
+  notBefore: Date;
+  /** True when a `.sending` marker says an earlier attempt may have reached the server. */
+  inDoubt: boolean;
+  /** Why it failed (failed messages). */
+  reason?: string;
+}
+
+/**
+ * Enqueue was refused because the outbox is full of messages that may not be dropped, or the message is too big.
+ *
+ * @example
+ * ```ts
+ * try { await outbox.enqueue(msg); } catch (e) { if (e instanceof OutboxFullError) console.error(e.message); }
+ * ```
+ */
+export class OutboxFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "OutboxFullError";
+  }
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const d = await Deno.open(path, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
+  }
+}
+
+async function removeIfExists(path: string): Promise<boolean> {
+  try {
+    await Deno.remove(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+function newId(): string {
+  const rnd = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, "0"));
+  return `${Date.now().toString(36).padStart(9, "0")}-${rnd.join("")}`;
+}
+
+/** True for ids this outbox makes (no path tricks from the CLI). */
+export function isOutboxId(id: string): boolean {
+  return /^[0-9a-z]{9}-[0-9a-f]{8}$/.test(id);
+}
+
+/**
+ * Reads the meta line of a stored message; resolves to the meta and the message offset.
+ *
+ * @example
+ * ```ts
+ * const { meta, offset } = await readQueueMeta("/var/lib/outpost/outbox/queue/m1-ab.msg");
+ * ```
+ */
+export async function readQueueMeta(path: string): Promise<{ meta: QueueMeta; offset: number }> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(4096);
+    let chunks = new Uint8Array(0);
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      const next = new Uint8Array(chunks.length + n);
+      next.set(chunks);
+      next.set(buf.subarray(0, n), chunks.length);
+      chunks = next;
+      const nl = chunks.indexOf(0x0a);
+      if (nl >= 0) {
+        const line = new TextDecoder().decode(chunks.subarray(0, nl));
+        if (!line.startsWith(PREFIX)) break;
+        return { meta: JSON.parse(line.slice(PREFIX.length)) as QueueMeta, offset: nl + 1 };
+      }
+      if (chunks.length > MAX_META) break;
+    }
+  } finally {
+    f.close();
+  }
+  throw new Error(`Outbox message ${path} is damaged: its header line is missing or too long.`);
+}
+
+/**
+ * The on-disk queue. See the module documentation for the layout and the crash-safety argument.
+ *
+ * @example
+ * ```ts
+ * const outbox = await Outbox.open({ dir: "/tmp/outbox", maxAgeMs: 86_400_000, maxBytes: 64 << 20,
+ *   maxMessageBytes: 25 << 20, retryMinMs: 30_000, retryMaxMs: 3_600_000,
+ *   defaults: { from: "pi@example.com", domain: "pi" } });
+ * const id = await outbox.enqueue({ to: ["me@example.com"], subject: "hello", text: "from the pi" });
+ * ```
+ */
+export class Outbox {
+  readonly options: OutboxOptions;
+  readonly tmpDir: string;
+  readonly queueDir: string;
+  readonly failedDir: string;
+  /** Ids being delivered right now (never dropped to make room). */
+  readonly busy = new Set<string>();
+
+  private constructor(opts: OutboxOptions) {
+    this.options = opts;
+    this.tmpDir = `${opts.dir}/tmp`;
+    this.queueDir = `${opts.dir}/queue`;
+    this.failedDir = `${opts.dir}/failed`;
+  }
+
+  /** Creates the folders if needed, deletes unacknowledged temp files and stale markers. */
+  static async open(opts: OutboxOptions): Promise<Outbox> {
+    const o = new Outbox(opts);
+    for (const d of [o.tmpDir, o.queueDir, o.failedDir]) {
+      await Deno.mkdir(d, { recursive: true, mode: 0o700 });
+    }
+    for await (const e of Deno.readDir(o.tmpDir)) await removeIfExists(`${o.tmpDir}/${e.name}`);
+    for await (const e of Deno.readDir(o.queueDir)) {
+      if (!e.name.endsWith(".sending")) continue;
+      const id = e.name.slice(0, -".sending".length);
+      if (!(await exists(`${o.queueDir}/${id}.msg`))) await removeIfExists(`${o.queueDir}/${e.name}`);
+      else log.warn("in_doubt", { id, note: "killed after the final dot; will resend (possible duplicate)" });
+    }
+    return o;
+  }
+
+  /** Sets the sender/domain defaults used for messages without `from` (the delivery worker does this). */
+  setDefaults(defaults: MessageDefaults): void {
+    this.options.defaults ??= defaults;
+  }
+
+  /**
+   * Durably stores the message (temp file, fsync, rename, fsync the folder) and resolves to its id. Never sends.
+   * A raw message (from sendmail) is completed with Date/Message-ID when missing; without `envelope` its
+   * recipients come from To/Cc/Bcc.
+   */
+  async enqueue(
+    msg: MailMessage | Uint8Array,
+    opts: { critical?: boolean; tag?: string; envelope?: { from: string; to: string[] } } = {},
+  ): Promise<string> {
+    const id = newId();
+    const defaults = this.options.defaults;
+    const tmp = `${this.tmpDir}/${id}.tmp`;
+    let meta: QueueMeta;
+    let write: (w: DataWriter) => Promise<void>;
+    if (msg instanceof Uint8Array) {
+      const d = defaults ?? { from: opts.envelope?.from ?? "", domain: "localhost" };
+      const raw = completeRawMessage(msg, {
+        defaults: d,
+        extractRecipients: opts.envelope === undefined,
+        recipients: opts.envelope?.to ?? [],
+        envelopeFrom: opts.envelope?.from,
+      });
+      if (raw.bytes.length > this.options.maxMessageBytes) {
+        throw new OutboxFullError(
+          `Message refused: it is ${raw.bytes.length} bytes, more than max_message_size ` +
+            `(${this.options.maxMessageBytes}).`,
+        );
+      }
+      meta = {
+        v: 1,
+        id,
+        ...raw.envelope,
+        critical: opts.critical ?? false,
+        tag: opts.tag,
+        created: Date.now(),
+        messageId: raw.messageId,
+        subject: subjectOf(raw.bytes),
+        eightBit: raw.eightBit,
+        smtputf8: raw.smtputf8,
+      };
+      write = (w) => w.write(raw.bytes);
+    } else {
+      if (!defaults && !msg.from) {
+        throw new HeaderInjectionError("Message refused: it has no From and no [smtp] from is configured.");
+      }
+      const p = prepareMessage(msg, defaults ?? { from: msg.from!, domain: "localhost" });
+      meta = {
+        v: 1,
+        id,
+        ...(opts.envelope ?? p.envelope),
+        critical: opts.critical ?? false,
+        tag: opts.tag,
+        created: Date.now(),
+        messageId: p.messageId,
+        subject: msg.subject.slice(0, 200),
+        eightBit: false,
+        smtputf8: p.smtputf8,
+      };
+      write = (w) => p.render(w);
+    }
+    const offset = await this.#writeFile(tmp, meta, write);
+    try {
+      const size = (await Deno.stat(tmp)).size - offset;
+      if (size > this.options.maxMessageBytes) {
+        throw new OutboxFullError(
+          `Message refused: it is ${size} bytes, more than max_message_size (${this.options.maxMessageBytes}).`,
+        );
+      }
+      await this.#makeRoom(size, meta.critical);
+      await Deno.rename(tmp, `${this.queueDir}/${id}.msg`);
+      await fsyncDir(this.queueDir);
+    } catch (e) {
+      await removeIfExists(tmp);
+      throw e;
+    }
+    log.info("enqueued", { id, to: meta.to.length, critical: meta.critical, tag: meta.tag });
+    return id;
+  }
+
+  /** Writes meta line + message to `path` with one reused buffer and fsyncs it; resolves to the body offset. */
+  async #writeFile(path: string, meta: QueueMeta, body: (w: DataWriter) => Promise<void>): Promise<number> {
+    const f = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+    try {
+      const head = encoder.encode(PREFIX + JSON.stringify(meta) + "\n");
+      await writeAll(f, head);
+      const w = new DataWriter({ write: (d) => writeAll(f, d) }, { dotStuff: false, bufferSize: 65536 });
+      await body(w);
+      await w.end();
+      await f.sync();
+      return head.length;
+    } catch (e) {
+      f.close();
+      await removeIfExists(path);
+      throw e;
+    } finally {
+      try {
+        f.close();
+      } catch {
+        // Closed in the catch above.
+      }
+    }
+  }
+
+  async #makeRoom(incoming: number, critical: boolean): Promise<void> {
+    const entries = await this.list("queued");
+    let total = entries.reduce((s, e) => s + e.size, 0);
+    if (total + incoming <= this.options.maxBytes) return;
+    for (const e of entries) {
+      if (total + incoming <= this.options.maxBytes) break;
+      if (e.meta.critical || this.busy.has(e.id)) continue;
+      if (await removeIfExists(e.path)) {
+        await removeIfExists(`${this.queueDir}/${e.id}.sending`);
+        total -= e.size;
+        log.warn("dropped", {
+          id: e.id,
+          size: e.size,
+          reason: "outbox over max_size",
+          subject: e.meta.subject,
+        });
+      }
+    }
+    if (total + incoming <= this.options.maxBytes) return;
+    if (critical) {
+      log.warn("over_limit", { total: total + incoming, max: this.options.maxBytes, note: "critical kept" });
+      return;
+    }
+    throw new OutboxFullError(
+      `Message refused: the outbox holds ${total} bytes of critical mail and max_size is ${this.options.maxBytes}.`,
+    );
+  }
+
+  /** Lists queued and/or failed messages, oldest first. */
+  async list(state?: "queued" | "failed"): Promise<OutboxEntry[]> {
+    const out: OutboxEntry[] = [];
+    for (const st of state ? [state] : ["queued", "failed"] as const) {
+      const dir = st === "queued" ? this.queueDir : this.failedDir;
+      const names: string[] = [];
+      for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".msg")) names.push(e.name);
+      names.sort();
+      for (const name of names) {
+        const id = name.slice(0, -4);
+        const path = `${dir}/${name}`;
+        try {
+          const [stat, { meta, offset }] = await Promise.all([Deno.stat(path), readQueueMeta(path)]);
+          const entry: OutboxEntry = {
+            id,
+            state: st,
+            meta,
+            size: stat.size - offset,
+            offset,
+            path,
+            notBefore: stat.mtime ?? new Date(0),
+            inDoubt: st === "queued" && await exists(`${dir}/${id}.sending`),
+          };
+          if (st === "failed") entry.reason = await Deno.readTextFile(`${dir}/${id}.reason`).catch(() => "");
+          out.push(entry);
+        } catch (e) {
+          if (e instanceof Deno.errors.NotFound) continue; // delivered or purged meanwhile
+          log.error("damaged", { path, error: e instanceof Error ? e.message : String(e) });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Number of queued messages, optionally only those with `tag`. */
+  async pendingCount(tag?: string): Promise<number> {
+    if (tag === undefined) {
+      let n = 0;
+      for await (const e of Deno.readDir(this.queueDir)) if (e.name.endsWith(".msg")) n++;
+      return n;
+    }
+    return (await this.list("queued")).filter((e) => e.meta.tag === tag).length;
+  }
+
+  /** Creates and fsyncs the `.sending` marker (the worker calls this right before the final "."). */
+  async markSending(id: string): Promise<void> {
+    const path = `${this.queueDir}/${id}.sending`;
+    const f = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
+    try {
+      await writeAll(f, encoder.encode(new Date().toISOString() + "\n"));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await fsyncDir(this.queueDir);
+  }
+
+  /** Removes the `.sending` marker (the attempt failed before the final "." went out). */
+  async clearSending(id: string): Promise<void> {
+    await removeIfExists(`${this.queueDir}/${id}.sending`);
+  }
+
+  /** The server said 250: removes the message durably, then its marker. */
+  async delivered(id: string): Promise<void> {
+    await removeIfExists(`${this.queueDir}/${id}.msg`);
+    await fsyncDir(this.queueDir);
+    await removeIfExists(`${this.queueDir}/${id}.sending`);
+  }
+
+  /** Postpones the next attempt until `until` (stored as the file's mtime). */
+  async defer(id: string, until: Date): Promise<void> {
+    try {
+      await Deno.utime(`${this.queueDir}/${id}.msg`, new Date(), until);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+
+  /** Moves a queued message to failed/ with `reason`. */
+  async fail(id: string, reason: string): Promise<void> {
+    await Deno.writeTextFile(`${this.failedDir}/${id}.reason`, reason + "\n");
+    await Deno.rename(`${this.queueDir}/${id}.msg`, `${this.failedDir}/${id}.msg`);
+    await fsyncDir(this.failedDir);
+    await fsyncDir(this.queueDir);
+    await removeIfExists(`${this.queueDir}/${id}.sending`);
+  }
+
+  /**
+   * Stores a copy of message `id` for `to` only (recipients refused with a 4xx while others accepted), as a new
+   * queued message with the same bytes, Message-ID and age. Resolves to the new id.
+   */
+  async requeueFor(id: string, to: string[]): Promise<string> {
+    return await this.#copy(`${this.queueDir}/${id}.msg`, (m) => ({ ...m, to }));
+  }
+
+  async #copy(src: string, change: (m: QueueMeta) => QueueMeta): Promise<string> {
+    const { meta, offset } = await readQueueMeta(src);
+    const id = newId();
+    const tmp = `${this.tmpDir}/${id}.tmp`;
+    const f = await Deno.open(src, { read: true });
+    try {
+      await f.seek(offset, Deno.SeekMode.Start);
+      const buf = new Uint8Array(65536);
+      await this.#writeFile(tmp, { ...change(meta), id }, async (w) => {
+        for (;;) {
+          const n = await f.read(buf);
+          if (n === null) return;
+          await w.write(buf.subarray(0, n));
+        }
+      });
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, `${this.queueDir}/${id}.msg`);
+    await fsyncDir(this.queueDir);
+    return id;
+  }
+
+  /**
+   * Makes messages due now: a queued one gets its backoff cleared, a failed one goes back to the queue with a
+   * fresh age. Without `id`, all of them. Resolves to the number of messages affected.
+   */
+  async retry(id?: string): Promise<number> {
+    if (id !== undefined && !isOutboxId(id)) {
+      throw new Error(`Outbox retry failed: "${id}" is not a message id.`);
+    }
+    let n = 0;
+    for (const e of await this.list()) {
+      if (id !== undefined && e.id !== id) continue;
+      if (e.state === "queued") {
+        await this.defer(e.id, new Date());
+      } else {
+        await this.#copy(e.path, (m) => ({ ...m, created: Date.now() }));
+        await removeIfExists(e.path);
+        await removeIfExists(`${this.failedDir}/${e.id}.reason`);
+      }
+      n++;
+    }
+    return n;
+  }
+
+  /** Deletes messages (queued and failed; only `id` when given). Resolves to the number deleted. */
+  async purge(id?: string): Promise<number> {
+    if (id !== undefined && !isOutboxId(id)) {
+      throw new Error(`Outbox purge failed: "${id}" is not a message id.`);
+    }
+    let n = 0;
+    for (const e of await this.list()) {
+      if (id !== undefined && e.id !== id) continue;
+      if (await removeIfExists(e.path)) n++;
+      const dir = e.state === "queued" ? this.queueDir : this.failedDir;
+      await removeIfExists(`${dir}/${e.id}.sending`);
+      await removeIfExists(`${dir}/${e.id}.reason`);
+      log.info("purged", { id: e.id });
+    }
+    return n;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function subjectOf(bytes: Uint8Array): string | undefined {
+  const head = new TextDecoder().decode(bytes.subarray(0, Math.min(bytes.length, 16384)));
+  const m = /^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)/im.exec(head.split(/\r?\n\r?\n/)[0]);
+  return m ? m[1].replace(/\r?\n[ \t]+/g, " ").slice(0, 200) : undefined;
+}
+
+/**
+ * A {@link MessageSource}-shaped reader of a stored message: streams `size` bytes from `offset` of `path` through
+ * `buf` (reused) into the DATA writer.
+ *
+ * @example
+ * ```ts
+ * const src = fileMessageSource(entry.path, entry.offset, entry.size, entry.meta, new Uint8Array(65536));
+ * ```
+ */
+export function fileMessageSource(
+  path: string,
+  offset: number,
+  size: number,
+  flags: { eightBit: boolean; smtputf8: boolean },
+  buf: Uint8Array,
+): { size: number; eightBit: boolean; smtputf8: boolean; write(w: DataWriter): Promise<void> } {
+  return {
+    size,
+    eightBit: flags.eightBit,
+    smtputf8: flags.smtputf8,
+    async write(w) {
+      const file = await Deno.open(path, { read: true });
+      try {
+        await file.seek(offset, Deno.SeekMode.Start);
+        for (;;) {
+          const n = await file.read(buf);
+          if (n === null) return;
+          await w.write(buf.subarray(0, n));
+        }
+      } finally {
+        file.close();
+      }
+    },
+  };
+}

@@ -1,0 +1,209 @@
+/**
+ * Reading the `[smtp]` and `[outbox]` tables of outpost.toml.
+ *
+ * ```toml
+ * [smtp]
+ * host = "smtp.gmail.com"          # required
+ * port = 587                       # default: 587 for starttls, 465 for tls, 25 for none
+ * security = "starttls"            # "starttls" (default, fails closed), "tls" (implicit, port 465) or "none"
+ * allow_insecure = false           # allow security = "none" to a host that is not loopback
+ * ca_file = "/etc/ssl/my-ca.pem"   # trust these CAs instead of the default root store
+ * tls_fingerprint = "AB:CD:..."    # SHA-256 pin of the server certificate; when set it alone decides trust
+ * tls_servername = "mail.lan"      # name the certificate must carry (default: host)
+ * username = "me@gmail.com"
+ * password_env = "OUTPOST_SMTP_PASSWORD"   # or password = "..." or password_command = "pass show gmail"
+ * password_command_timeout = "10s"
+ * auth = "auto"                    # "auto", "plain" or "login"
+ * from = "me@gmail.com"            # required: envelope sender and default From
+ * from_name = "pi-freezer"         # default: [device] name
+ * helo_name = "pi-freezer"         # default: [device] name
+ * connect_timeout = "15s"
+ * reply_timeout = "60s"
+ * data_timeout = "5m"
+ *
+ * [outbox]
+ * dir = "/var/lib/outpost/outbox"  # default: <state_dir>/outbox
+ * max_age = "24h"                  # retry this long, then move to failed/
+ * max_size = "64MiB"               # bound on queued mail; oldest non-critical dropped first
+ * max_message_size = "25MiB"
+ * retry_min = "30s"
+ * retry_max = "1h"
+ * poll_interval = "30s"            # how often the worker looks for mail queued by other processes
+ * ```
+ *
+ * @module
+ */
+
+import type { Section } from "../config/section.ts";
+import type { SmtpClientOptions } from "./smtp_client.ts";
+import type { OutboxOptions } from "./outbox.ts";
+import { normalizeFingerprint } from "./smtp_socket.ts";
+import { parseMailbox } from "./mime_builder.ts";
+
+export type { SmtpClientOptions } from "./smtp_client.ts";
+export type { OutboxOptions } from "./outbox.ts";
+
+const DEFAULT_PORTS = { starttls: 587, tls: 465, none: 25 } as const;
+
+/**
+ * Reads `[smtp]`; null when the table is absent. Problems are recorded on the section, as every reader does.
+ *
+ * @example
+ * ```ts
+ * const problems: string[] = [];
+ * const smtp = readSmtpConfig(new Section({ host: "127.0.0.1", security: "none", from: "pi@x.org" }, "smtp",
+ *   problems), { name: "pi" });
+ * ```
+ */
+export function readSmtpConfig(smtp: Section, device: { name: string }): SmtpClientOptions | null {
+  if (!smtp.present) {
+    smtp.finish();
+    return null;
+  }
+  const host = smtp.string("host", { required: true }) ?? "";
+  const security = smtp.string("security", { default: "starttls", oneOf: ["starttls", "tls", "none"] }) as
+    | "starttls"
+    | "tls"
+    | "none";
+  const port = smtp.int("port", { default: DEFAULT_PORTS[security], min: 1, max: 65535 });
+  const allowInsecure = smtp.bool("allow_insecure", false);
+  const caFile = smtp.filePath("ca_file");
+  let fingerprintSha256 = smtp.string("tls_fingerprint");
+  if (fingerprintSha256 !== undefined) {
+    const n = normalizeFingerprint(fingerprintSha256);
+    if (!n) smtp.problem("tls_fingerprint", "must be a SHA-256 fingerprint: 64 hex digits, colons allowed");
+    fingerprintSha256 = n ?? undefined;
+  }
+  const tlsServername = smtp.string("tls_servername");
+  const username = smtp.string("username");
+  const password = smtp.string("password");
+  const passwordEnv = smtp.string("password_env");
+  const rawCmd = smtp.raw("password_command");
+  let passwordCommand: string[] | undefined;
+  if (typeof rawCmd === "string") passwordCommand = ["/bin/sh", "-c", rawCmd];
+  else if (Array.isArray(rawCmd) && rawCmd.length > 0 && rawCmd.every((x) => typeof x === "string")) {
+    passwordCommand = rawCmd as string[];
+  } else if (rawCmd !== undefined) {
+    smtp.problem("password_command", "must be a command string or a non-empty list of strings");
+  }
+  const sources = [password, passwordEnv, passwordCommand].filter((x) => x !== undefined).length;
+  if (sources > 1) smtp.problem("password", "set only one of password, password_env and password_command");
+  if (username === undefined && sources > 0) smtp.problem("username", "is required when a password is set");
+  const passwordCommandTimeoutMs = smtp.duration("password_command_timeout", 10_000, { min: 100 });
+  const authMethod = smtp.string("auth", { default: "auto", oneOf: ["auto", "plain", "login"] }) as
+    | "auto"
+    | "plain"
+    | "login";
+  const from = smtp.string("from", { required: true }) ?? "";
+  if (from) {
+    try {
+      parseMailbox(from);
+    } catch {
+      smtp.problem("from", `must be a mail address, got "${from}"`);
+    }
+  }
+  const fromName = smtp.string("from_name", { default: device.name });
+  const heloDefault = device.name.replace(/[^A-Za-z0-9.-]/g, "-").replace(/^-+|-+$/g, "") || "localhost";
+  const heloName = smtp.string("helo_name", { default: heloDefault });
+  if (!/^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:.]+\]$/.test(heloName)) {
+    smtp.problem("helo_name", `must be a host name, got "${heloName}"`);
+  }
+  const connectTimeoutMs = smtp.duration("connect_timeout", 15_000, { min: 100 });
+  const replyTimeoutMs = smtp.duration("reply_timeout", 60_000, { min: 100 });
+  const dataTimeoutMs = smtp.duration("data_timeout", 300_000, { min: 100 });
+  if (security === "none" && host && !allowInsecure && !/^(localhost|127\.[\d.]+|::1)$/.test(host)) {
+    smtp.problem(
+      "security",
+      `"none" is allowed only to loopback unless allow_insecure = true (host is ${host})`,
+    );
+  }
+  smtp.finish();
+  return {
+    host,
+    port,
+    security,
+    allowInsecure,
+    caFile,
+    fingerprintSha256,
+    tlsServername,
+    username,
+    password,
+    passwordEnv,
+    passwordCommand,
+    passwordCommandTimeoutMs,
+    authMethod,
+    heloName,
+    from,
+    fromName: fromName || undefined,
+    connectTimeoutMs,
+    replyTimeoutMs,
+    dataTimeoutMs,
+  };
+}
+
+/**
+ * Reads `[outbox]` (missing table means all defaults); the folder defaults to `<state_dir>/outbox`.
+ *
+ * @example
+ * ```ts
+ * const problems: string[] = [];
+ * const o = readOutboxConfig(new Section(undefined, "outbox", problems), "/var/lib/outpost");
+ * ```
+ */
+export function readOutboxConfig(outbox: Section, stateDir: string): OutboxOptions {
+  const dir = outbox.filePath("dir", { default: `${stateDir.replace(/\/+$/, "")}/outbox` });
+  const maxAgeMs = outbox.duration("max_age", 86_400_000, { min: 60_000 });
+  const maxBytes = outbox.size("max_size", 64 * 1024 * 1024, { min: 64 * 1024 });
+  const maxMessageBytes = outbox.size("max_message_size", 25 * 1024 * 1024, { min: 1024 });
+  const retryMinMs = outbox.duration("retry_min", 30_000, { min: 100 });
+  const retryMaxMs = outbox.duration("retry_max", 3_600_000, { min: 100 });
+  const pollMs = outbox.duration("poll_interval", 30_000, { min: 100 });
+  if (retryMaxMs < retryMinMs) outbox.problem("retry_max", "must not be shorter than retry_min");
+  outbox.finish();
+  return { dir, maxAgeMs, maxBytes, maxMessageBytes, retryMinMs, retryMaxMs, pollMs };
+}
+
+/**
+ * The mail settings of a loaded config: the device, `[smtp]` (null when absent) and `[outbox]`.
+ *
+ * @example
+ * ```ts
+ * const mail: MailConfig = await loadMailConfig("/etc/outpost/outpost.toml");
+ * ```
+ */
+export interface MailConfig {
+  device: { name: string; stateDir: string };
+  smtp: SmtpClientOptions | null;
+  outbox: OutboxOptions;
+}
+
+/**
+ * Loads the config file with the lead's `loadConfig` and reads `[smtp]`/`[outbox]` from it (using the parsed
+ * values when `config.ts` already provides them). Throws `ConfigError` listing every problem.
+ *
+ * @example
+ * ```ts
+ * const { smtp, outbox } = await loadMailConfig(undefined); // $OUTPOST_CONFIG or the default paths
+ * ```
+ */
+export async function loadMailConfig(path?: string): Promise<MailConfig> {
+  const { loadConfig } = await import("../config/config.ts");
+  const { ConfigError, Section } = await import("../config/section.ts");
+  const cfg = await loadConfig(path) as unknown as {
+    path: string | null;
+    device: { name: string; stateDir: string };
+    smtp?: SmtpClientOptions | null;
+    outbox?: OutboxOptions;
+    document?: Record<string, unknown>;
+  };
+  if (cfg.smtp !== undefined && cfg.outbox !== undefined) {
+    return { device: cfg.device, smtp: cfg.smtp, outbox: cfg.outbox };
+  }
+  const problems: string[] = [];
+  const base = cfg.path ? cfg.path.slice(0, Math.max(1, cfg.path.lastIndexOf("/"))) : Deno.cwd();
+  const doc = cfg.document ?? {};
+  const smtp = readSmtpConfig(new Section(doc.smtp, "smtp", problems, base), cfg.device);
+  const outbox = readOutboxConfig(new Section(doc.outbox, "outbox", problems, base), cfg.device.stateDir);
+  if (problems.length > 0) throw new ConfigError(problems, cfg.path ?? "config");
+  return { device: cfg.device, smtp, outbox };
+}

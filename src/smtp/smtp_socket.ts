@@ -1,0 +1,271 @@
+/**
+ * The SMTP client's transport: TCP via `node:net`, implicit TLS and STARTTLS via `node:tls`, each adapted to
+ * {@link ByteConn} so the protocol code reads replies with the shared `LineReader`.
+ *
+ * Why `node:tls` rather than `Deno.startTls`: outpost supports a SHA-256 certificate fingerprint pin, and a
+ * `Deno.TlsConn` does not expose the peer certificate. `tls.connect({ socket })` upgrades the existing TCP socket
+ * (STARTTLS) and `getPeerCertificate().fingerprint256` gives the pin check; it runs before a byte is written over
+ * TLS. Certificates are verified against the configured CA file, else the runtime's root store; with a pin set the
+ * pin alone decides (as msmtp's `tls_fingerprint`), so a self-signed relay can be pinned.
+ *
+ * The adapter reads in paused mode (`'readable'` + `socket.read()`, no `'data'` events) and its `write` resolves
+ * only once the socket has taken the bytes, so callers may reuse their buffer right after `await write(...)`.
+ *
+ * @module
+ */
+
+import * as net from "node:net";
+import * as tls from "node:tls";
+import type { ByteConn } from "../net/byte_conn.ts";
+
+/**
+ * TLS settings for {@link connectSocket} and {@link upgradeSocket}.
+ *
+ * @example
+ * ```ts
+ * const opts: SmtpTlsOptions = { servername: "smtp.gmail.com", ca: undefined, fingerprintSha256: undefined };
+ * ```
+ */
+export interface SmtpTlsOptions {
+  /** Name checked against the certificate and sent as SNI (omitted from SNI when it is an IP address). */
+  servername: string;
+  /** PEM text of the CA certificates to trust instead of the default root store. */
+  ca?: string;
+  /** Expected SHA-256 fingerprint of the server certificate, hex with or without colons. */
+  fingerprintSha256?: string;
+}
+
+/**
+ * A {@link ByteConn} over a paused `node:net` or `node:tls` socket.
+ *
+ * @example
+ * ```ts
+ * const conn = await connectSocket("127.0.0.1", 25, null, 10_000);
+ * const buf = new Uint8Array(512);
+ * const n = await conn.read(buf);
+ * conn.close();
+ * ```
+ */
+export class SocketConn implements ByteConn {
+  readonly socket: net.Socket;
+  #rest: Uint8Array | null = null;
+  #ended = false;
+  #error: Error | null = null;
+  #wake: (() => void) | null = null;
+  #closed = false;
+  readonly #onReadable = () => this.#notify();
+  readonly #onEnd = () => {
+    this.#ended = true;
+    this.#notify();
+  };
+  readonly #onError = (e: Error) => {
+    this.#error = e;
+    this.#notify();
+  };
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.pause();
+    socket.on("readable", this.#onReadable);
+    socket.on("end", this.#onEnd);
+    socket.on("close", this.#onEnd);
+    socket.on("error", this.#onError);
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  /** Reads into `buf`; resolves to the byte count, or null at end of stream or once closed. */
+  async read(buf: Uint8Array): Promise<number | null> {
+    for (;;) {
+      if (this.#rest) {
+        const r = this.#rest;
+        const n = Math.min(r.length, buf.length);
+        buf.set(n === r.length ? r : r.subarray(0, n));
+        this.#rest = n === r.length ? null : r.subarray(n);
+        return n;
+      }
+      if (this.#closed) return null;
+      if (this.#error) throw this.#error;
+      const chunk = this.socket.read() as Uint8Array | null;
+      if (chunk !== null && chunk.length > 0) {
+        this.#rest = chunk;
+        continue;
+      }
+      if (this.#ended || this.socket.destroyed) return null;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+
+  /** Writes all of `data` and resolves once the socket has consumed it (the caller may then reuse `data`). */
+  write(data: Uint8Array): Promise<number> {
+    if (this.#closed || this.socket.destroyed) {
+      return Promise.reject(new Error("Write failed: the connection is closed."));
+    }
+    if (this.#error) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      this.socket.write(data, (err?: Error | null) => err ? reject(err) : resolve(data.length));
+    });
+  }
+
+  /** Stops listening and hands the socket over (for a TLS upgrade); buffered bytes are dropped. */
+  detach(): net.Socket {
+    this.socket.off("readable", this.#onReadable);
+    this.socket.off("end", this.#onEnd);
+    this.socket.off("close", this.#onEnd);
+    this.socket.off("error", this.#onError);
+    this.#rest = null;
+    this.#closed = true;
+    this.#notify();
+    return this.socket;
+  }
+
+  /** Destroys the socket; pending reads resolve to null. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#rest = null;
+    this.socket.destroy();
+    this.#notify();
+  }
+}
+
+/**
+ * Normalises a fingerprint to upper-case hex pairs joined by colons, or null if it is not 32 bytes of hex.
+ *
+ * @example
+ * ```ts
+ * normalizeFingerprint("ab".repeat(32)); // "AB:AB:...:AB"
+ * ```
+ */
+export function normalizeFingerprint(fp: string): string | null {
+  const hex = fp.replace(/[:\s]/g, "").toUpperCase();
+  if (!/^[0-9A-F]{64}$/.test(hex)) return null;
+  return hex.match(/../g)!.join(":");
+}
+
+function timeoutError(what: string, ms: number): Error {
+  return new Error(`${what} timed out after ${ms} ms.`);
+}
+
+function tlsConnectOptions(opts: SmtpTlsOptions): tls.ConnectionOptions {
+  const isIp = net.isIP(opts.servername) !== 0;
+  const o: tls.ConnectionOptions = {
+    servername: isIp ? undefined : opts.servername,
+    rejectUnauthorized: !opts.fingerprintSha256,
+    minVersion: "TLSv1.2",
+  };
+  if (opts.ca) o.ca = opts.ca;
+  if (isIp) {
+    // Node checks IP SANs when the host is an IP; pass it explicitly since SNI must not carry an IP.
+    o.checkServerIdentity = (_host, cert) => tls.checkServerIdentity(opts.servername, cert);
+  }
+  return o;
+}
+
+function handshake(sock: tls.TLSSocket, opts: SmtpTlsOptions, timeoutMs: number): Promise<SocketConn> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (err: Error | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.off("secureConnect", onSecure);
+      sock.off("error", onError);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else {
+        resolve(new SocketConn(sock));
+      }
+    };
+    const onSecure = () => {
+      if (opts.fingerprintSha256) {
+        const want = normalizeFingerprint(opts.fingerprintSha256);
+        const got = sock.getPeerCertificate()?.fingerprint256 ?? "";
+        if (!want || got.toUpperCase() !== want) {
+          finish(
+            new Error(
+              `the server certificate's SHA-256 fingerprint ${got || "(none)"} does not match the pin`,
+            ),
+          );
+          return;
+        }
+      }
+      finish(null);
+    };
+    const onError = (e: Error) => finish(e);
+    const timer = setTimeout(() => finish(timeoutError("The TLS handshake", timeoutMs)), timeoutMs);
+    sock.once("secureConnect", onSecure);
+    sock.once("error", onError);
+  });
+}
+
+/**
+ * Opens a TCP connection, wrapped in TLS from the first byte when `tlsOpts` is given (implicit TLS, port 465).
+ *
+ * @example
+ * ```ts
+ * const conn = await connectSocket("smtp.gmail.com", 465, { servername: "smtp.gmail.com" }, 10_000);
+ * ```
+ */
+export function connectSocket(
+  host: string,
+  port: number,
+  tlsOpts: SmtpTlsOptions | null,
+  timeoutMs: number,
+): Promise<SocketConn> {
+  if (tlsOpts) {
+    const sock = tls.connect({ host, port, ...tlsConnectOptions(tlsOpts) });
+    sock.pause();
+    return handshake(sock, tlsOpts, timeoutMs);
+  }
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port });
+    sock.pause();
+    let done = false;
+    const finish = (err: Error | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.off("connect", onConnect);
+      sock.off("error", finish);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else {
+        resolve(new SocketConn(sock));
+      }
+    };
+    const onConnect = () => finish(null);
+    const timer = setTimeout(() => finish(timeoutError("Connecting", timeoutMs)), timeoutMs);
+    sock.once("connect", onConnect);
+    sock.once("error", finish);
+  });
+}
+
+/**
+ * Upgrades a plain connection to TLS after the server accepted STARTTLS. The old adapter is detached (its
+ * buffered bytes are dropped); the returned connection reads and writes through TLS.
+ *
+ * @example
+ * ```ts
+ * const secure = await upgradeSocket(plain, { servername: "smtp.example.com" }, 10_000);
+ * ```
+ */
+export function upgradeSocket(
+  conn: SocketConn,
+  opts: SmtpTlsOptions,
+  timeoutMs: number,
+): Promise<SocketConn> {
+  const raw = conn.detach();
+  const sock = tls.connect({ socket: raw, ...tlsConnectOptions(opts) });
+  sock.pause();
+  return handshake(sock, opts, timeoutMs).catch((e) => {
+    raw.destroy();
+    throw e;
+  });
+}
