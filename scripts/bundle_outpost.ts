@@ -12,7 +12,8 @@ const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** Entry points bundled for the board: output file name to source module. */
 export const BUNDLES: Record<string, string> = {
   "outpost.js": `${REPO}/src/cli/main.ts`,
-  "outpost-prepare.js": `${REPO}/scripts/derive_permissions.ts`,
+  "outpost-prepare.js": `${REPO}/scripts/outpost_prepare.ts`,
+  "outpost-make-unit.js": `${REPO}/scripts/make_unit.ts`,
 };
 
 /**

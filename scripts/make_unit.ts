@@ -257,24 +257,51 @@ echo "outpost first boot: user $user and $state ready"
 }
 
 const USAGE = `Usage: deno run -A scripts/make_unit.ts --config FILE --board ID [--out-dir DIR]
+                                    [--boards-dir DIR] [--prefix /opt/outpost]
 
-Prints outpost.service (or writes outpost.service, outpost-firstboot.service and firstboot.sh to --out-dir).`;
+Prints outpost.service (or writes outpost.service, outpost-firstboot.service and firstboot.sh to --out-dir).
+The config's own path is the one the unit reads at boot (e.g. /boot/firmware/outpost.toml).`;
 
-if (import.meta.main) {
+/**
+ * The generator's CLI; resolves to the exit status.
+ *
+ * @example
+ * ```ts
+ * Deno.exit(await makeUnitMain(["--config", "/boot/firmware/outpost.toml", "--board", "rpi4"]));
+ * ```
+ */
+export async function makeUnitMain(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       config: { type: "string" },
-      board: { type: "string", default: "generic" },
+      board: { type: "string", default: "generic-arm64" },
       "out-dir": { type: "string" },
+      "boards-dir": { type: "string" },
+      prefix: { type: "string", default: DEFAULT_BOARD_PATHS.prefix },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help || !values.config) {
     console.log(USAGE);
-    Deno.exit(values.help ? 0 : 64);
+    return values.help ? 0 : 64;
   }
-  const units = makeUnits(await loadConfig(values.config), await readBoardProfile(values.board));
+  let config: OutpostConfig;
+  try {
+    config = await loadConfig(values.config);
+  } catch (e) {
+    console.error(`make_unit: ${(e as Error).message}`);
+    return 1;
+  }
+  const profile = await readBoardProfile(values.board, values["boards-dir"]);
+  const paths: BoardPaths = {
+    ...DEFAULT_BOARD_PATHS,
+    prefix: values.prefix,
+    configPath: config.path ?? DEFAULT_BOARD_PATHS.configPath,
+    lastGoodPath: `${config.device.stateDir}/last-good.toml`,
+  };
+  const units = makeUnits(config, profile, paths);
+  for (const n of units.perms.notes) console.error(`make_unit: note: ${n}`);
   if (values["out-dir"]) {
     const d = values["out-dir"];
     await Deno.mkdir(d, { recursive: true });
@@ -284,4 +311,9 @@ if (import.meta.main) {
   } else {
     console.log(units.service);
   }
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await makeUnitMain(Deno.args));
 }

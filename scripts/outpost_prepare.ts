@@ -1,0 +1,181 @@
+/**
+ * The boot-time "prepare" step the systemd unit runs before the daemon (`ExecStartPre=+`, as root).
+ *
+ * It reads the config from the boot partition (falling back to the last good copy the daemon keeps in its state
+ * dir when the new file is invalid), creates the state dir and FTP roots owned by the `outpost` user, and writes
+ * `OUTPOST_DENO_FLAGS=...` to an environment file that the unit's `ExecStart` expands. So a user who edits the SMTP
+ * host or an FTP root on the SD card gets matching Deno permissions on the next start.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type OutpostConfig, parseConfig } from "../src/config/config.ts";
+import { ConfigError } from "../src/config/section.ts";
+import { denoPermissionFlags, derivePermissions } from "./derive_permissions.ts";
+
+/** A config chosen at boot: the file itself, or the last good copy when the file is invalid. */
+export interface ChosenConfig {
+  config: OutpostConfig;
+  /** The file the config came from. */
+  source: string;
+  /** Problems with the primary file when the fallback was used. */
+  problems: string[];
+}
+
+async function tryLoad(path: string): Promise<OutpostConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "the file does not exist" : (e as Error).message;
+    throw new ConfigError([`${path}: cannot be read: ${why}`], path);
+  }
+  return parseConfig(text, path);
+}
+
+/**
+ * Loads `primary`, falling back to `lastGood` when it is missing or invalid. Throws when neither works.
+ *
+ * @example
+ * ```ts
+ * const chosen = await chooseConfig("/boot/firmware/outpost.toml", "/var/lib/outpost/last-good.toml");
+ * ```
+ */
+export async function chooseConfig(primary: string, lastGood: string | null): Promise<ChosenConfig> {
+  try {
+    return { config: await tryLoad(primary), source: primary, problems: [] };
+  } catch (e) {
+    if (!(e instanceof ConfigError) || lastGood === null) throw e;
+    try {
+      // The fallback's permissions must still allow reading the primary file, so the daemon can report it.
+      const config = await tryLoad(lastGood);
+      return { config: { ...config, path: primary }, source: lastGood, problems: e.problems };
+    } catch {
+      throw e;
+    }
+  }
+}
+
+async function lookupUser(name: string): Promise<{ uid: number; gid: number } | null> {
+  const passwd = await Deno.readTextFile("/etc/passwd").catch(() => "");
+  for (const line of passwd.split("\n")) {
+    const f = line.split(":");
+    if (f[0] === name && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  return null;
+}
+
+async function ensureDir(
+  path: string,
+  owner: { uid: number; gid: number } | null,
+  mode: number,
+): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return false;
+  } catch {
+    await Deno.mkdir(path, { recursive: true, mode });
+    if (owner) await Deno.chown(path, owner.uid, owner.gid);
+    return true;
+  }
+}
+
+const USAGE =
+  `Usage: outpost-prepare --config FILE [--last-good FILE] [--env-file FILE] [--user NAME] [--mkdirs]
+                       [--writable DIR,DIR] [--v8-max-old-space-mb N]
+
+Derives the Deno permission flags outpost serve needs from the config and prints them (or writes
+OUTPOST_DENO_FLAGS=... to --env-file for the systemd unit). With --mkdirs it also creates the state dir and the
+FTP roots owned by --user (run as root by the unit's ExecStartPre=+).`;
+
+/**
+ * The prepare step's CLI (see the module doc); resolves to the exit status.
+ *
+ * @example
+ * ```ts
+ * Deno.exit(await outpostPrepare(["--config", "/boot/firmware/outpost.toml"]));
+ * ```
+ */
+export async function outpostPrepare(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: "string" },
+      "last-good": { type: "string" },
+      "env-file": { type: "string" },
+      user: { type: "string" },
+      mkdirs: { type: "boolean", default: false },
+      writable: { type: "string" },
+      "v8-max-old-space-mb": { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!values.config) {
+    console.error("outpost-prepare: --config FILE is required.\n" + USAGE);
+    return 64;
+  }
+  let chosen: ChosenConfig;
+  try {
+    chosen = await chooseConfig(values.config, values["last-good"] ?? null);
+  } catch (e) {
+    const msg = e instanceof ConfigError ? e.message : (e as Error).message;
+    console.error(`outpost-prepare: cannot start: ${msg}`);
+    return 1;
+  }
+  if (chosen.problems.length > 0) {
+    console.error(
+      `outpost-prepare: ${values.config} is not valid, using the last good copy ${chosen.source}:\n  ` +
+        chosen.problems.join("\n  "),
+    );
+  }
+  const perms = derivePermissions(chosen.config);
+  if (values["last-good"]) perms.read.push(values["last-good"]);
+  for (const n of perms.notes) console.error(`outpost-prepare: note: ${n}`);
+  if (values.writable) {
+    const allowed = values.writable.split(",").filter(Boolean);
+    for (const w of perms.write) {
+      if (!allowed.some((a) => w === a || w.startsWith(a.endsWith("/") ? a : `${a}/`))) {
+        console.error(
+          `outpost-prepare: warning: ${w} is not in the unit's ReadWritePaths (${
+            allowed.join(", ")
+          }); writes ` +
+            `there will fail. Regenerate the unit for this config (see the README, \"Install on a running board\").`,
+        );
+      }
+    }
+  }
+  if (values.mkdirs) {
+    const owner = values.user ? await lookupUser(values.user) : null;
+    if (values.user && !owner) {
+      console.error(
+        `outpost-prepare: user ${values.user} does not exist; folders are created owned by root.`,
+      );
+    }
+    for (const dir of perms.dataDirs) {
+      if (await ensureDir(dir, owner, dir === chosen.config.device.stateDir ? 0o750 : 0o755)) {
+        console.error(`outpost-prepare: created ${dir}`);
+      }
+    }
+  }
+  const mb = values["v8-max-old-space-mb"] ? Number(values["v8-max-old-space-mb"]) : undefined;
+  const flags = denoPermissionFlags(perms, { v8MaxOldSpaceMb: mb });
+  if (values["env-file"]) {
+    const file = values["env-file"];
+    await Deno.mkdir(file.slice(0, file.lastIndexOf("/")) || "/", { recursive: true });
+    const tmp = `${file}.tmp`;
+    await Deno.writeTextFile(tmp, `OUTPOST_DENO_FLAGS=${flags.join(" ")}\n`, { mode: 0o644 });
+    await Deno.rename(tmp, file);
+  } else {
+    console.log(flags.join(" "));
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await outpostPrepare(Deno.args));
+}
