@@ -15,6 +15,10 @@ interface Subcommand {
 
 /** The subcommands, in the order `outpost --help` lists them. */
 const COMMANDS: Record<string, Subcommand> = {
+  serve: {
+    summary: "Run the daemon: FTP server, mail outbox and alert monitor from outpost.toml",
+    load: async () => (await import("./serve_command.ts")).serveCommand,
+  },
   "check-config": {
     summary: "Validate a config file and print the resolved settings",
     load: async () => (await import("./check_config_command.ts")).checkConfigCommand,

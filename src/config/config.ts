@@ -12,6 +12,9 @@ import { parse as parseToml } from "smol-toml";
 import { type AlertsConfig, readAlertsConfig } from "../alerts/alerts_config.ts";
 import type { FtpServerOptions } from "../ftp/ftp_server.ts";
 import { readFtpSection } from "../ftp/ftp_config.ts";
+import type { OutboxOptions } from "../smtp/outbox.ts";
+import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
+import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
 import { ConfigError, Section } from "./section.ts";
 
 /** The `[device]` table: who this board is and where it keeps state. */
@@ -31,6 +34,10 @@ export interface OutpostConfig {
   device: DeviceConfig;
   /** The FTP server, or null when `[ftp] enabled = false`. */
   ftp: FtpServerOptions | null;
+  /** The mail server, or null when `[smtp]` is absent (mail then waits in the outbox). */
+  smtp: SmtpClientOptions | null;
+  /** The durable outbox every mail goes through first. */
+  outbox: OutboxOptions;
   /** The alert monitor: sensors and rules. */
   alerts: AlertsConfig;
   /** The parsed TOML document, for areas that read their own tables. */
@@ -105,15 +112,17 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
   dev.finish();
   const ftpSection = readFtpSection(root.section("ftp"));
   const alerts = readAlertsConfig(root);
+  const smtp = readSmtpConfig(root.section("smtp"), device);
+  const outbox = readOutboxConfig(root.section("outbox"), device.stateDir);
   for (const read of readers) read(root);
-  root.raw("smtp");
-  root.raw("outbox");
   root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
   return {
     path: path ?? null,
     device,
     ftp: ftpSection.enabled ? ftpSection.options : null,
+    smtp,
+    outbox,
     alerts,
     document,
   };

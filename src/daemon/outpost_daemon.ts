@@ -1,0 +1,174 @@
+/**
+ * The one daemon: FTP server, outbox delivery worker and alert monitor in one process.
+ *
+ * {@link OutpostDaemon.start} brings the parts up from a validated config; {@link OutpostDaemon.reload} swaps in a
+ * new config (the caller validates it first, so a bad file never stops a running board);
+ * {@link OutpostDaemon.stop} drains: it stops accepting, gives running transfers a deadline, stops the monitor
+ * (which flushes its state) and lets the worker finish the message it is sending.
+ *
+ * @module
+ */
+
+import { type AlertMailer, AlertMonitor } from "../alerts/monitor.ts";
+import type { OutpostConfig } from "../config/config.ts";
+import { FtpServer } from "../ftp/ftp_server.ts";
+import { Logger } from "../log/logger.ts";
+import { DeliveryWorker } from "../smtp/delivery_worker.ts";
+import { Outbox } from "../smtp/outbox.ts";
+
+const log = new Logger("daemon");
+
+/** Options for {@link OutpostDaemon.start}. */
+export interface DaemonOptions {
+  /** Mail the alert recipients when the daemon starts. */
+  notifyStart?: boolean;
+}
+
+/**
+ * A running outpost daemon.
+ *
+ * @example
+ * ```ts
+ * const daemon = await OutpostDaemon.start(await loadConfig("/boot/firmware/outpost.toml"));
+ * Deno.addSignalListener("SIGTERM", () => daemon.stop(10_000).then(() => Deno.exit(0)));
+ * ```
+ */
+export class OutpostDaemon {
+  #config: OutpostConfig;
+  #ftp: FtpServer | null = null;
+  #outbox: Outbox | null = null;
+  #worker: DeliveryWorker | null = null;
+  #monitor: AlertMonitor | null = null;
+
+  private constructor(config: OutpostConfig) {
+    this.#config = config;
+  }
+
+  /** The config the daemon runs on now. */
+  get config(): OutpostConfig {
+    return this.#config;
+  }
+
+  /** The FTP server, when enabled. */
+  get ftp(): FtpServer | null {
+    return this.#ftp;
+  }
+
+  /** The outbox every mail goes through. */
+  get outbox(): Outbox | null {
+    return this.#outbox;
+  }
+
+  /** The alert monitor, when enabled. */
+  get monitor(): AlertMonitor | null {
+    return this.#monitor;
+  }
+
+  /** Starts every enabled part; on failure, stops what had started and throws. */
+  static async start(config: OutpostConfig): Promise<OutpostDaemon> {
+    const d = new OutpostDaemon(config);
+    try {
+      await d.#startParts();
+    } catch (e) {
+      await d.#stopParts(0);
+      throw e;
+    }
+    return d;
+  }
+
+  async #startParts(): Promise<void> {
+    const cfg = this.#config;
+    await Deno.mkdir(cfg.device.stateDir, { recursive: true });
+    this.#outbox = await Outbox.open(cfg.outbox);
+    if (cfg.smtp) {
+      this.#worker = new DeliveryWorker(this.#outbox, cfg.smtp);
+      this.#worker.start();
+    } else {
+      this.#outbox.setDefaults({ from: `outpost@${cfg.device.name}.local`, domain: cfg.device.name });
+      log.warn("smtp.unconfigured", { note: "mail is kept in the outbox until [smtp] is configured" });
+    }
+    if (cfg.ftp) {
+      this.#ftp = new FtpServer(cfg.ftp);
+      await this.#ftp.listen();
+      if (cfg.ftp.accounts.users.length === 0 && !cfg.ftp.accounts.anonymousEnabled) {
+        log.warn("ftp.no_users", { note: "no [[ftp.users]] and anonymous is off: nobody can log in" });
+      }
+    }
+    if (cfg.alerts.enabled && (cfg.alerts.sensors.length > 0 || cfg.alerts.rules.length > 0)) {
+      this.#monitor = await AlertMonitor.open({
+        config: cfg.alerts,
+        mailer: this.#mailer(),
+        stateFile: cfg.alerts.stateFile ?? `${cfg.device.stateDir}/alerts.json`,
+        host: cfg.device.name,
+        board: cfg.device.board,
+      });
+      this.#monitor.start();
+    }
+    log.info("started", {
+      ftp: this.#ftp ? `${this.#ftp.hostname}:${this.#ftp.port}` : "off",
+      smtp: cfg.smtp ? `${cfg.smtp.host}:${cfg.smtp.port}` : "off",
+      sensors: cfg.alerts.sensors.length,
+      rules: cfg.alerts.rules.length,
+    });
+  }
+
+  /** The alert monitor's view of the outbox and worker. */
+  #mailer(): AlertMailer {
+    return {
+      enqueue: async (msg, opts) => {
+        const id = await this.#outbox!.enqueue(msg, { critical: opts.critical, tag: opts.tag });
+        this.#worker?.kick();
+        return id;
+      },
+      deliveryFailing: () => this.#worker === null || this.#worker.status().failing,
+    };
+  }
+
+  /**
+   * Queues a mail to the alert recipients (start and crash notices). Does nothing without recipients.
+   *
+   * @example
+   * ```ts
+   * await daemon.notify("started", "outpost started at 12:00.");
+   * ```
+   */
+  async notify(subject: string, text: string): Promise<void> {
+    const to = this.#config.alerts.to;
+    if (to.length === 0 || !this.#outbox) return;
+    await this.#outbox.enqueue({ to, subject: `[outpost ${this.#config.device.name}] ${subject}`, text }, {
+      critical: false,
+      tag: "daemon",
+    });
+    this.#worker?.kick();
+  }
+
+  /** Replaces the running parts with ones built from `next` (already validated). */
+  async reload(next: OutpostConfig): Promise<void> {
+    log.info("reload.begin", { file: next.path ?? "embedded" });
+    await this.#stopParts(5_000);
+    this.#config = next;
+    await this.#startParts();
+    log.info("reload.done");
+  }
+
+  /** Drains and stops everything; transfers get `graceMs` to finish. */
+  async stop(graceMs = 10_000): Promise<void> {
+    await this.#stopParts(graceMs);
+    log.info("stopped");
+  }
+
+  async #stopParts(graceMs: number): Promise<void> {
+    const ftp = this.#ftp;
+    const monitor = this.#monitor;
+    const worker = this.#worker;
+    this.#ftp = null;
+    this.#monitor = null;
+    this.#worker = null;
+    await Promise.allSettled([
+      ftp?.close({ graceMs }),
+      monitor?.stop(),
+    ]);
+    await worker?.stop();
+    this.#outbox = null;
+  }
+}
