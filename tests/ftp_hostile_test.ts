@@ -527,3 +527,159 @@ Deno.test("hostile: anonymous login refused when disabled", async () => {
     await fx.close();
   }
 });
+
+Deno.test("hostile: an aborted or dropped upload never damages the original nor leaves a temp file", async () => {
+  const fx = await startFtp();
+  try {
+    const original = "original content that must survive\n";
+    await Deno.writeTextFile(`${fx.root}/keep.txt`, original);
+    const chunk = new Uint8Array(256 * 1024).fill(0x5a);
+
+    // 1. ABOR mid-STOR.
+    const c = await FtpControl.login(HOST, fx.port);
+    try {
+      assert.equal((await c.cmd("TYPE I")).code, 200);
+      const { data } = await c.pasvConnect();
+      const stor = await c.cmd("STOR keep.txt");
+      assert.ok([125, 150].includes(stor.code), stor.text);
+      await data.write(chunk);
+      await c.send("ABOR\r\n");
+      const codes: number[] = [];
+      for (let i = 0; i < 3 && !codes.includes(226) && !codes.includes(225); i++) {
+        codes.push((await c.reply()).code);
+      }
+      try {
+        data.close();
+      } catch {
+        // The server may have closed it first.
+      }
+      assert.ok(codes.includes(226) || codes.includes(225), `ABOR replies: ${codes}`);
+      assert.equal((await c.cmd("NOOP")).code, 200, "control connection unusable after ABOR");
+    } finally {
+      c.close();
+    }
+    assert.equal(await Deno.readTextFile(`${fx.root}/keep.txt`), original, "ABOR damaged the original");
+
+    // 2. The client drops the control connection mid-STOR (also for APPE and REST+STOR).
+    for (const cmds of [["STOR keep.txt"], ["APPE keep.txt"], ["REST 5", "STOR keep.txt"]]) {
+      const d = await FtpControl.login(HOST, fx.port);
+      const { data } = await d.pasvConnect();
+      assert.equal((await d.cmd("TYPE I")).code, 200);
+      for (const cmd of cmds.slice(0, -1)) {
+        const r350 = await d.cmd(cmd);
+        assert.equal(r350.code, 350, r350.text);
+      }
+      const r = await d.cmd(cmds[cmds.length - 1]);
+      assert.ok([125, 150].includes(r.code), r.text);
+      await data.write(chunk);
+      d.close();
+      // Let the server notice: bounded wait until it has no sessions left.
+      for (let i = 0; i < 100 && fx.server.sessionCount > 0; i++) await sleep(50);
+      try {
+        data.close();
+      } catch {
+        // Closed already.
+      }
+      for (let i = 0; i < 100; i++) {
+        const temps = [...Deno.readDirSync(fx.root)].filter((e) => e.name.startsWith(".outpost-upload-"));
+        if (temps.length === 0) break;
+        await sleep(50);
+      }
+      assert.equal(await Deno.readTextFile(`${fx.root}/keep.txt`), original, `${cmds} damaged the original`);
+    }
+    const left = [...Deno.readDirSync(fx.root)].map((e) => e.name);
+    assert.deepEqual(left, ["keep.txt"], `temp files left behind: ${left}`);
+  } finally {
+    await fx.close();
+  }
+});
+
+Deno.test("hostile: a data connection from another address cannot steal a PASV transfer", async () => {
+  const fx = await startFtp();
+  const c = await FtpControl.login(HOST, fx.port);
+  try {
+    await Deno.writeTextFile(`${fx.root}/private.txt`, "private data");
+    const r = await c.cmd("PASV");
+    const m = /\(\d+,\d+,\d+,\d+,(\d+),(\d+)\)/.exec(r.text);
+    assert.ok(m, r.text);
+    const port = +m[1] * 256 + +m[2];
+    // The thief, from 127.0.0.2, connects first and tries to read.
+    const stolen = await new Promise<string>((resolve) => {
+      let got = "";
+      const sock = net.connect({ host: HOST, port, localAddress: "127.0.0.2" });
+      sock.on("data", (b: Uint8Array) => got += new TextDecoder().decode(b));
+      sock.on("error", () => {});
+      sock.on("close", () => resolve(got));
+      // The server closes the stranger; if it does not, stop waiting after the real transfer is done.
+      setTimeout(() => sock.destroy(), 3000);
+    });
+    const data = await Deno.connect({ hostname: HOST, port });
+    const retr = await c.cmd("RETR private.txt");
+    assert.ok([125, 150].includes(retr.code), retr.text);
+    assert.equal(await readAllText(data), "private data");
+    assert.equal((await c.reply()).code, 226);
+    assert.equal(stolen, "", "a stranger received the file");
+  } finally {
+    c.close();
+    await fx.close();
+  }
+});
+
+Deno.test("hostile: session limits, idle timeout and commands before login", async () => {
+  const fx = await startFtp({ server: { maxSessionsPerIp: 3, idleTimeoutMs: 1500 } });
+  const open: FtpControl[] = [];
+  try {
+    // Before login nothing but the login commands work.
+    const pre = await FtpControl.connect(HOST, fx.port);
+    open.push(pre);
+    assert.equal((await pre.reply()).code, 220);
+    for (
+      const cmd of ["RETR x", "LIST", "PASV", "CWD /", "STOR x", "DELE x", "MKD x", "PWD", "SITE CHMOD 777 x"]
+    ) {
+      const r = await pre.cmd(cmd);
+      assert.equal(r.code, 530, `${cmd} before login: ${r.text}`);
+    }
+    assert.equal((await pre.cmd("PASS x")).code, 503, "PASS without USER");
+    const rest = await (await FtpControl.login(HOST, fx.port).then((c) => (open.push(c), c))).cmd("REST abc");
+    assert.equal(rest.code, 501, rest.text);
+    // The third session from this address is allowed, the fourth is refused with 421.
+    open.push(await FtpControl.login(HOST, fx.port));
+    const extra = await FtpControl.connect(HOST, fx.port);
+    open.push(extra);
+    const g = await extra.replyOrNull();
+    assert.ok(g !== null && g.code === 421, `4th session greeted with ${g?.text}`);
+    for (const c of open) c.close();
+    open.length = 0;
+    for (let i = 0; i < 100 && fx.server.sessionCount > 0; i++) await sleep(50);
+
+    // An idle session is told 421 and closed (bounded wait).
+    const idle = await FtpControl.login(HOST, fx.port);
+    open.push(idle);
+    const bye = await idle.replyOrNull(20_000);
+    assert.ok(bye === null || bye.code === 421, `idle session got ${bye?.text}`);
+    assert.equal(await idle.replyOrNull(20_000), null, "idle session not closed");
+  } finally {
+    for (const c of open) c.close();
+    await fx.close();
+  }
+});
+
+Deno.test("hostile: EPSV ALL locks out PASV/PORT; Telnet IAC bytes are ignored", async () => {
+  const fx = await startFtp({ server: { allowActive: true } });
+  const c = await FtpControl.login(HOST, fx.port);
+  try {
+    // Telnet IP (IAC 244) and Synch (IAC 242) before a command.
+    await c.send(new Uint8Array([255, 244, 255, 242, ...new TextEncoder().encode("NOOP\r\n")]));
+    assert.equal((await c.reply()).code, 200);
+    assert.equal((await c.cmd("EPSV ALL")).code, 200);
+    for (const cmd of ["PASV", "PORT 127,0,0,1,195,80", "EPRT |1|127.0.0.1|50000|"]) {
+      const r = await c.cmd(cmd);
+      assert.ok(r.code >= 500 && r.code < 600, `${cmd} after EPSV ALL: ${r.text}`);
+    }
+    const e = await c.cmd("EPSV");
+    assert.equal(e.code, 229, e.text);
+  } finally {
+    c.close();
+    await fx.close();
+  }
+});
