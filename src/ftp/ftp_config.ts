@@ -36,6 +36,7 @@
  * max_login_failures = 5
  * ban_time = "5m"
  * max_line_length = 512
+ * transfer_buffer = "256KiB"     # the one buffer each running transfer uses (16KiB..4MiB)
  * ```
  *
  * @module
@@ -176,6 +177,10 @@ export function readFtpSection(ftp: Section): FtpConfig {
     maxLoginFailures: limits.int("max_login_failures", { default: d.maxLoginFailures, min: 1, max: 1000 }),
     banMs: limits.duration("ban_time", d.banMs),
     maxLineLength: limits.int("max_line_length", { default: d.maxLineLength, min: 64, max: 65536 }),
+    transferBufferSize: limits.size("transfer_buffer", d.transferBufferSize ?? 262144, {
+      min: 16384,
+      max: 4 << 20,
+    }),
   };
   limits.finish();
   ftp.finish();

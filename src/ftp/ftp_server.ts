@@ -14,7 +14,7 @@ import { NodeConn } from "../net/node_conn.ts";
 import type { Accounts } from "./accounts.ts";
 import { normalizeIp } from "./address.ts";
 import { FtpSession, type SessionContext, type XferEntry } from "./ftp_session.ts";
-import { BufferPool } from "./transfer.ts";
+import { BufferPool, TRANSFER_BUFFER_SIZE } from "./transfer.ts";
 
 /** Everything the FTP server can be told. */
 export interface FtpServerOptions {
@@ -48,6 +48,8 @@ export interface FtpServerOptions {
   banner?: string;
   /** Append a wu-ftpd style xferlog line per file transfer to this file. */
   xferlogPath?: string;
+  /** Bytes of the one buffer each running transfer uses (default {@link TRANSFER_BUFFER_SIZE}). */
+  transferBufferSize?: number;
 }
 
 /**
@@ -74,6 +76,7 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
     banMs: 300_000,
     maxLineLength: 512,
     banner: "outpost FTP server ready.",
+    transferBufferSize: TRANSFER_BUFFER_SIZE,
   };
 }
 
@@ -175,7 +178,7 @@ export class FtpServer {
   readonly #sessions = new Map<FtpSession, Promise<void>>();
   readonly #perIp = new Map<string, number>();
   readonly #bans = new BanTable(10_000);
-  readonly #buffers = new BufferPool();
+  readonly #buffers: BufferPool;
   readonly #ctx: SessionContext;
   #server: Server | null = null;
   #port = 0;
@@ -186,6 +189,7 @@ export class FtpServer {
 
   constructor(opts: FtpServerOptions) {
     this.#opts = opts;
+    this.#buffers = new BufferPool(opts.transferBufferSize ?? TRANSFER_BUFFER_SIZE);
     this.#ctx = {
       opts,
       log: this.#log,

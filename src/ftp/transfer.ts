@@ -11,8 +11,12 @@ import type { ByteConn } from "../net/byte_conn.ts";
 import { writeAll } from "../net/byte_conn.ts";
 import type { CrlfToLf, LfToCrlf } from "./ascii.ts";
 
-/** Default size of the one buffer each data connection uses. */
-export const TRANSFER_BUFFER_SIZE = 64 * 1024;
+/**
+ * Default size of the one buffer each data connection uses. Measured on loopback: Deno's async file ops cost a
+ * thread hop each, so 64 KiB gave ~640 MB/s RETR and ~300 MB/s STOR; 256 KiB doubles RETR and gains ~70% on
+ * STOR, at 256 KiB per running transfer (25 MiB for 100 concurrent ones).
+ */
+export const TRANSFER_BUFFER_SIZE = 256 * 1024;
 
 /** Progress of a running transfer, shown by STAT and used by the stall watchdog. */
 export interface TransferProgress {
@@ -36,7 +40,7 @@ export class BufferPool {
   readonly #maxFree: number;
   readonly #free: Uint8Array[] = [];
 
-  constructor(size = TRANSFER_BUFFER_SIZE, maxFree = 16) {
+  constructor(size = TRANSFER_BUFFER_SIZE, maxFree = 4) {
     this.size = size;
     this.#maxFree = maxFree;
   }
