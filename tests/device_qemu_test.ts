@@ -1,13 +1,15 @@
 /**
  * The arm64 build under `qemu-aarch64-static`: the pinned arm64 Deno from npm runs the SAME bundle that goes into
  * the image (scripts/bundle_outpost.ts), offline (`--no-npm --no-remote`) and with narrowed permissions, and
- * serves FTP to curl on loopback (files compared by SHA-256).
+ * serves FTP to curl on loopback (files compared by SHA-256); and `outpost serve` from a config, with the Deno
+ * permissions derived by the boot-time prepare step (also run under qemu), serves FTP and mails an alert to a
+ * local SMTP server (aiosmtpd).
  */
 
 import assert from "node:assert/strict";
 import { bundleOutpost, BUNDLES } from "../scripts/bundle_outpost.ts";
 import { fetchDenoArm64 } from "../scripts/deno_arm64.ts";
-import { findPeer, requirePeer, skipWithout } from "./helpers/peers.ts";
+import { findPeer, requirePeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
 
 const QEMU = findPeer("qemu-aarch64-static");
 const CURL = findPeer("curl");
@@ -154,6 +156,146 @@ Deno.test({
         if (!stopped) await daemon.stop();
       }
     } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function hasAiosmtpd(): Promise<string | null> {
+  if (!findPeer(SYSTEM_PYTHON)) return null;
+  const out = await new Deno.Command(SYSTEM_PYTHON, { args: ["-c", "import aiosmtpd"], stderr: "null" })
+    .output();
+  return out.code === 0 ? SYSTEM_PYTHON : null;
+}
+
+Deno.test({
+  name: "device qemu: outpost serve under derived permissions serves FTP and mails an alert to local SMTP",
+  ignore: skipWithout(QEMU, CURL, NPM, ARM64_LIBS, await hasAiosmtpd()),
+  fn: async () => {
+    const qemu = requirePeer("qemu-aarch64-static");
+    const deno = await fetchDenoArm64();
+    const dir = await Deno.makeTempDir({ prefix: "outpost-qemu-serve-" });
+    const env = { QEMU_LD_PREFIX: ARM64_PREFIX, DENO_DIR: `${dir}/deno-dir`, NO_COLOR: "1", OUTPOST_LOG: "" };
+    const base = ["run", "--no-config", "--no-npm", "--no-remote", "--no-prompt"];
+    const daemons: Daemon[] = [];
+    try {
+      for (const name of ["outpost.js", "outpost-prepare.js"]) {
+        await bundleOutpost(`${dir}/${name}`, BUNDLES[name]);
+      }
+      await Deno.mkdir(`${dir}/ftp`);
+      await Deno.writeTextFile(`${dir}/ftp/report.csv`, "t,temp\n1,-18\n2,-3\n");
+      await Deno.writeTextFile(`${dir}/freezer.txt`, "-18\n");
+      const smtpPort = freePort();
+      const ftpPort = freePort();
+      const pasv = freePort();
+      const config = `${dir}/outpost.toml`;
+      await Deno.writeTextFile(
+        config,
+        `[device]
+name = "qemu-board"
+state_dir = "${dir}/state"
+
+[ftp]
+host = "127.0.0.1"
+port = ${ftpPort}
+active = false
+[ftp.passive]
+ports = "${pasv}-${pasv}"
+[ftp.anonymous]
+enabled = true
+root = "${dir}/ftp"
+
+[smtp]
+host = "127.0.0.1"
+port = ${smtpPort}
+security = "none"
+from = "board@example.com"
+
+[alerts]
+to = ["ops@example.com"]
+interval = "1s"
+
+[sensors.freezer]
+type = "file"
+path = "${dir}/freezer.txt"
+
+[[rules]]
+sensor = "freezer"
+above = -10
+`,
+      );
+      const sink = new Daemon(requirePeer(SYSTEM_PYTHON), [
+        "-m",
+        "aiosmtpd",
+        "-n",
+        "-l",
+        `127.0.0.1:${smtpPort}`,
+      ], {
+        PYTHONUNBUFFERED: "1",
+      });
+      daemons.push(sink);
+
+      // The prepare step, as the unit runs it (minus --user/--env-file): creates the state dir, prints the flags.
+      const prep = await new Deno.Command(qemu, {
+        args: [deno, ...base, "-A", `${dir}/outpost-prepare.js`, "--config", config, "--mkdirs"],
+        env,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const flagsText = new TextDecoder().decode(prep.stdout).trim();
+      assert.equal(prep.code, 0, new TextDecoder().decode(prep.stderr));
+      const flags = flagsText.split(/\s+/);
+      assert.ok(
+        flags.includes(`--allow-net=127.0.0.1:${ftpPort},127.0.0.1:${pasv},127.0.0.1:${smtpPort}`),
+        flagsText,
+      );
+      assert.ok((await Deno.stat(`${dir}/state`)).isDirectory, "prepare created the state dir");
+
+      const daemon = new Daemon(qemu, [
+        deno,
+        ...base,
+        ...flags,
+        `${dir}/outpost.js`,
+        "serve",
+        "--config",
+        config,
+      ], env);
+      daemons.push(daemon);
+      await daemon.waitFor(/ftp\S* (listen|listening|serving|started)|serve (ready|started)/);
+      const got = `${dir}/got.csv`;
+      let r = { code: -1, stderr: "" };
+      for (let i = 0; i < 60 && r.code !== 0; i++) {
+        r = await curl(["-o", got, `ftp://127.0.0.1:${ftpPort}/report.csv`]);
+        if (r.code !== 0) await new Promise((res) => setTimeout(res, 500));
+      }
+      assert.equal(r.code, 0, `curl via serve: ${r.stderr}\n${daemon.output}`);
+      assert.equal(await sha256(got), await sha256(`${dir}/ftp/report.csv`));
+
+      await Deno.writeTextFile(`${dir}/freezer.txt`, "-3\n"); // above -10: alert
+      await sink.waitFor(/Subject: .*freezer/i, 120_000).catch((e) => {
+        throw new Error(`${(e as Error).message}\n--- daemon ---\n${daemon.output}`);
+      });
+      assert.match(sink.output, /ops@example\.com/);
+      const status = await daemon.stop();
+      assert.equal(status.code, 0, `serve drains and exits 0 on SIGTERM:\n${daemon.output}`);
+      assert.doesNotMatch(
+        daemon.output,
+        /NotCapable|Requires .* access/,
+        "the derived permissions are enough",
+      );
+      assert.ok(
+        (await Deno.stat(`${dir}/state/last-good.toml`).catch(() => null))?.isFile,
+        "serve kept a last good copy of the config in the state dir",
+      );
+    } finally {
+      for (const d of daemons.reverse()) await d.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },
