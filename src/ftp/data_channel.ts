@@ -132,7 +132,12 @@ export class DataChannel {
   #connecting: Promise<Deno.Conn> | null = null;
 
   constructor(opts: DataChannelOptions) {
-    this.#opts = opts;
+    this.#opts = { ...opts };
+  }
+
+  /** Sets (or clears) the hook that turns each new data connection into the one transfers use (FTPS: TLS). */
+  setWrap(wrap: ((conn: Deno.Conn) => Promise<ByteConn>) | undefined): void {
+    this.#opts.wrap = wrap;
   }
 
   /** "passive" after PASV/EPSV, "active" after PORT/EPRT, "none" before or after a transfer used it. */

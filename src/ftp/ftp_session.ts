@@ -176,6 +176,11 @@ export class FtpSession {
     this.reader.setSource(conn);
   }
 
+  /** The session's data connections; FTPS sets its TLS hook with `dataChannel.setWrap(...)`. */
+  get dataChannel(): DataChannel {
+    return this.#data;
+  }
+
   /** The user name once logged in, else null. */
   get userName(): string | null {
     return this.state.kind === "logged-in" ? this.state.user.name : null;

@@ -96,7 +96,12 @@ export class NodeConn implements ByteConn {
         continue;
       }
       if (this.#ended || this.socket.destroyed) return null;
-      if (this.#error) throw this.#error;
+      if (this.#error) {
+        // A peer that resets or vanishes has simply gone away.
+        const code = (this.#error as { code?: string }).code;
+        if (code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT") return null;
+        throw this.#error;
+      }
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
   }
