@@ -609,9 +609,12 @@ Deno.test("hostile: a data connection from another address cannot steal a PASV t
       const sock = net.connect({ host: HOST, port, localAddress: "127.0.0.2" });
       sock.on("data", (b: Uint8Array) => got += new TextDecoder().decode(b));
       sock.on("error", () => {});
-      sock.on("close", () => resolve(got));
-      // The server closes the stranger; if it does not, stop waiting after the real transfer is done.
-      setTimeout(() => sock.destroy(), 3000);
+      // The server closes the stranger; if it does not, stop waiting after a safety bound.
+      const timer = setTimeout(() => sock.destroy(), 3000);
+      sock.on("close", () => {
+        clearTimeout(timer);
+        resolve(got);
+      });
     });
     const data = await Deno.connect({ hostname: HOST, port });
     const retr = await c.cmd("RETR private.txt");
