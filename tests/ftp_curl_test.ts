@@ -311,6 +311,37 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "curl: ASCII mode (-B) converts line endings both ways",
+  ignore,
+  fn: async () => {
+    const fx = await startFtp();
+    try {
+      const base = `ftp://${fx.urlHost}:${fx.port}`;
+      // curl -B sends TYPE A and turns each LF into CRLF on the wire; the server stores LF again.
+      const lf = `${fx.base}/lf.txt`;
+      await Deno.writeTextFile(lf, "one\ntwo\n\nthree");
+      const up = await curl(["-v", "-B", "-T", lf, `${base}/a1.txt`]);
+      ok(up, "ascii upload");
+      assert.match(up.stderr, /TYPE A/);
+      assert.equal(await Deno.readTextFile(`${fx.root}/a1.txt`), "one\ntwo\n\nthree");
+      const crlf = `${fx.base}/crlf.txt`;
+      await Deno.writeTextFile(crlf, "one\r\ntwo\r\n\r\nthree");
+      // A binary upload keeps CRLF; an ASCII download sends CRLF, which curl turns back into LF.
+      ok(await curl(["-T", crlf, `${base}/b.txt`]), "binary upload");
+      assert.equal(await Deno.readTextFile(`${fx.root}/b.txt`), "one\r\ntwo\r\n\r\nthree");
+      await Deno.writeTextFile(`${fx.root}/d.txt`, "p\nq\n");
+      const down = await curl(["-B", `${base}/d.txt`]);
+      ok(down, "ascii download");
+      assert.equal(down.stdout, "p\nq\n");
+      const bin = await curl([`${base}/d.txt`]);
+      assert.equal(bin.stdout, "p\nq\n");
+    } finally {
+      await fx.close();
+    }
+  },
+});
+
 async function exists(p: string): Promise<boolean> {
   try {
     await Deno.lstat(p);

@@ -307,7 +307,11 @@ Deno.test("hostile: 500 failed logins, a temporary ban, then good logins after i
       }
       for (; attempts < 500; attempts++) {
         const u = await c.replyOrNullAfter(`USER alice`);
-        if (u === null) break;
+        if (u === null) {
+          attempts++; // Closed on us (banned): a refused attempt.
+          refusedWhileBanned++;
+          break;
+        }
         if (u.code !== 331) {
           assert.ok([421, 530].includes(u.code), u.text);
           refusedWhileBanned++;
