@@ -64,8 +64,10 @@ export class SocketConn implements ByteConn {
   };
 
   constructor(socket: net.Socket) {
+    // Deno's node:tls stops delivering data when pause() is called on a TLS socket after its handshake (it is
+    // paused right after creation instead); a plain socket is paused here.
     this.socket = socket;
-    socket.pause();
+    if (!(socket instanceof tls.TLSSocket)) socket.pause();
     socket.on("readable", this.#onReadable);
     socket.on("end", this.#onEnd);
     socket.on("close", this.#onEnd);
