@@ -1,0 +1,108 @@
+/**
+ * Disk full: an upload into a 1 MiB tmpfs fails with 552, never damages the original and leaves no temp file.
+ * Runs in a child process inside a private mount namespace (`unshare -rm`), so it needs no root; where user
+ * namespaces are unavailable the test is skipped with a visible name.
+ */
+import assert from "node:assert/strict";
+import { findPeer, requirePeer, skipWithout } from "./helpers/peers.ts";
+import { run } from "./helpers/ftp_fixture.ts";
+
+const UNSHARE = findPeer("unshare");
+const CURL = findPeer("curl");
+
+async function canUnshare(): Promise<boolean> {
+  if (!UNSHARE) return false;
+  try {
+    const out = await new Deno.Command(UNSHARE, { args: ["-rm", "true"], stdout: "null", stderr: "null" })
+      .output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+const NAMESPACES = await canUnshare();
+
+function childScript(): string {
+  const fsUrl = new URL("../src/ftp/ftp_file_system.ts", import.meta.url).href;
+  const fixtureUrl = new URL("./helpers/ftp_fixture.ts", import.meta.url).href;
+  return `
+import { FtpFileSystem, FtpFsError, toFtpFsError } from ${JSON.stringify(fsUrl)};
+import { FtpControl, startFtp } from ${JSON.stringify(fixtureUrl)};
+const mnt = Deno.args[0];
+const result: Record<string, unknown> = {};
+const original = "original\\n";
+await Deno.writeTextFile(mnt + "/keep.txt", original);
+// 1. File system level.
+const fs = await FtpFileSystem.open(mnt);
+const up = await fs.openUpload("/keep.txt", { mode: "replace", offset: 0 });
+const chunk = new Uint8Array(64 * 1024).fill(7);
+try {
+  for (let i = 0; i < 64; i++) await up.file.write(chunk);
+  await up.commit();
+  result.fsError = "none";
+} catch (e) {
+  const f = toFtpFsError(e);
+  result.fsError = f.code + " " + f.message;
+  await up.abort();
+}
+result.fsOriginal = await Deno.readTextFile(mnt + "/keep.txt");
+result.fsLeft = [...Deno.readDirSync(mnt)].map((e) => e.name).sort();
+// 2. Through the server: STOR over the original on a full disk.
+const fx = await startFtp();
+await Deno.remove(fx.root, { recursive: true });
+await Deno.symlink(mnt, fx.root);
+const c = await FtpControl.login("127.0.0.1", fx.port);
+await c.cmd("TYPE I");
+const { data } = await c.pasvConnect();
+result.stor150 = (await c.cmd("STOR keep.txt")).code;
+try {
+  for (let i = 0; i < 64; i++) { let b = chunk; while (b.length) b = b.subarray(await data.write(b)); }
+} catch { /* the server may close the data connection once the disk is full */ }
+try { data.close(); } catch { /* closed */ }
+result.storFinal = (await c.reply()).text;
+result.noop = (await c.cmd("NOOP")).code;
+c.close();
+await fx.close();
+result.serverOriginal = await Deno.readTextFile(mnt + "/keep.txt");
+result.serverLeft = [...Deno.readDirSync(mnt)].map((e) => e.name).sort();
+console.log(JSON.stringify(result));
+void FtpFsError;
+`;
+}
+
+Deno.test({
+  name: "disk full: uploads fail with 552 and keep the original (tmpfs in a user namespace)",
+  ignore: !NAMESPACES || skipWithout(CURL),
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "outpost_diskfull_" });
+    try {
+      const script = `${dir}/child.ts`;
+      await Deno.writeTextFile(script, childScript());
+      await Deno.mkdir(`${dir}/mnt`);
+      const r = await run(requirePeer("unshare"), [
+        "-rm",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" run --allow-all "$3" "$1"',
+        "sh",
+        `${dir}/mnt`,
+        Deno.execPath(),
+        script,
+      ], { timeoutMs: 120_000, env: { OUTPOST_LOG: "off" } });
+      assert.equal(r.code, 0, `child failed: ${r.stderr}`);
+      const res = JSON.parse(r.stdout.trim().split("\n").pop()!);
+      assert.equal(res.fsError, "552 Upload aborted: the disk is full.");
+      assert.equal(res.fsOriginal, "original\n");
+      assert.deepEqual(res.fsLeft, ["keep.txt"]);
+      assert.ok([125, 150].includes(res.stor150), `STOR answered ${res.stor150}`);
+      assert.match(res.storFinal, /^552 /, `STOR on a full disk ended with ${res.storFinal}`);
+      assert.ok(!String(res.storFinal).includes(dir), "reply reveals a host path");
+      assert.equal(res.noop, 200);
+      assert.equal(res.serverOriginal, "original\n");
+      assert.deepEqual(res.serverLeft, ["keep.txt"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
