@@ -27,7 +27,7 @@ function childScript(): string {
   const fsUrl = new URL("../src/ftp/ftp_file_system.ts", import.meta.url).href;
   const fixtureUrl = new URL("./helpers/ftp_fixture.ts", import.meta.url).href;
   return `
-import { FtpFileSystem, FtpFsError, toFtpFsError } from ${JSON.stringify(fsUrl)};
+import { FtpFileSystem, toFtpFsError } from ${JSON.stringify(fsUrl)};
 import { FtpControl, startFtp } from ${JSON.stringify(fixtureUrl)};
 const mnt = Deno.args[0];
 const result: Record<string, unknown> = {};
@@ -67,7 +67,6 @@ await fx.close();
 result.serverOriginal = await Deno.readTextFile(mnt + "/keep.txt");
 result.serverLeft = [...Deno.readDirSync(mnt)].map((e) => e.name).sort();
 console.log(JSON.stringify(result));
-void FtpFsError;
 `;
 }
 

@@ -266,6 +266,9 @@ Deno.test("ENOSPC maps to 552 without a host path", () => {
   assert.equal(g.code, 550);
   assert.ok(!g.message.includes("/"));
   assert.equal(toFtpFsError(new Error("weird '/x'")).code, 451);
+  const cap = toFtpFsError(new Deno.errors.NotCapable("Requires read access to '/srv/x'"));
+  assert.equal(cap.code, 550);
+  assert.equal(cap.message, "Permission denied.");
 });
 
 Deno.test("mkdir, rmdir, remove, rename, chmod, exists, uniqueName", async () => {

@@ -176,7 +176,11 @@ export function toFtpFsError(e: unknown): FtpFsError {
   if (e instanceof FtpFsError) return e;
   const code = (e as { code?: string } | null)?.code;
   if (e instanceof Deno.errors.NotFound || code === "ENOENT") return new FtpFsError(550, NOT_FOUND);
-  if (e instanceof Deno.errors.PermissionDenied || code === "EACCES" || code === "EPERM") {
+  // NotCapable: outside the paths Deno's --allow-read/--allow-write grant the process.
+  if (
+    e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable || code === "EACCES" ||
+    code === "EPERM"
+  ) {
     return new FtpFsError(550, DENIED);
   }
   if (e instanceof Deno.errors.AlreadyExists || code === "EEXIST") return new FtpFsError(550, "File exists.");
