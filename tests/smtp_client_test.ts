@@ -26,7 +26,8 @@ Deno.test({
       const bin = new Uint8Array(300_000);
       for (let i = 0; i < bin.length; i += 65536) crypto.getRandomValues(bin.subarray(i, i + 65536));
       await Deno.writeFile(`${dir}/capture.bin`, bin);
-      const subject = "[pi-freezer] ALERT Gefrierschrank 3.2 °C > -10 °C — Temperaturüberschreitung im Keller 🧊";
+      const subject =
+        "[pi-freezer] ALERT Gefrierschrank 3.2 °C > -10 °C — Temperaturüberschreitung im Keller 🧊";
       const p = prepareMessage({
         to: ["Zoë Müller <zoe@example.com>", "ops@example.com"],
         subject,
@@ -125,7 +126,11 @@ Deno.test({
       );
       // Trust only the unrelated self-signed certificate: the server's CA-signed one must be refused.
       await assert.rejects(
-        deliver(clientOptions(sink.port, { ...base, password: "right", caFile: certs.selfCertFile }), p.envelope, src),
+        deliver(
+          clientOptions(sink.port, { ...base, password: "right", caFile: certs.selfCertFile }),
+          p.envelope,
+          src,
+        ),
         (e: unknown) => e instanceof SmtpError && e.stage === "TLS" && !e.permanent,
       );
       // password_command supplies the secret.

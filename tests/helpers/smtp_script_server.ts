@@ -57,7 +57,10 @@ const enc = new TextEncoder();
  * const srv = startScriptServer({}, { cert, key });
  * ```
  */
-export function startScriptServer(hooks: ScriptHooks = {}, tls?: { cert: string; key: string }): ScriptServer {
+export function startScriptServer(
+  hooks: ScriptHooks = {},
+  tls?: { cert: string; key: string },
+): ScriptServer {
   const listener = tls
     ? Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: tls.cert, key: tls.key })
     : Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -90,7 +93,7 @@ export function startScriptServer(hooks: ScriptHooks = {}, tls?: { cert: string;
     const src = {
       read: async (b: Uint8Array) => {
         const r = await conn.read(b);
-        if (r !== null && capture) for (let i = 0; i < r; i++) capture.push(b[i]);
+        if (r !== null && capture) { for (let i = 0; i < r; i++) capture.push(b[i]); }
         return r;
       },
     };

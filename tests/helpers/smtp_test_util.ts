@@ -65,7 +65,10 @@ export async function renderToBytes(p: PreparedMessage): Promise<Uint8Array> {
  * const src = bytesSource(new TextEncoder().encode("Subject: x\r\n\r\nhi\r\n"));
  * ```
  */
-export function bytesSource(bytes: Uint8Array, flags: { eightBit?: boolean; smtputf8?: boolean } = {}): MessageSource {
+export function bytesSource(
+  bytes: Uint8Array,
+  flags: { eightBit?: boolean; smtputf8?: boolean } = {},
+): MessageSource {
   return {
     size: bytes.length,
     eightBit: flags.eightBit ?? false,
