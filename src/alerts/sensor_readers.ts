@@ -226,15 +226,15 @@ export interface DiskSpace {
 }
 
 /**
- * Reads a small sysfs/procfs text file (at most 4 KiB). A missing file or a read error becomes a
- * {@link SensorReadError} naming the path.
+ * Reads a small sysfs/procfs text file (at most `buf.length` bytes, into `buf`, which callers polling often
+ * reuse). A missing file or a read error becomes a {@link SensorReadError} naming the path.
  *
  * @example
  * ```ts
  * const text = await readSmallFile("/sys/class/thermal/thermal_zone0/temp");
  * ```
  */
-export async function readSmallFile(path: string, maxBytes = 4096): Promise<string> {
+export async function readSmallFile(path: string, buf: Uint8Array = new Uint8Array(4096)): Promise<string> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -243,7 +243,6 @@ export async function readSmallFile(path: string, maxBytes = 4096): Promise<stri
     throw new SensorReadError(`${path} could not be opened: ${(e as Error).message}.`);
   }
   try {
-    const buf = new Uint8Array(maxBytes);
     let off = 0;
     while (off < buf.length) {
       const n = await file.read(buf.subarray(off));

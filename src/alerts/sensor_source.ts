@@ -107,6 +107,8 @@ export class SensorSource {
   /** file_changed: last fingerprint (restored from the state file by the monitor). */
   fingerprint: FileFingerprint | null = null;
   #hashBuf: Uint8Array | null = null;
+  /** One buffer for every sysfs read of this sensor (sensors are read sequentially). */
+  readonly #buf = new Uint8Array(4096);
 
   constructor(config: SensorConfig, root = "/") {
     this.config = config;
@@ -239,20 +241,24 @@ export class SensorSource {
     const r = await this.#resolve();
     switch (c.type) {
       case "thermal":
-        return parseThermal(await readSmallFile(r.path), r.path);
+        return parseThermal(await readSmallFile(r.path, this.#buf), r.path);
       case "hwmon":
-        return parseHwmon(r.path.slice(r.path.lastIndexOf("/") + 1), await readSmallFile(r.path), r.path);
+        return parseHwmon(
+          r.path.slice(r.path.lastIndexOf("/") + 1),
+          await readSmallFile(r.path, this.#buf),
+          r.path,
+        );
       case "iio":
         return parseIio(
-          await readSmallFile(r.path),
-          r.scalePath ? await readSmallFile(r.scalePath) : null,
-          r.offsetPath ? await readSmallFile(r.offsetPath) : null,
+          await readSmallFile(r.path, this.#buf),
+          r.scalePath ? await readSmallFile(r.scalePath, this.#buf) : null,
+          r.offsetPath ? await readSmallFile(r.offsetPath, this.#buf) : null,
           r.path,
         );
       case "w1":
-        return parseW1Slave(await readSmallFile(r.path), `DS18B20 ${c.name}`);
+        return parseW1Slave(await readSmallFile(r.path, this.#buf), `DS18B20 ${c.name}`);
       case "file":
-        return parseNumberText(await readSmallFile(r.path), r.path);
+        return parseNumberText(await readSmallFile(r.path, this.#buf), r.path);
       case "command": {
         const out = await runCommand(c.command ?? [], c.timeoutMs);
         return parseNumberText(
@@ -266,9 +272,9 @@ export class SensorSource {
         return d.totalBytes > 0 ? (d.availableBytes / d.totalBytes) * 100 : 0;
       }
       case "load":
-        return parseLoadavg(await readSmallFile(r.path), c.minutes);
+        return parseLoadavg(await readSmallFile(r.path, this.#buf), c.minutes);
       case "memory": {
-        const text = await readSmallFile(r.path);
+        const text = await readSmallFile(r.path, this.#buf);
         const avail = parseMeminfo(text, "MemAvailable");
         if (c.measure === "available_percent") {
           const total = parseMeminfo(text, "MemTotal");
@@ -277,7 +283,7 @@ export class SensorSource {
         return avail / 1e6;
       }
       case "rpi_throttled":
-        return parseThrottled(await readSmallFile(r.path), c.flag);
+        return parseThrottled(await readSmallFile(r.path, this.#buf), c.flag);
       case "file_changed": {
         this.#hashBuf ??= new Uint8Array(64 * 1024);
         const prev = this.fingerprint;
