@@ -146,7 +146,7 @@ export function formatMlsxFacts(
     type = opts.cdir ? "cdir" : opts.pdir ? "pdir" : "dir";
     perm = dirPerm(perms);
   } else {
-    type = info.type === "file" ? "file" : info.type === "link" ? "OS.unix=symlink" : "OS.unix=special";
+    type = info.type === "file" ? "file" : info.type === "link" ? "OS.unix=slink" : "OS.unix=special";
     perm = filePerm(perms);
   }
   let facts = `type=${type};size=${info.size};`;
