@@ -81,6 +81,9 @@ Deno.test("formatMlsxFacts: facts in order, perms per user", () => {
     /^type=cdir;.*perm=el;/,
   );
   assert.match(formatMlsxFacts(info({ type: "dir", name: ".." }), READ_ONLY, { pdir: true }), /^type=pdir;/);
+  // A dangling link (the only kind listed as a link) uses RFC 3659's OS.unix=slink; specials are not files.
+  assert.match(formatMlsxFacts(info({ type: "link" }), READ_ONLY), /^type=OS\.unix=slink;/);
+  assert.match(formatMlsxFacts(info({ type: "other" }), READ_ONLY), /^type=OS\.unix=special;/);
   assert.equal(
     formatMlsxFacts(info({ mtime: null, name: "é" }), READ_ONLY),
     "type=file;size=1234;perm=r;unique=803g1a; é",
