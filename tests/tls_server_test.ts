@@ -261,3 +261,29 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test("TlsListener: verify() drops a handshaken connection that did not resume a session", async () => {
+  const reasons: string[] = [];
+  let onRejected!: () => void;
+  const rejectedP = new Promise<void>((r) => onRejected = r);
+  const l = new TlsListener({
+    hostname: "127.0.0.1",
+    port: 0,
+    context: ctx,
+    verify: (c) => c.sessionReused ? null : "the data connection did not resume the TLS session",
+    onReject: (_ip, why) => {
+      reasons.push(why);
+      onRejected();
+    },
+  });
+  await l.listen();
+  // Deno's TLS client does not resume across connections: a fresh full handshake.
+  const c = await Deno.connectTls({ hostname: "127.0.0.1", port: l.port, caCerts: [pair.certPem] });
+  await rejectedP;
+  assert.deepEqual(reasons, ["the data connection did not resume the TLS session"]);
+  assert.equal(l.queued, 0);
+  const buf = new Uint8Array(8);
+  assert.equal(await c.read(buf).catch(() => null), null);
+  c.close();
+  await l.close();
+});

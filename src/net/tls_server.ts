@@ -287,7 +287,12 @@ export interface TlsListenerOptions extends HandshakeOptions {
    * handshake on it (a passive data port accepts only the control peer's address).
    */
   admit?: (remoteAddress: string, remotePort: number) => boolean;
-  /** Called when a connection is dropped by `admit` or fails its handshake (for a log line). */
+  /**
+   * Called after the handshake; return a reason to drop the connection, or null to accept it. FTPS data ports use
+   * it to require that the data connection resumed a TLS session.
+   */
+  verify?: (conn: TlsConn) => string | null;
+  /** Called when a connection is dropped by `admit` or `verify` or fails its handshake (for a log line). */
   onReject?: (remoteAddress: string, reason: string) => void;
   /** Accepted connections waiting for {@link TlsListener.accept}; more are refused. Default 8. */
   backlog?: number;
@@ -365,6 +370,12 @@ export class TlsListener {
       const conn = await upgradeServerSocket(sock, this.#opts.context, this.#opts);
       this.#pending.delete(sock);
       if (this.#closed) {
+        conn.close();
+        return;
+      }
+      const refusal = this.#opts.verify?.(conn) ?? null;
+      if (refusal !== null) {
+        this.#opts.onReject?.(ip, refusal);
         conn.close();
         return;
       }
