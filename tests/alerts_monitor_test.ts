@@ -5,6 +5,8 @@ import { Section } from "../src/config/section.ts";
 import { type AlertsConfig, readAlertsConfig } from "../src/alerts/alerts_config.ts";
 import { type AlertMailer, AlertMonitor } from "../src/alerts/monitor.ts";
 import { setLogSink } from "../src/log/logger.ts";
+import { AlertStateStore, emptyAlertState } from "../src/alerts/alert_state.ts";
+import { initialRuleState } from "../src/alerts/rule_engine.ts";
 
 setLogSink(() => {});
 
@@ -255,6 +257,55 @@ above = 10
       "[outpost h] ALERT v 50 > 10",
       '[outpost h] SENSOR ERROR broken: Output of /bin/sh does not hold a number: "nope".',
     ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("monitor: an unwritable state file does not stop alert mail", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/v`, "50");
+    await Deno.writeTextFile(`${dir}/not-a-dir`, "");
+    const cfg = config(`
+[alerts]
+to = ["a@example.com"]
+[sensors.v]
+type = "file"
+path = "${dir}/v"
+[[rules]]
+sensor = "v"
+above = 10
+`);
+    const mailer = new MemoryMailer();
+    const stateFile = `${dir}/not-a-dir/alerts.json`;
+    const m = await AlertMonitor.open({ config: cfg, mailer, stateFile, host: "h", board: "b" });
+    await m.pollSensor("v");
+    await m.stop();
+    assert.deepEqual(mailer.subjects(), ["[outpost h] ALERT v 50 > 10"]);
+    assert.equal(m.store.writes, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("state store: atomic save leaves no temp file, skips identical writes, sets a corrupt file aside", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const store = new AlertStateStore(`${dir}/alerts.json`);
+    const s = await store.load();
+    assert.deepEqual(s, emptyAlertState());
+    s.rules.r = { ...initialRuleState(), alerting: true, announced: true, since: 1 };
+    await store.save(s);
+    await store.save(s);
+    assert.equal(store.writes, 1, "identical state is not rewritten");
+    const names = [];
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+    assert.deepEqual(names, ["alerts.json"]);
+    assert.deepEqual(await new AlertStateStore(`${dir}/alerts.json`).load(), s);
+    await Deno.writeTextFile(`${dir}/alerts.json`, "{ half a file");
+    assert.deepEqual(await new AlertStateStore(`${dir}/alerts.json`).load(), emptyAlertState());
+    assert.equal(await Deno.readTextFile(`${dir}/alerts.json.corrupt`), "{ half a file");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -71,14 +71,19 @@ export class AlertStateStore {
     this.path = path;
   }
 
-  /** Reads the file; a missing file is an empty state, a corrupt one is set aside as `<path>.corrupt`. */
+  /**
+   * Reads the file; a missing or unreadable file is an empty state, a corrupt one is set aside as
+   * `<path>.corrupt`. Never throws.
+   */
   async load(): Promise<AlertState> {
     let text: string;
     try {
       text = await Deno.readTextFile(this.path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return emptyAlertState();
-      throw new Error(`Alert state not loaded: ${this.path} could not be read: ${(e as Error).message}`);
+      // Monitoring without the old state (a standing alert may be mailed again) beats not monitoring.
+      log.error("state.unreadable", { path: this.path, error: (e as Error).message });
+      return emptyAlertState();
     }
     try {
       const v = JSON.parse(text) as Partial<AlertState>;

@@ -105,6 +105,7 @@ export class AlertMonitor {
   #inflight = new Set<Promise<void>>();
   #chain: Promise<void> = Promise.resolve();
   #running = false;
+  #saveFailing = false;
   /** Samples taken (for tests and status). */
   samples = 0;
 
@@ -134,6 +135,8 @@ export class AlertMonitor {
 
   /** Loads the persisted state and returns a monitor (not yet polling). */
   static async open(opts: AlertMonitorOptions): Promise<AlertMonitor> {
+    const dir = opts.stateFile.slice(0, opts.stateFile.lastIndexOf("/"));
+    if (dir) await Deno.mkdir(dir, { recursive: true }).catch(() => {});
     const store = new AlertStateStore(opts.stateFile);
     const state = await store.load();
     return new AlertMonitor(opts, store, state);
@@ -248,8 +251,7 @@ export class AlertMonitor {
     for (const ev of events) {
       log.info(`event.${ev.kind}`, { sensor: ev.sensor, rule: ev.rule ?? undefined, value: ev.value });
     }
-    if (persist || events.length > 0) await this.#dispatch(events, persist);
-    else await this.#dispatch([], false);
+    await this.#dispatch(events, persist);
   }
 
   /** Routes new events (and anything held back) to the mailer; persists first when anything changed. */
@@ -276,22 +278,22 @@ export class AlertMonitor {
       changed = true;
     }
     if (st.unsent.length === 0 && (failing || st.digest.events.length === 0)) {
-      if (changed) await this.store.save(st);
+      if (changed) await this.#save();
       return;
     }
-    if (changed) await this.store.save(st);
+    if (changed) await this.#save();
 
     // 2. Delivery works again: the digest goes first, as one mail per recipient list.
     if (!failing && st.digest.events.length === 1 && st.digest.dropped === 0) {
       // A digest of one is just that event's own mail.
       st.unsent.unshift(st.digest.events[0]);
       st.digest = { firstSent: false, events: [], dropped: 0 };
-      await this.store.save(st);
+      await this.#save();
     }
     if (!failing && st.digest.events.length > 0) {
       if (await this.#sendDigest()) {
         st.digest = { firstSent: false, events: [], dropped: 0 };
-        await this.store.save(st);
+        await this.#save();
       }
     }
     // 3. Single events.
@@ -302,7 +304,24 @@ export class AlertMonitor {
       st.unsent.shift();
       sentAny = true;
     }
-    if (sentAny) await this.store.save(st);
+    if (sentAny) await this.#save();
+  }
+
+  /**
+   * Persists the state. A failed write (read-only or full SD card) is logged and does not stop mail: delivering
+   * the alert matters more than remembering it.
+   */
+  async #save(): Promise<void> {
+    try {
+      await this.store.save(this.#state);
+      if (this.#saveFailing) log.info("state.write_ok", { path: this.store.path });
+      this.#saveFailing = false;
+    } catch (e) {
+      if (!this.#saveFailing) {
+        log.error("state.write_failed", { path: this.store.path, error: (e as Error).message });
+      }
+      this.#saveFailing = true;
+    }
   }
 
   #recipients(ev: AlertEvent): string[] {
