@@ -36,7 +36,7 @@
  * max_login_failures = 5
  * ban_time = "5m"
  * max_line_length = 512
- * transfer_buffer = "256KiB"     # the one buffer each running transfer uses (16KiB..4MiB)
+ * transfer_buffer = "128KiB"     # the one buffer each running transfer uses (16KiB..4MiB)
  * ```
  *
  * @module
@@ -177,7 +177,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
     maxLoginFailures: limits.int("max_login_failures", { default: d.maxLoginFailures, min: 1, max: 1000 }),
     banMs: limits.duration("ban_time", d.banMs),
     maxLineLength: limits.int("max_line_length", { default: d.maxLineLength, min: 64, max: 65536 }),
-    transferBufferSize: limits.size("transfer_buffer", d.transferBufferSize ?? 262144, {
+    transferBufferSize: limits.size("transfer_buffer", d.transferBufferSize ?? 131072, {
       min: 16384,
       max: 4 << 20,
     }),
