@@ -103,10 +103,25 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
     // options; the users' roots from the table (the Accounts object keeps them private).
     const { hostname: host, port, passive, allowActive } = config.ftp;
     if (port > 0 && port < 1024) privileged = true;
-    net.add(`${netHost(host)}:${port}`);
+    // Passive listeners bind the control connection's local address. With a wildcard listen address that is
+    // whatever address the client reached (LAN, Wi-Fi, DHCP...), so ports are allowed on any host (":port").
+    const wildcard = host === "0.0.0.0" || host === "::" || host === "[::]";
+    const on = (p: number) => wildcard ? `:${p}` : `${netHost(host)}:${p}`;
+    net.add(on(port));
     const range = { min: passive.portMin, max: passive.portMax };
     if (range.min > 0 && range.max >= range.min && range.max - range.min < MAX_LISTED_PORTS) {
-      for (let p = range.min; p <= range.max; p++) net.add(`${netHost(host)}:${p}`);
+      for (let p = range.min; p <= range.max; p++) net.add(on(p));
+    } else if (wildcard) {
+      netAll = true;
+      notes.push(
+        `ftp listens on ${host} with ${
+          range.min > 0
+            ? "a passive range wider than " + MAX_LISTED_PORTS + " ports"
+            : "no passive port range"
+        }: ` +
+          `passive ports can be any port on any local address, so --allow-net is not narrowed ` +
+          `(set [ftp.passive] ports = "50000-50031" to narrow it)`,
+      );
     } else {
       net.add(netHost(host));
       if (range.min > 0) {

@@ -177,7 +177,7 @@ Deno.test({
       assert.match(unit.stdout, /^ProtectSystem=strict$/m);
       assert.match(unit.stdout, /^ReadWritePaths=.*-\/srv\/outpost/m);
       assert.match(unit.stdout, /^Type=notify$/m);
-      assert.match(unit.stdout, /--allow-net=0\.0\.0\.0:21,0\.0\.0\.0:50000,/, "net narrowed to ports");
+      assert.match(unit.stdout, /--allow-net=:21,:50000,:50001,:50002,:50003\n/, "net narrowed to ports");
       assert.match(unit.stdout, /--max-old-space-size=160/);
 
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);

@@ -55,11 +55,17 @@ ${extra}`;
 
 Deno.test("device unit: permissions are narrowed to the config's roots, ports, hosts and commands", () => {
   const perms = derivePermissions(parseConfig(config(21), "/boot/firmware/outpost.toml"));
-  assert.deepEqual(perms.net, [
-    "0.0.0.0:21",
-    "0.0.0.0:50000",
-    "0.0.0.0:50001",
-    "0.0.0.0:50002",
+  // A wildcard listen address: passive listeners bind whichever local address the client reached, so ports are
+  // allowed on any host (":port"), but only those ports.
+  assert.deepEqual(perms.net, [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
+  const local = derivePermissions(
+    parseConfig(config(21).replace("port = 21", 'host = "127.0.0.1"\nport = 21'), "/boot/outpost.toml"),
+  );
+  assert.deepEqual(local.net, [
+    "127.0.0.1:21",
+    "127.0.0.1:50000",
+    "127.0.0.1:50001",
+    "127.0.0.1:50002",
     "smtp.example.com:465",
   ]);
   assert.ok(perms.bindsPrivilegedPort);
@@ -94,7 +100,10 @@ Deno.test("device unit: active FTP mode widens net access and says so; no [ftp] 
   assert.ok(active.notes.some((n) => n.includes("active = false")));
   assert.ok(!active.bindsPrivilegedPort);
   const minimal = derivePermissions(parseConfig("[ftp]\nactive = false\n", "/boot/outpost.toml"));
-  assert.deepEqual(minimal.net, ["0.0.0.0:2121", "0.0.0.0"]);
+  assert.equal(minimal.net, "all", "wildcard address and no passive range: any local address and port");
+  assert.ok(minimal.notes.some((n) => n.includes("[ftp.passive]")));
+  const loop = derivePermissions(parseConfig('[ftp]\nhost = "::1"\nactive = false\n', "/boot/outpost.toml"));
+  assert.deepEqual(loop.net, ["[::1]:2121", "[::1]"]);
   const off = derivePermissions(parseConfig("[ftp]\nenabled = false\n", "/boot/outpost.toml"));
   assert.deepEqual(off.net, []);
   assert.ok(denoPermissionFlags(off).includes("--deny-net"));
@@ -169,6 +178,7 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
   console.error = (...a: unknown[]) => errors.push(a.join(" "));
   try {
     const good = `[device]\nstate_dir = "${dir}/state"\n\n[ftp]\nport = 2121\nactive = false\n` +
+      `[ftp.passive]\nports = "50000-50001"\n` +
       `[[ftp.users]]\nname = "alice"\npassword_hash = "${HASH}"\nroot = "${dir}/data"\n`;
     await Deno.writeTextFile(`${dir}/outpost.toml`, good);
     const env = `${dir}/run/deno-flags.env`;
@@ -184,7 +194,7 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     const line = await Deno.readTextFile(env);
     assert.match(
       line,
-      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=0\.0\.0\.0:2121,0\.0\.0\.0 /,
+      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001 /,
     );
     assert.ok((await Deno.stat(`${dir}/data`)).isDirectory, "the FTP root was created");
     assert.ok(errors.some((e) => e.includes(`${dir}/data is not in the unit's ReadWritePaths`)));
@@ -195,7 +205,7 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     errors.length = 0;
     assert.equal(await outpostPrepare(args), 0);
     assert.ok(errors.some((e) => e.includes("using the last good copy")), errors.join("\n"));
-    assert.match(await Deno.readTextFile(env), /0\.0\.0\.0:2121/);
+    assert.match(await Deno.readTextFile(env), /--allow-net=:2121,/);
 
     await Deno.remove(`${dir}/state/last-good.toml`);
     assert.equal(await outpostPrepare(args), 1, "no good config at all: the unit fails and says why");
