@@ -18,7 +18,16 @@ const encoder = new TextEncoder();
 let sink: LogSink = (line) => {
   Deno.stdout.writeSync(encoder.encode(line + "\n"));
 };
-let quiet = (Deno.env.get("OUTPOST_LOG") ?? "") === "off";
+let quiet = envQuiet();
+
+function envQuiet(): boolean {
+  try {
+    return Deno.env.get("OUTPOST_LOG") === "off";
+  } catch {
+    // No --allow-env for it: the daemon runs with narrowed permissions and always logs.
+    return false;
+  }
+}
 
 /**
  * Replaces the log sink and returns the previous one.
