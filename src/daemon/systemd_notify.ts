@@ -67,7 +67,8 @@ export class SystemdNotifier {
     try {
       if (await this.#sendDatagram(state)) return;
       const out = await new Deno.Command("systemd-notify", {
-        args: state.split("\n").filter((l) => l.length > 0),
+        // --pid names the daemon as the sender: a short-lived helper otherwise races systemd's sender lookup.
+        args: [`--pid=${Deno.pid}`, ...state.split("\n").filter((l) => l.length > 0)],
         stdin: "null",
         stdout: "null",
         stderr: "piped",
