@@ -148,6 +148,28 @@ ${notes ? `#\n# About this board:\n${notes}\n` : ""}
 board = "${p.id}"
 # state_dir = "/var/lib/outpost"
 
+[ftp]
+port = 21
+active = false              # passive only: works through NAT and keeps the service's network access narrow
+# host = "0.0.0.0"          # "::" for IPv4 and IPv6
+
+[ftp.passive]
+ports = "50000-50031"
+# address = "203.0.113.7"   # the address to advertise when clients come in through NAT
+
+# One block per user. Make the password hash with "outpost passwd" on the board, or on a PC
+# from a checkout of outpost: npx --yes deno@2.9.6 task outpost passwd
+# [[ftp.users]]
+# name = "pi"
+# password_hash = "pbkdf2-sha256$..."
+# root = "/srv/ftp"
+# permissions = ["all"]     # or ["read-only"], or any of list, read, write, append, delete, mkdir, rename
+
+# Anonymous read-only access (off unless you turn it on):
+# [ftp.anonymous]
+# enabled = true
+# root = "/srv/ftp/pub"
+
 # Outgoing mail. Uncomment and fill in (see the README for Gmail app passwords and local relays).
 # [smtp]
 # host = "smtp.gmail.com"
