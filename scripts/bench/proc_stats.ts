@@ -136,7 +136,7 @@ export interface ProcMemory {
   pss: number;
 }
 
-async function kbField(text: string, name: string): Promise<number> {
+function kbField(text: string, name: string): number {
   const m = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text);
   return m ? Number(m[1]) * 1024 : 0;
 }
@@ -154,11 +154,11 @@ export async function processMemory(pid: number): Promise<ProcMemory> {
     const status = await Deno.readTextFile(`/proc/${pid}/status`);
     let pss = 0;
     try {
-      pss = await kbField(await Deno.readTextFile(`/proc/${pid}/smaps_rollup`), "Pss");
+      pss = kbField(await Deno.readTextFile(`/proc/${pid}/smaps_rollup`), "Pss");
     } catch {
       // Zombies and kernels without smaps_rollup have no PSS.
     }
-    return { rss: await kbField(status, "VmRSS"), hwm: await kbField(status, "VmHWM"), pss };
+    return { rss: kbField(status, "VmRSS"), hwm: kbField(status, "VmHWM"), pss };
   } catch {
     return { rss: 0, hwm: 0, pss: 0 };
   }
@@ -256,7 +256,8 @@ export interface MachineInfo {
 export async function machineInfo(): Promise<MachineInfo> {
   const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
   const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
-  const mem = (k: string) => Math.round((Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(meminfo)?.[1]) || 0) / 1024);
+  const mem = (k: string) =>
+    Math.round((Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(meminfo)?.[1]) || 0) / 1024);
   return {
     cpus: navigator.hardwareConcurrency,
     cpuModel: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown",
