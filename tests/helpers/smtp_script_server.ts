@@ -18,7 +18,7 @@ export interface ScriptHooks {
   /** Reply to the DATA command itself. */
   data?: (n: number) => string | null;
   /** Called after each body line (unstuffed), before the final "."; return "drop" to cut the connection. */
-  bodyLine?: (line: string, n: number) => "drop" | void;
+  bodyLine?: (line: string, n: number) => "drop" | void | Promise<"drop" | void>;
   /** Reply after the final "."; may wait (a stalled server); null drops the connection. */
   afterData?: (msg: string, n: number) => Promise<string | null> | string | null;
   /** Milliseconds to wait before every reply (slow server). */
@@ -89,11 +89,15 @@ export function startScriptServer(
     const lines: string[] = [];
     srv.lines.push(lines);
     // Tee raw bytes during DATA.
-    let capture: number[] | null = null;
+    let capture: Uint8Array[] | null = null;
+    let captured = 0;
     const src = {
       read: async (b: Uint8Array) => {
         const r = await conn.read(b);
-        if (r !== null && capture) { for (let i = 0; i < r; i++) capture.push(b[i]); }
+        if (r !== null && capture && captured < 1 << 20) {
+          capture.push(b.slice(0, r));
+          captured += r;
+        }
         return r;
       },
     };
@@ -126,6 +130,7 @@ export function startScriptServer(
         ok = await reply(r);
         if (ok && r.startsWith("354")) {
           capture = [];
+          captured = 0;
           const body: string[] = [];
           let complete = false;
           for (;;) {
@@ -137,9 +142,11 @@ export function startScriptServer(
             }
             const u = l.startsWith(".") ? l.slice(1) : l;
             body.push(u);
-            if (hooks.bodyLine?.(u, n) === "drop") break;
+            if ((await hooks.bodyLine?.(u, n)) === "drop") break;
           }
-          srv.rawData.push(Uint8Array.from(capture));
+          const all = new Uint8Array(captured);
+          capture.reduce((o, c) => (all.set(c, o), o + c.length), 0);
+          srv.rawData.push(all);
           capture = null;
           if (!complete) return;
           const msg = body.join("\r\n") + "\r\n";
