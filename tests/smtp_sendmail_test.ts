@@ -1,0 +1,174 @@
+/**
+ * The mail commands as a user runs them: `outpost sendmail` piped a message (queued, then delivered by the worker
+ * to aiosmtpd), `outpost send --now` (final reply and exit status), `outpost outbox`, and sysexits codes.
+ */
+
+import assert from "node:assert/strict";
+import { findPeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
+import { startSink } from "./helpers/smtp_sink.ts";
+import { startScriptServer } from "./helpers/smtp_script_server.ts";
+import { Outbox } from "../src/smtp/outbox.ts";
+import { DeliveryWorker } from "../src/smtp/delivery_worker.ts";
+import { loadMailConfig } from "../src/smtp/smtp_config.ts";
+import { parseSendmailArgs } from "../src/cli/sendmail_command.ts";
+import { setLogSink } from "../src/log/logger.ts";
+
+setLogSink(() => {});
+const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
+const ignore = skipWithout(findPeer(SYSTEM_PYTHON));
+
+async function writeConfig(dir: string, port: number, extra = ""): Promise<string> {
+  const path = `${dir}/outpost.toml`;
+  await Deno.writeTextFile(
+    path,
+    `[device]\nname = "test-board"\nstate_dir = "${dir}/state"\n\n[smtp]\nhost = "127.0.0.1"\nport = ${port}\n` +
+      `security = "none"\nfrom = "board@example.com"\nreply_timeout = "5s"\n${extra}\n[outbox]\nretry_min = "1m"\n`,
+  );
+  return path;
+}
+
+async function outpost(
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { OUTPOST_LOG: "off" },
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(stdin));
+  await w.close();
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test({
+  name:
+    "sendmail: -t -oi queues the piped message (Date/Message-ID added, Bcc removed); the worker delivers it",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const sink = await startSink({ mode: "plain", dir });
+    try {
+      const cfg = await writeConfig(dir, sink.port);
+      const msg =
+        "To: Me <me@example.com>\nBcc: hidden@example.com\nSubject: cron: backup done\n\n.dotted\n.\nend\n";
+      const r = await outpost(["sendmail", "-t", "-oi", "-C", cfg], msg);
+      assert.equal(r.code, 0, r.stderr);
+      const mail = await loadMailConfig(cfg);
+      const outbox = await Outbox.open(mail.outbox);
+      const [e] = await outbox.list("queued");
+      assert.deepEqual(e.meta.to, ["me@example.com", "hidden@example.com"]);
+      assert.equal(e.meta.tag, "sendmail");
+      await new DeliveryWorker(outbox, mail.smtp!).runOnce();
+      const [m] = await sink.waitFor(1);
+      assert.deepEqual(m.to, ["me@example.com", "hidden@example.com"]);
+      assert.equal(m.from, "board@example.com");
+      assert.equal(m.subject, "cron: backup done");
+      assert.equal(m.date, true);
+      assert.equal(m.message_id, e.meta.messageId);
+      assert.equal(m.bcc_header, false);
+      assert.equal(m.bare_lf, false);
+      assert.equal(m.text?.replace(/\r\n/g, "\n"), ".dotted\n.\nend\n");
+      assert.equal(await outbox.pendingCount(), 0);
+    } finally {
+      await sink.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "send --now: prints the final reply and exits 0; attachments stream; sendmail --now 550 exits 69",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const sink = await startSink({ mode: "plain", dir });
+    const srv = startScriptServer({ rcpt: () => "550 5.1.1 no such user" });
+    try {
+      const cfg = await writeConfig(dir, sink.port);
+      await Deno.writeFile(`${dir}/data.bin`, new Uint8Array([0, 1, 2, 255, 13, 10, 46]));
+      const r = await outpost([
+        "send",
+        "--config",
+        cfg,
+        "--to",
+        "me@example.com",
+        "--subject",
+        "Test from outpost ✓",
+        "--body",
+        "It works.",
+        "--attach",
+        `${dir}/data.bin`,
+        "--now",
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^250 2\.0\.0 OK/m);
+      const [m] = await sink.waitFor(1);
+      assert.equal(m.subject, "Test from outpost ✓");
+      assert.equal(m.attachments[0].filename, "data.bin");
+      assert.equal(m.attachments[0].size, 7);
+      const q = await outpost([
+        "send",
+        "-C",
+        cfg,
+        "--to",
+        "me@example.com",
+        "--subject",
+        "later",
+        "--body",
+        "x",
+      ]);
+      assert.equal(q.code, 0, q.stderr);
+      assert.match(q.stdout, /Queued as /);
+      const list = await outpost(["outbox", "list", "--json", "-C", cfg]);
+      assert.equal(list.code, 0);
+      assert.equal(JSON.parse(list.stdout.trim()).subject, "later");
+      assert.equal((await outpost(["outbox", "purge", "-C", cfg])).code, 0);
+      const cfg2 = await writeConfig(`${dir}`, srv.port);
+      const bad = await outpost(["sendmail", "--now", "-C", cfg2, "x@example.com"], "Subject: s\n\nbody\n");
+      assert.equal(bad.code, 69, bad.stderr);
+      assert.match(bad.stderr, /550 5\.1\.1/);
+    } finally {
+      await srv.close();
+      await sink.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("sendmail: usage and config errors map to sysexits 64 and 78", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    assert.equal((await outpost(["sendmail", "-oi"], "x")).code, 64);
+    assert.equal((await outpost(["sendmail", "-bs", "a@example.com"], "x")).code, 64);
+    await Deno.writeTextFile(`${dir}/bad.toml`, `[smtp]\nhost = "127.0.0.1"\nsecurity = "bogus"\n`);
+    assert.equal((await outpost(["sendmail", "-C", `${dir}/bad.toml`, "a@example.com"], "x")).code, 78);
+    const cfg = await writeConfig(dir, 1);
+    const noRcpt = await outpost(["sendmail", "-t", "-C", cfg], "Subject: none\n\nx\n");
+    assert.equal(noRcpt.code, 65);
+    assert.match((await outpost(["sendmail", "--help"])).stdout, /daemon's delivery worker sends it/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sendmail: traditional flags parse", () => {
+  assert.deepEqual(
+    parseSendmailArgs(["-t", "-oi", "-oem", "-fpi@x.org", "-F", "Pi Box", "-odi", "a@x.org"]),
+    {
+      extract: true,
+      ignoreDots: true,
+      now: false,
+      from: "pi@x.org",
+      fullName: "Pi Box",
+      recipients: ["a@x.org"],
+    },
+  );
+  assert.equal(typeof parseSendmailArgs(["-Q"]), "string");
+  assert.equal(parseSendmailArgs(["--help"]), "help");
+});
