@@ -122,7 +122,7 @@ export async function benchRetr(
   for (let i = 0; i < opts.runs; i++) {
     const gc0 = await gcMark(server);
     const { result, cpu } = await measureCpu(
-      server.pid,
+      server.cpuPid,
       () => curl(["-w", "%{size_download} %{time_total}", server.url("big.bin")]),
     );
     const gc1 = await gcMark(server);
@@ -164,7 +164,7 @@ export async function benchStor(
     const name = `pub/up-${server.name}-${i}.bin`;
     try {
       const { result, cpu } = await measureCpu(
-        server.pid,
+        server.cpuPid,
         () => curl(["-T", `${files.root}/big.bin`, "-w", "%{size_upload} %{time_total}", server.url(name)]),
       );
       const st = await Deno.stat(`${files.root}/${name}`);

@@ -24,8 +24,10 @@ export type FtpServerName = typeof FTP_SERVER_NAMES[number];
 /** A running server under test. */
 export interface BenchFtpServer {
   name: FtpServerName;
-  /** PID of the server's main process (the root of its process tree). */
+  /** PID of the server's main process (the root of its process tree, for memory). */
   pid: number;
+  /** Root of the tree whose CPU time is counted (vsftpd: the subreaper that adopts its orphaned sessions). */
+  cpuPid: number;
   port: number;
   user: string;
   password: string;
@@ -91,6 +93,7 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
   return {
     name: "outpost",
     pid: child.pid,
+    cpuPid: child.pid,
     port,
     user,
     password,
@@ -144,7 +147,10 @@ async function startVsftpd(root: string, tmp: string): Promise<BenchFtpServer> {
         "",
       ].join("\n"),
     );
-    const child = BenchChild.spawn("/usr/sbin/vsftpd", { args: [conf] });
+    const child = BenchChild.spawn(SYSTEM_PYTHON, {
+      args: [`${HERE}subreaper.py`, "/usr/sbin/vsftpd", conf],
+    });
+    const pid = Number((await child.waitLine(/^CHILD (\d+)/))[1]);
     // Ready when it accepts a connection.
     let up = false;
     for (let i = 0; i < 50 && !up; i++) {
@@ -163,7 +169,8 @@ async function startVsftpd(root: string, tmp: string): Promise<BenchFtpServer> {
     }
     return {
       name: "vsftpd",
-      pid: child.pid,
+      pid,
+      cpuPid: child.pid,
       port,
       user: "anonymous",
       password: "bench@example.com",
@@ -182,6 +189,7 @@ async function startPyftpdlib(root: string): Promise<BenchFtpServer> {
   return {
     name: "pyftpdlib",
     pid: child.pid,
+    cpuPid: child.pid,
     port,
     user,
     password,
