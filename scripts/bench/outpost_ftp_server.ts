@@ -8,7 +8,8 @@
  * - `mem`: `Deno.memoryUsage()` as it is;
  * - `gcmem`: the same after a full garbage collection (needs `--expose-gc`).
  * Closing stdin or SIGTERM stops the server. Session limits are raised (1000 in total and per address) because
- * every benchmark client comes from 127.0.0.1; all other options are the defaults.
+ * every benchmark client comes from 127.0.0.1; all other options are the defaults (env
+ * `OUTPOST_BENCH_TRANSFER_BUFFER=65536` sets another transfer buffer size, for experiments).
  *
  * @module
  */
@@ -30,6 +31,9 @@ opts.hostname = "127.0.0.1";
 opts.port = 0;
 opts.maxSessions = 1000;
 opts.maxSessionsPerIp = 1000;
+// For experiments only (the bench leaves it unset): another transfer buffer size, in bytes.
+const bufferSize = Number(Deno.env.get("OUTPOST_BENCH_TRANSFER_BUFFER") ?? "0");
+if (bufferSize > 0) opts.transferBufferSize = bufferSize;
 const server = new FtpServer(opts);
 await server.listen();
 console.log(`PORT ${server.port}`);

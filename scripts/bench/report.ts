@@ -68,6 +68,20 @@ export function rowDefs(
       format: "kb",
       programs: FTP,
     },
+    {
+      key: "idle_per_session_warm",
+      n: "5",
+      label: "… same, second batch after the first closed (warm), KB",
+      format: "kb",
+      programs: FTP,
+    },
+    {
+      key: "idle_heap_per_session",
+      n: "5",
+      label: "V8 heap used per idle session (after full GC), KB",
+      format: "kb",
+      programs: ["outpost"],
+    },
     { key: "idle_rss", n: "6", label: "idle RSS after start, MB", format: "bytes", programs: FTP },
     {
       key: "idle_rss_daemon",
