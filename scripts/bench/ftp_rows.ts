@@ -34,6 +34,8 @@ export interface FtpRowOptions {
 }
 
 const GIB = 1024 ** 3;
+/** outpost's default transfer buffer (src/ftp/transfer.ts TRANSFER_BUFFER_SIZE), for per-chunk figures. */
+const TRANSFER_CHUNK = 256 * 1024;
 const MIB = 1024 ** 2;
 
 /**
@@ -99,10 +101,10 @@ async function curl(args: string[]): Promise<{ bytes: number; seconds: number }>
   return { bytes, seconds };
 }
 
-async function gcMark(server: BenchFtpServer): Promise<number | null> {
-  if (!server.heap || !server.gcCount) return null;
+async function gcMark(server: BenchFtpServer): Promise<{ count: number; freedMb: number } | null> {
+  if (!server.heap || !server.gcCount || !server.gcFreedMb) return null;
   await server.heap(false); // round trip: every trace line printed before it has been read
-  return server.gcCount();
+  return { count: server.gcCount(), freedMb: server.gcFreedMb() };
 }
 
 /**
@@ -118,6 +120,7 @@ export async function benchRetr(
   const mbps: number[] = [];
   const cpus: number[] = [];
   const gcs: number[] = [];
+  const freed: number[] = [];
   const load = await loadAverage();
   for (let i = 0; i < opts.runs; i++) {
     const gc0 = await gcMark(server);
@@ -131,10 +134,13 @@ export async function benchRetr(
     }
     mbps.push(result.bytes / result.seconds / 1e6);
     cpus.push(cpu / (result.bytes / GIB));
-    if (gc0 !== null && gc1 !== null) gcs.push(gc1 - gc0);
+    if (gc0 !== null && gc1 !== null) {
+      gcs.push(gc1.count - gc0.count);
+      freed.push(gc1.freedMb - gc0.freedMb);
+    }
     opts.log(
       `  RETR run ${i + 1}: ${mbps.at(-1)!.toFixed(0)} MB/s, ${cpus.at(-1)!.toFixed(2)} CPU-s/GiB` +
-        (gcs.length ? `, ${gcs.at(-1)} GCs` : ""),
+        (gcs.length ? `, ${gcs.at(-1)} GCs freeing ${freed.at(-1)!.toFixed(1)} MB` : ""),
     );
   }
   results.set("retr_mbps", server.name, { value: median(mbps), runs: mbps, load });
@@ -145,7 +151,9 @@ export async function benchRetr(
       value: median(gcs),
       runs: gcs,
       load,
-      note: `heap used after: ${(heap.heapUsed / MIB).toFixed(1)} MiB`,
+      note: `they freed ${median(freed).toFixed(1)} MB (≈ ${
+        (median(freed) * 1e6 / (files.bigSize / TRANSFER_CHUNK)).toFixed(0)
+      } bytes per 256 KiB chunk); heap used after: ${(heap.heapUsed / MIB).toFixed(1)} MiB`,
     });
   }
 }
@@ -266,6 +274,13 @@ export async function benchConcurrent(
   }
   results.set("conc_mbps", server.name, { value: total / seconds / 1e6, load });
   const single = peakProcs === 1 && after.processes === 1 && resetOk;
+  if (single) {
+    results.set("conc_peak_delta", server.name, {
+      value: after.rootHwm - before.rootRss,
+      load,
+      note: "peak RSS during the burst minus RSS just before it",
+    });
+  }
   results.set("conc_peak", server.name, {
     value: single ? after.rootHwm : peakPss,
     load,

@@ -37,6 +37,8 @@ export interface BenchFtpServer {
   heap?(gc: boolean): Promise<{ heapUsed: number; heapTotal: number; rss: number; external: number }>;
   /** outpost only: garbage collections traced so far. */
   gcCount?(): number;
+  /** outpost only: MB the traced garbage collections freed so far (≈ bytes allocated and dropped). */
+  gcFreedMb?(): number;
   stop(): Promise<void>;
 }
 
@@ -66,6 +68,7 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
   // The lowest iteration count the config accepts: logins are benchmarked, not PBKDF2.
   const hash = await hashPassword(password, 1000);
   let gcs = 0;
+  let freedMb = 0;
   let replies: ((line: string) => void)[] = [];
   const stdbuf = await which("/usr/bin/stdbuf");
   const deno = [
@@ -85,8 +88,12 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
     stdin: true,
     env: { OUTPOST_LOG: "off" },
     onLine: (line) => {
-      if (/: (Scavenge|Mark-Compact|Mark-sweep|Minor Mark)/.test(line)) gcs++;
-      else if (line.startsWith("BENCH ")) replies.shift()?.(line.slice(6));
+      const gc = /: (?:Scavenge|Mark-Compact|Mark-sweep|Minor Mark[^ ]*)\S*\s+([\d.]+) \([\d.]+\) -> ([\d.]+)/
+        .exec(line);
+      if (gc) {
+        gcs++;
+        freedMb += Math.max(0, Number(gc[1]) - Number(gc[2]));
+      } else if (line.startsWith("BENCH ")) replies.shift()?.(line.slice(6));
     },
   });
   const port = Number((await child.waitLine(/^PORT (\d+)/))[1]);
@@ -104,6 +111,7 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
       return JSON.parse(await reply);
     },
     gcCount: () => gcs,
+    gcFreedMb: () => freedMb,
     stop: async () => {
       replies = [];
       await child.stop();
