@@ -15,6 +15,7 @@
 import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
 import { normalizeIp } from "./address.ts";
+import { connectTlsActive, type TlsDataOptions, TlsPassiveSlot } from "./ftps.ts";
 
 /** A data connection could not be set up; the message is safe to show the client. */
 export class DataChannelError extends Error {
@@ -127,7 +128,8 @@ class PassiveSlot {
  */
 export class DataChannel {
   readonly #opts: DataChannelOptions;
-  #passive: PassiveSlot | null = null;
+  #passive: PassiveSlot | TlsPassiveSlot | null = null;
+  #tls: TlsDataOptions | null = null;
   #active: { host: string; port: number } | null = null;
   #connecting: Promise<Deno.Conn> | null = null;
 
@@ -140,6 +142,14 @@ export class DataChannel {
     this.#opts.wrap = wrap;
   }
 
+  /**
+   * Turns TLS on (PROT P) or off (PROT C) for the data connections set up from now on. With TLS, passive ports
+   * and active connections are `node:net` sockets upgraded server-side, bound to this session (see `ftps.ts`).
+   */
+  setTls(tls: TlsDataOptions | null): void {
+    this.#tls = tls;
+  }
+
   /** "passive" after PASV/EPSV, "active" after PORT/EPRT, "none" before or after a transfer used it. */
   get mode(): "none" | "passive" | "active" {
     return this.#passive ? "passive" : this.#active ? "active" : "none";
@@ -149,6 +159,14 @@ export class DataChannel {
   async openPassive(): Promise<number> {
     this.close();
     const { portMin, portMax, bindHost, peerIp, timeoutMs } = this.#opts;
+    if (this.#tls) {
+      try {
+        this.#passive = await TlsPassiveSlot.open(bindHost, portMin, portMax, this.#tls);
+      } catch (e) {
+        throw new DataChannelError((e as Error).message);
+      }
+      return this.#passive.port;
+    }
     let listener: Deno.Listener | null = null;
     if (portMin === 0 && portMax === 0) {
       listener = Deno.listen({ hostname: bindHost, port: 0, transport: "tcp" });
@@ -188,6 +206,29 @@ export class DataChannel {
    */
   async connect(): Promise<ByteConn> {
     let conn: Deno.Conn;
+    if (this.#passive instanceof TlsPassiveSlot) {
+      const slot = this.#passive;
+      try {
+        return await slot.take();
+      } catch (e) {
+        throw new DataChannelError((e as Error).message);
+      } finally {
+        if (this.#passive === slot) this.#passive = null;
+        slot.close();
+      }
+    }
+    if (this.#active && this.#tls) {
+      const { host, port } = this.#active;
+      this.#active = null;
+      try {
+        return await connectTlsActive(host, port, this.#tls);
+      } catch (e) {
+        const m = (e as Error).message;
+        throw new DataChannelError(
+          m.startsWith("Can't") ? m : "Can't open data connection: the secure connection failed.",
+        );
+      }
+    }
     if (this.#passive) {
       const slot = this.#passive;
       try {

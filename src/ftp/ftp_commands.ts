@@ -38,8 +38,14 @@ export interface CommandSpec {
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   ABOR: { needsAuth: false, arg: "none", help: "ABOR (abort the running transfer)", duringTransfer: true },
   ACCT: { needsAuth: false, arg: "required", help: "ACCT <account> (not used by this server)" },
+  AUTH: {
+    needsAuth: false,
+    arg: "required",
+    help: "AUTH TLS (upgrade the control connection to TLS; AUTH SSL alias)",
+  },
   ALLO: { needsAuth: true, arg: "required", help: "ALLO <bytes> (reserve space; not needed)" },
   APPE: { needsAuth: true, perm: "append", arg: "required", help: "APPE <file> (append to a file)" },
+  CCC: { needsAuth: false, arg: "none", help: "CCC (clear the control channel; refused)" },
   CDUP: { needsAuth: true, arg: "none", help: "CDUP (go to the parent folder)" },
   CWD: { needsAuth: true, arg: "required", help: "CWD <folder> (change the working folder)" },
   DELE: { needsAuth: true, perm: "delete", arg: "required", help: "DELE <file> (delete a file)" },
@@ -67,7 +73,9 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   OPTS: { needsAuth: false, arg: "required", help: "OPTS <command> [<options>] (UTF8 ON, MLST <facts>)" },
   PASS: { needsAuth: false, arg: "optional", help: "PASS <password> (log in)" },
   PASV: { needsAuth: true, arg: "none", help: "PASV (passive mode, IPv4)" },
+  PBSZ: { needsAuth: false, arg: "required", help: "PBSZ 0 (protection buffer size; after AUTH TLS)" },
   PORT: { needsAuth: true, arg: "required", help: "PORT <h1,h2,h3,h4,p1,p2> (active data connection)" },
+  PROT: { needsAuth: false, arg: "required", help: "PROT P | C (protect the data connections or not)" },
   PWD: { needsAuth: true, arg: "none", help: "PWD (print the working folder)" },
   QUIT: { needsAuth: false, arg: "none", help: "QUIT (log out and disconnect)", duringTransfer: true },
   REIN: { needsAuth: false, arg: "none", help: "REIN (log out, keep the connection)" },
@@ -181,11 +189,13 @@ export function checkCommand(
  * @example
  * ```ts
  * featReply(["type", "size"]); // "211-Features:\r\n EPRT\r\n ..."
+ * featReply(["type"], true);    // also AUTH TLS, AUTH SSL, PBSZ and PROT (FTPS on)
  * ```
  */
-export function featReply(selectedFacts: readonly string[]): string {
+export function featReply(selectedFacts: readonly string[], tls = false): string {
   const mlst = MLST_FACTS.map((f) => `${f}${selectedFacts.includes(f) ? "*" : ""};`).join("");
   const lines = [
+    ...(tls ? ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT"] : []),
     "EPRT",
     "EPSV",
     "MDTM",

@@ -11,6 +11,8 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { Logger } from "../log/logger.ts";
 import { NodeConn } from "../net/node_conn.ts";
+import { type ServerTlsContext, upgradeServerSocket } from "../net/tls_server.ts";
+import { type FtpTlsOptions, loadFtpTlsContext } from "./ftps.ts";
 import type { Accounts } from "./accounts.ts";
 import { normalizeIp } from "./address.ts";
 import { FtpSession, type SessionContext, type XferEntry } from "./ftp_session.ts";
@@ -50,6 +52,8 @@ export interface FtpServerOptions {
   xferlogPath?: string;
   /** Bytes of the one buffer each running transfer uses (default {@link TRANSFER_BUFFER_SIZE}). */
   transferBufferSize?: number;
+  /** FTPS (`[ftp.tls]`): AUTH TLS, PROT P, implicit port; absent or mode "off" = plain FTP only. */
+  tls?: FtpTlsOptions;
 }
 
 /**
@@ -176,11 +180,14 @@ export class FtpServer {
   readonly #opts: FtpServerOptions;
   readonly #log = new Logger("ftp");
   readonly #sessions = new Map<FtpSession, Promise<void>>();
+  readonly #handshakes = new Set<Promise<void>>();
   readonly #perIp = new Map<string, number>();
   readonly #bans = new BanTable(10_000);
   readonly #buffers: BufferPool;
   readonly #ctx: SessionContext;
   #server: Server | null = null;
+  #implicitServer: Server | null = null;
+  #implicitPort: number | null = null;
   #port = 0;
   #nextId = 1;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -197,7 +204,13 @@ export class FtpServer {
       loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
       loginSucceeded: (ip) => this.#bans.clear(ip),
       xferlog: (e) => this.#xferlog(e),
+      tls: null,
     };
+  }
+
+  /** The implicit FTPS port (after {@link FtpServer.listen}), or null when there is none. */
+  get implicitPort(): number | null {
+    return this.#implicitPort;
   }
 
   /** The port the server listens on (after {@link FtpServer.listen}). */
@@ -218,7 +231,30 @@ export class FtpServer {
   /** Starts listening; rejects when the address cannot be bound. */
   async listen(): Promise<void> {
     if (this.#server) throw new Error("FTP server not started: it is already listening.");
-    const server = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
+    const tlsOpts = this.#opts.tls;
+    if (tlsOpts && tlsOpts.mode !== "off") {
+      const context: ServerTlsContext = await loadFtpTlsContext(tlsOpts, this.#log);
+      this.#ctx.tls = { opts: tlsOpts, context };
+      if (tlsOpts.implicitPort !== null) {
+        const implicit = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket, true));
+        const host = tlsOpts.implicitHost ?? this.#opts.hostname;
+        await new Promise<void>((resolve, reject) => {
+          const onError = (e: Error) =>
+            reject(new Error(`Implicit FTPS not started on port ${tlsOpts.implicitPort}: ${e.message}`));
+          implicit.once("error", onError);
+          implicit.listen({ host, port: tlsOpts.implicitPort }, () => {
+            implicit.off("error", onError);
+            resolve();
+          });
+        });
+        implicit.on("error", (e) => this.#log.error("listener.error", { error: String(e) }));
+        this.#implicitServer = implicit;
+        const a = implicit.address();
+        this.#implicitPort = typeof a === "object" && a ? a.port : tlsOpts.implicitPort;
+        this.#log.info("listening.implicit_tls", { host, port: this.#implicitPort });
+      }
+    }
+    const server = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket, false));
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => reject(new Error(`FTP server not started: ${e.message}`));
       server.once("error", onError);
@@ -249,9 +285,41 @@ export class FtpServer {
     socket.end(reply + "\r\n", () => socket.destroy());
   }
 
-  #accept(socket: Socket): void {
+  #accept(socket: Socket, implicitTls: boolean): void {
     const peerIp = normalizeIp(socket.remoteAddress ?? "");
     const localIp = normalizeIp(socket.localAddress ?? this.#opts.hostname);
+    if (implicitTls) {
+      // No plaintext may be sent on an implicit-TLS port: refusals just close.
+      const refuse = (reason: string) => {
+        this.#log.info("session.refused", { ip: peerIp, reason, tls: "implicit" });
+        socket.destroy();
+      };
+      if (this.#closing) return refuse("shutting_down");
+      if (this.#bans.isBanned(peerIp, Date.now())) return refuse("banned");
+      if (this.#sessions.size >= this.#opts.maxSessions) return refuse("max_sessions");
+      if ((this.#perIp.get(peerIp) ?? 0) >= this.#opts.maxSessionsPerIp) return refuse("max_sessions_per_ip");
+      const tls = this.#ctx.tls!;
+      this.#perIp.set(peerIp, (this.#perIp.get(peerIp) ?? 0) + 1);
+      socket.setNoDelay(true);
+      socket.on("error", () => {});
+      const pending = upgradeServerSocket(socket, tls.context, { timeoutMs: this.#opts.dataTimeoutMs }).then(
+        (conn) => {
+          if (this.#closing) {
+            conn.close();
+            this.#release(peerIp);
+            return;
+          }
+          this.#startSession(conn, peerIp, localIp, true);
+        },
+        (e) => {
+          this.#release(peerIp);
+          this.#log.info("tls.handshake_failed", { ip: peerIp, error: (e as Error).message });
+        },
+      );
+      this.#handshakes.add(pending);
+      pending.finally(() => this.#handshakes.delete(pending));
+      return;
+    }
     if (this.#closing) {
       this.#refuse(socket, "421 Server is shutting down.");
       return;
@@ -276,14 +344,22 @@ export class FtpServer {
     // Replies are small and often back to back (150 then 226): without this, Nagle's algorithm and the client's
     // delayed ACK add ~40 ms per transfer.
     socket.setNoDelay(true);
-    const session = new FtpSession(this.#nextId++, new NodeConn(socket), peerIp, localIp, this.#ctx);
+    this.#startSession(new NodeConn(socket), peerIp, localIp, false);
+  }
+
+  #startSession(conn: NodeConn, peerIp: string, localIp: string, implicitTls: boolean): void {
+    const session = new FtpSession(this.#nextId++, conn, peerIp, localIp, this.#ctx, { implicitTls });
     const done = session.run().finally(() => {
       this.#sessions.delete(session);
-      const n = (this.#perIp.get(peerIp) ?? 1) - 1;
-      if (n <= 0) this.#perIp.delete(peerIp);
-      else this.#perIp.set(peerIp, n);
+      this.#release(peerIp);
     });
     this.#sessions.set(session, done);
+  }
+
+  #release(peerIp: string): void {
+    const n = (this.#perIp.get(peerIp) ?? 1) - 1;
+    if (n <= 0) this.#perIp.delete(peerIp);
+    else this.#perIp.set(peerIp, n);
   }
 
   #xferlog(e: XferEntry): void {
@@ -305,6 +381,11 @@ export class FtpServer {
     this.#closing = true;
     const server = this.#server;
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const implicit = this.#implicitServer;
+    const implicitClosed = implicit
+      ? new Promise<void>((resolve) => implicit.close(() => resolve()))
+      : Promise.resolve();
+    await Promise.all(this.#handshakes);
     const grace = opts.graceMs ?? 0;
     if (grace > 0 && this.#sessions.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -318,6 +399,7 @@ export class FtpServer {
     await Promise.all(this.#sessions.values());
     clearInterval(this.#timer);
     await closed;
+    await implicitClosed;
     await this.#xferChain;
     this.#log.info("closed", { port: this.#port });
   }

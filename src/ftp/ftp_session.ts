@@ -12,7 +12,8 @@
 import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
 import { LineReader, LineTooLongError } from "../net/line_reader.ts";
-import type { NodeConn } from "../net/node_conn.ts";
+import { NodeConn } from "../net/node_conn.ts";
+import { type ServerTlsContext, TlsConn, upgradeServerSocket } from "../net/tls_server.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FtpUser } from "./accounts.ts";
 import {
@@ -41,6 +42,7 @@ import {
 } from "./ftp_commands.ts";
 import { type FtpFileInfo, FtpFileSystem, FtpFsError, toFtpFsError } from "./ftp_file_system.ts";
 import type { FtpServerOptions } from "./ftp_server.ts";
+import type { FtpTlsOptions, TlsDataOptions } from "./ftps.ts";
 import {
   formatFtpTime,
   formatListLine,
@@ -68,6 +70,8 @@ export interface SessionContext {
   loginSucceeded(ip: string): void;
   /** Appends one transfer to the xferlog, if configured. */
   xferlog(entry: XferEntry): void;
+  /** FTPS settings and the shared TLS context, or null when TLS is off. */
+  tls: { opts: FtpTlsOptions; context: ServerTlsContext } | null;
 }
 
 /** One finished transfer, for the xferlog. */
@@ -149,8 +153,19 @@ export class FtpSession {
   #facts: string[] = [...MLST_FACTS];
   #transfer: Transfer | null = null;
   #closed = false;
+  /** The control connection is TLS (after AUTH TLS, or from the start on the implicit port). */
+  #tlsControl = false;
+  /** PROT P: data connections use TLS. */
+  #protP = false;
 
-  constructor(id: number, conn: NodeConn, peerIp: string, localIp: string, ctx: SessionContext) {
+  constructor(
+    id: number,
+    conn: NodeConn,
+    peerIp: string,
+    localIp: string,
+    ctx: SessionContext,
+    opts: { implicitTls?: boolean } = {},
+  ) {
     this.id = id;
     this.conn = conn;
     this.control = conn;
@@ -168,12 +183,42 @@ export class FtpSession {
       portMax: ctx.opts.passive.portMax,
       timeoutMs: ctx.opts.dataTimeoutMs,
     });
+    if (opts.implicitTls) {
+      // Implicit FTPS: TLS from the first byte, and data protected unless the client asks for PROT C.
+      this.#tlsControl = true;
+      this.#setProt(true);
+    }
   }
 
-  /** Replaces the control connection (after a TLS upgrade); buffered plaintext is discarded, never executed. */
-  setControl(conn: ByteConn): void {
+  /**
+   * Replaces the control connection (after a TLS upgrade); buffered plaintext is discarded, never executed.
+   * Returns how many bytes were discarded.
+   */
+  setControl(conn: ByteConn): number {
     this.control = conn;
-    this.reader.setSource(conn);
+    return this.reader.setSource(conn);
+  }
+
+  /** True when the control connection is encrypted. */
+  get tlsControl(): boolean {
+    return this.#tlsControl;
+  }
+
+  #setProt(protect: boolean): void {
+    const tls = this.#ctx.tls;
+    this.#protP = protect && tls !== null;
+    if (!this.#protP || !tls) {
+      this.#data.setTls(null);
+      return;
+    }
+    const data: TlsDataOptions = {
+      context: tls.context,
+      peerIp: this.peerIp,
+      requireSessionReuse: tls.opts.requireSessionReuse,
+      timeoutMs: this.#ctx.opts.dataTimeoutMs,
+      onRefused: (ip, reason) => this.#ctx.log.warn("tls.data_refused", { id: this.id, ip, reason }),
+    };
+    this.#data.setTls(data);
   }
 
   /** The session's data connections; FTPS sets its TLS hook with `dataChannel.setWrap(...)`. */
@@ -263,7 +308,7 @@ export class FtpSession {
       if (this.#transfer) await this.#transfer.done;
       this.#data.close();
       this.#closed = true;
-      await this.conn.end(1000);
+      if (this.control instanceof NodeConn) await this.control.end(1000);
       closeQuietly(this.control);
       log.info("session.close", { id: this.id, ip: this.peerIp, user: this.userName ?? undefined });
     }
@@ -302,9 +347,24 @@ export class FtpSession {
     const { arg } = cmd;
     switch (cmd.verb) {
       case "USER":
-        return await this.#user(arg);
       case "PASS":
-        return await this.#pass(arg);
+        if (this.#ctx.tls?.opts.mode === "required" && !this.#tlsControl) {
+          await this.reply("530 TLS required: send AUTH TLS first, then log in.");
+          return true;
+        }
+        return cmd.verb === "USER" ? await this.#user(arg) : await this.#pass(arg);
+      case "AUTH":
+        await this.#auth(arg);
+        return true;
+      case "PBSZ":
+        await this.#pbszCmd(arg);
+        return true;
+      case "PROT":
+        await this.#prot(arg);
+        return true;
+      case "CCC":
+        await this.reply("534 CCC refused: the control connection stays encrypted.");
+        return true;
       case "QUIT":
         if (this.#transfer) await this.#transfer.done;
         await this.reply("221 Goodbye.");
@@ -324,7 +384,7 @@ export class FtpSession {
         await this.reply("215 UNIX Type: L8");
         return true;
       case "FEAT":
-        await this.reply(featReply(this.#facts));
+        await this.reply(featReply(this.#facts, this.#ctx.tls !== null));
         return true;
       case "HELP":
         await this.reply(helpReply(arg));
@@ -551,6 +611,94 @@ export class FtpSession {
     log.info("login.ok", { id: this.id, ip: this.peerIp, user: user.name });
     await this.reply("230 Login successful.");
     return true;
+  }
+
+  /** AUTH TLS / AUTH SSL: answers 234, then upgrades the paused control socket; pipelined plaintext is dropped. */
+  async #auth(arg: string): Promise<void> {
+    const tls = this.#ctx.tls;
+    if (!tls) {
+      await this.reply("502 TLS is not enabled on this server.");
+      return;
+    }
+    const mech = arg.trim().toUpperCase();
+    if (!["TLS", "SSL", "TLS-C", "TLS-P"].includes(mech)) {
+      await this.reply("504 Unknown AUTH mechanism; use AUTH TLS.");
+      return;
+    }
+    if (this.#tlsControl) {
+      await this.reply("503 The control connection is already encrypted.");
+      return;
+    }
+    if (!(this.control instanceof NodeConn)) {
+      await this.reply("431 TLS cannot be started on this connection.");
+      return;
+    }
+    // Pause and detach first, so nothing the client sends after the 234 (its ClientHello) is read as plaintext.
+    const raw = this.control.detach();
+    raw.write("234 Proceed with TLS negotiation.\r\n");
+    let conn: TlsConn;
+    try {
+      conn = await upgradeServerSocket(raw, tls.context, { timeoutMs: this.#ctx.opts.dataTimeoutMs });
+    } catch (e) {
+      this.#ctx.log.info("tls.upgrade_failed", { id: this.id, ip: this.peerIp, error: (e as Error).message });
+      this.#closed = true;
+      raw.destroy();
+      return;
+    }
+    const discarded = this.setControl(conn);
+    this.#tlsControl = true;
+    // RFC 4217: after AUTH the user must log in again; SSL historically implies protected data.
+    this.#reset();
+    this.#setProt(mech === "SSL" || mech === "TLS-P");
+    this.#ctx.log.info("tls.upgrade", {
+      id: this.id,
+      ip: this.peerIp,
+      protocol: conn.protocol ?? undefined,
+      discarded,
+    });
+  }
+
+  async #pbszCmd(arg: string): Promise<void> {
+    if (!this.#ctx.tls) {
+      await this.reply("502 TLS is not enabled on this server.");
+      return;
+    }
+    if (!this.#tlsControl) {
+      await this.reply("503 Send AUTH TLS first.");
+      return;
+    }
+    if (!/^\d{1,10}$/.test(arg.trim())) {
+      await this.reply("501 Syntax: PBSZ 0.");
+      return;
+    }
+    await this.reply("200 PBSZ=0");
+  }
+
+  async #prot(arg: string): Promise<void> {
+    if (!this.#ctx.tls) {
+      await this.reply("502 TLS is not enabled on this server.");
+      return;
+    }
+    if (!this.#tlsControl) {
+      await this.reply("503 Send AUTH TLS first.");
+      return;
+    }
+    const level = arg.trim().toUpperCase();
+    if (level === "P") {
+      this.#setProt(true);
+      await this.reply("200 Data connections will be encrypted (PROT P).");
+    } else if (level === "C") {
+      if (this.#ctx.tls.opts.mode === "required") {
+        await this.reply("534 Clear data connections are not allowed here; use PROT P.");
+        return;
+      }
+      this.#setProt(false);
+      await this.reply("200 Data connections will be in clear text (PROT C).");
+    } else if (level === "S" || level === "E") {
+      await this.reply("536 Only PROT P and PROT C are supported.");
+    } else {
+      await this.reply("504 Unknown protection level; use PROT P or PROT C.");
+    }
   }
 
   async #opts(arg: string): Promise<void> {
@@ -783,6 +931,11 @@ export class FtpSession {
   }
 
   async #needDataSetup(): Promise<boolean> {
+    if (this.#ctx.tls?.opts.mode === "required" && !this.#protP) {
+      this.#data.close();
+      await this.reply("521 Data connections must be encrypted here: send PBSZ 0 and PROT P first.");
+      return false;
+    }
     if (this.#data.mode !== "none") return true;
     await this.reply("425 Use PASV, EPSV, PORT or EPRT first.");
     return false;
@@ -916,6 +1069,8 @@ export class FtpSession {
       if (t.aborted || t.timedOut) closeQuietly(conn);
       await spec.body(conn, buf, t);
       if (t.aborted || t.timedOut) throw new Error("aborted");
+      // TLS data: send close_notify and let the client close first, so it sees a clean end of the data.
+      if (conn instanceof TlsConn) await conn.end(5000);
       status = "ok";
       final = spec.success ?? "226 Transfer complete.";
     } catch (e) {

@@ -1,0 +1,264 @@
+/**
+ * FTPS (RFC 4217) for the FTP server: the `[ftp.tls]` config, the server's TLS context and certificate, and the
+ * TLS data connections of one session, bound to that session.
+ *
+ * ```toml
+ * [ftp.tls]
+ * mode = "optional"                  # "off" | "optional" (AUTH TLS offered) | "required" (no plaintext login)
+ * cert = "/etc/outpost/cert.pem"     # optional: default <state_dir>/tls/cert.pem, created at first start
+ * key = "/etc/outpost/key.pem"       # optional, together with cert
+ * implicit_port = 990                # implicit FTPS (ftps://) listener; 0 = off. Default 990 when mode != "off"
+ * cert_dir = "/var/lib/outpost/tls"  # where the self-signed pair is created when cert/key are not given
+ * require_tls_session_reuse = true   # data connections must resume the control connection's TLS session
+ * ```
+ *
+ * A data connection belongs to the session that set it up only when all of these hold: its peer address is the
+ * control connection's (checked before the handshake), it arrived on the passive port this session opened (a
+ * port serves one connection of one session and then closes), and, with `require_tls_session_reuse`, its TLS
+ * handshake resumed a session rather than starting afresh. The TLS session cache is process-wide, so resumption
+ * alone would not prove the same client; together with the address and the one-time port it stops data-port
+ * theft by another client.
+ *
+ * @module
+ */
+
+import type { Section } from "../config/section.ts";
+import type { Logger } from "../log/logger.ts";
+import type { ByteConn } from "../net/byte_conn.ts";
+import { closeQuietly } from "../net/byte_conn.ts";
+import { certificateFingerprint, ensureCertificate } from "../net/certificate.ts";
+import {
+  connectTlsData,
+  createServerTlsContext,
+  type ServerTlsContext,
+  type TlsConn,
+  TlsListener,
+} from "../net/tls_server.ts";
+
+/** `[ftp.tls]` as the server uses it. */
+export interface FtpTlsOptions {
+  /** "off": plain FTP only; "optional": AUTH TLS offered; "required": login and data need TLS. */
+  mode: "off" | "optional" | "required";
+  /** PEM certificate path; when absent, `<certDir>/cert.pem`, created at first start. */
+  certPath?: string;
+  /** PEM key path; when absent, `<certDir>/key.pem`. */
+  keyPath?: string;
+  /** Where a self-signed certificate is kept when none is configured (default /var/lib/outpost/tls). */
+  certDir: string;
+  /** Host name for a created certificate (default: this machine's). */
+  certHostname?: string;
+  /** Implicit FTPS port (clients' `ftps://`); null = no implicit listener, 0 = any free port (tests). */
+  implicitPort: number | null;
+  /** Address for the implicit listener (default: the FTP server's). */
+  implicitHost?: string;
+  /** Data connections must resume a TLS session (vsftpd's require_ssl_reuse). */
+  requireSessionReuse: boolean;
+}
+
+/**
+ * Defaults: TLS off; when turned on, implicit FTPS on 990 and session reuse required.
+ *
+ * @example
+ * ```ts
+ * const tls = { ...defaultFtpTlsOptions(), mode: "optional", implicitPort: 0 };
+ * ```
+ */
+export function defaultFtpTlsOptions(): FtpTlsOptions {
+  return { mode: "off", certDir: "/var/lib/outpost/tls", implicitPort: null, requireSessionReuse: true };
+}
+
+/**
+ * Reads `[ftp.tls]`; problems are recorded in the section as `ftp.tls.key: problem`.
+ *
+ * @example
+ * ```ts
+ * const tls = readFtpTlsConfig(ftp.section("tls"));
+ * ```
+ */
+export function readFtpTlsConfig(tls: Section): FtpTlsOptions {
+  const d = defaultFtpTlsOptions();
+  const mode = tls.string("mode", { default: "off", oneOf: ["off", "optional", "required"] }) as
+    | "off"
+    | "optional"
+    | "required";
+  const certPath = tls.filePath("cert");
+  const keyPath = tls.filePath("key");
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    tls.problem(certPath === undefined ? "cert" : "key", "cert and key must be given together");
+  }
+  const port = tls.int("implicit_port", { default: mode === "off" ? 0 : 990, min: 0, max: 65535 });
+  const implicitPort = port === 0 || mode === "off" ? null : port;
+  const requireSessionReuse = tls.bool("require_tls_session_reuse", true);
+  const certDir = tls.filePath("cert_dir", { default: d.certDir });
+  tls.finish();
+  return { mode, certPath, keyPath, certDir, implicitPort, requireSessionReuse };
+}
+
+/**
+ * Loads (or creates, at first start) the certificate and builds the shared TLS context. Logs the fingerprint.
+ * Throws with a sentence-case message when the files cannot be read or used.
+ *
+ * @example
+ * ```ts
+ * const ctx = await loadFtpTlsContext(opts.tls, log);
+ * ```
+ */
+export async function loadFtpTlsContext(opts: FtpTlsOptions, log: Logger): Promise<ServerTlsContext> {
+  let certPath = opts.certPath, keyPath = opts.keyPath;
+  if (!certPath || !keyPath) {
+    const hostname = opts.certHostname ?? safeHostname();
+    const c = await ensureCertificate(opts.certDir, hostname);
+    ({ certPath, keyPath } = c);
+    if (c.created) log.info("tls.certificate_created", { path: certPath, hostname, sha256: c.fingerprint });
+  }
+  let cert: string, key: string;
+  try {
+    [cert, key] = [await Deno.readTextFile(certPath), await Deno.readTextFile(keyPath)];
+  } catch (e) {
+    throw new Error(`FTPS not started: the certificate or key cannot be read (${(e as Error).message}).`);
+  }
+  const ctx = createServerTlsContext({ cert, key });
+  log.info("tls.certificate", { path: certPath, sha256: certificateFingerprint(cert) });
+  return ctx;
+}
+
+function safeHostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "outpost";
+  }
+}
+
+/** A refusal of a TLS data connection, with the reason for the log. */
+export class TlsDataRefused extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = "TlsDataRefused";
+  }
+}
+
+/** How one session's TLS data connections are made and checked. */
+export interface TlsDataOptions {
+  context: ServerTlsContext;
+  /** The control peer's normalised address. */
+  peerIp: string;
+  requireSessionReuse: boolean;
+  /** Handshake and connect time limit. */
+  timeoutMs: number;
+  /** A line for each refused data connection. */
+  onRefused: (ip: string, reason: string) => void;
+}
+
+/**
+ * One passive TLS data port: accepts connections from the control peer only, handshakes, checks session reuse,
+ * and hands the first good connection over once; strays are refused and logged while it keeps waiting.
+ *
+ * @example
+ * ```ts
+ * const slot = await TlsPassiveSlot.open("127.0.0.1", 0, 0, tlsData);
+ * reply(formatEpsvReply(slot.port));
+ * const conn = await slot.take();
+ * ```
+ */
+export class TlsPassiveSlot {
+  readonly port: number;
+  readonly #listener: TlsListener;
+  readonly #timer: ReturnType<typeof setTimeout>;
+  #conn: Promise<TlsConn | null>;
+  #used = false;
+
+  private constructor(listener: TlsListener, timeoutMs: number) {
+    this.#listener = listener;
+    this.port = listener.port;
+    this.#timer = setTimeout(() => this.close(), timeoutMs);
+    this.#conn = listener.accept().then(async (c) => {
+      clearTimeout(this.#timer);
+      await listener.close();
+      return c;
+    });
+  }
+
+  /** Binds a free port in [portMin, portMax] (0/0 = any) on `bindHost`. */
+  static async open(
+    bindHost: string,
+    portMin: number,
+    portMax: number,
+    o: TlsDataOptions,
+  ): Promise<TlsPassiveSlot> {
+    const make = (port: number) =>
+      new TlsListener({
+        hostname: bindHost,
+        port,
+        context: o.context,
+        timeoutMs: o.timeoutMs,
+        backlog: 2,
+        admit: (ip) => ip === o.peerIp,
+        verify: (c) =>
+          o.requireSessionReuse && !c.sessionReused
+            ? "the data connection did not resume the control connection's TLS session"
+            : null,
+        onReject: (ip, why) =>
+          o.onRefused(ip, ip === o.peerIp ? why : "the data peer is not the control peer"),
+      });
+    if (portMin === 0 && portMax === 0) {
+      const l = make(0);
+      await l.listen();
+      return new TlsPassiveSlot(l, o.timeoutMs);
+    }
+    const span = portMax - portMin + 1;
+    const start = Math.floor(Math.random() * span);
+    for (let i = 0; i < span; i++) {
+      const l = make(portMin + ((start + i) % span));
+      try {
+        await l.listen();
+        return new TlsPassiveSlot(l, o.timeoutMs);
+      } catch {
+        await l.close();
+      }
+    }
+    throw new TlsDataRefused("Can't open passive connection: every port in the passive range is busy.");
+  }
+
+  /** Resolves to the session's data connection (once); throws when none came or it was already taken. */
+  async take(): Promise<ByteConn> {
+    if (this.#used) throw new TlsDataRefused("Can't open data connection: it was already used.");
+    this.#used = true;
+    const c = await this.#conn;
+    if (!c) {
+      throw new TlsDataRefused("Can't open data connection: no secure data connection arrived in time.");
+    }
+    return c;
+  }
+
+  /** Closes the port and any connection nobody took. */
+  close(): void {
+    clearTimeout(this.#timer);
+    this.#listener.close();
+    if (!this.#used) {
+      this.#used = true;
+      this.#conn.then((c) => closeQuietly(c), () => {});
+    }
+  }
+}
+
+/**
+ * Active mode with PROT P: connects to the client and is the TLS server on that connection, then applies the
+ * same session-reuse rule.
+ *
+ * @example
+ * ```ts
+ * const conn = await connectTlsActive("127.0.0.1", 40000, tlsData);
+ * ```
+ */
+export async function connectTlsActive(host: string, port: number, o: TlsDataOptions): Promise<ByteConn> {
+  const conn = await connectTlsData(host, port, o.context, { timeoutMs: o.timeoutMs });
+  if (o.requireSessionReuse && !conn.sessionReused) {
+    o.onRefused(host, "the data connection did not resume the control connection's TLS session");
+    conn.close();
+    throw new TlsDataRefused(
+      "Can't open data connection: it did not resume the control connection's TLS session.",
+    );
+  }
+  return conn;
+}
