@@ -398,6 +398,7 @@ export async function benchLeak(
   const first = Math.min(100, opts.leakSessions);
   for (let i = 0; i < first; i++) await session();
   const h100 = await server.heap(true);
+  const m100 = await treeMemory(server.pid);
   const t0 = performance.now();
   for (let i = first; i < opts.leakSessions; i++) await session();
   const seconds = (performance.now() - t0) / 1000;
@@ -410,10 +411,16 @@ export async function benchLeak(
       (hEnd.heapUsed / MIB).toFixed(2)
     } MiB`,
   });
-  results.set("leak_rss", server.name, { value: m.rss, load });
+  results.set("leak_rss", server.name, {
+    value: m.rss,
+    load,
+    note: `RSS after the first ${first}: ${(m100.rss / 1e6).toFixed(1)} MB`,
+  });
   opts.log(
     `  ${opts.leakSessions} sessions (${((opts.leakSessions - first) / seconds).toFixed(0)}/s): heap ${
       (h100.heapUsed / MIB).toFixed(2)
-    } -> ${(hEnd.heapUsed / MIB).toFixed(2)} MiB, RSS ${(m.rss / 1e6).toFixed(1)} MB`,
+    } -> ${(hEnd.heapUsed / MIB).toFixed(2)} MiB, RSS ${(m100.rss / 1e6).toFixed(1)} -> ${
+      (m.rss / 1e6).toFixed(1)
+    } MB`,
   );
 }

@@ -55,6 +55,13 @@ export function rowDefs(
       programs: FTP,
     },
     {
+      key: "conc_peak_delta",
+      n: "4",
+      label: `${p.concurrent} × RETR: peak RSS minus RSS just before, MB`,
+      format: "bytes",
+      programs: FTP,
+    },
+    {
       key: "idle_pss",
       n: "5",
       label: `${p.idle} idle sessions: total PSS, MB`,
