@@ -11,7 +11,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { Logger } from "../log/logger.ts";
 import { NodeConn } from "../net/node_conn.ts";
-import { type ServerTlsContext, upgradeServerSocket } from "../net/tls_server.ts";
+import { type ServerTlsContext, type TlsConn, upgradeServerSocket } from "../net/tls_server.ts";
 import { type FtpTlsOptions, loadFtpTlsContext } from "./ftps.ts";
 import type { Accounts } from "./accounts.ts";
 import { normalizeIp } from "./address.ts";
@@ -347,7 +347,7 @@ export class FtpServer {
     this.#startSession(new NodeConn(socket), peerIp, localIp, false);
   }
 
-  #startSession(conn: NodeConn, peerIp: string, localIp: string, implicitTls: boolean): void {
+  #startSession(conn: NodeConn | TlsConn, peerIp: string, localIp: string, implicitTls: boolean): void {
     const session = new FtpSession(this.#nextId++, conn, peerIp, localIp, this.#ctx, { implicitTls });
     const done = session.run().finally(() => {
       this.#sessions.delete(session);

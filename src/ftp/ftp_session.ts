@@ -134,7 +134,7 @@ function errorReply(e: unknown): string | null {
 export class FtpSession {
   readonly id: number;
   /** The control connection; `conn.socket` is the raw socket an AUTH TLS upgrade wraps. */
-  readonly conn: NodeConn;
+  readonly conn: NodeConn | TlsConn;
   /** The normalised peer and local addresses of the control connection. */
   readonly peerIp: string;
   readonly localIp: string;
@@ -160,7 +160,7 @@ export class FtpSession {
 
   constructor(
     id: number,
-    conn: NodeConn,
+    conn: NodeConn | TlsConn,
     peerIp: string,
     localIp: string,
     ctx: SessionContext,
@@ -308,7 +308,7 @@ export class FtpSession {
       if (this.#transfer) await this.#transfer.done;
       this.#data.close();
       this.#closed = true;
-      if (this.control instanceof NodeConn) await this.control.end(1000);
+      if (this.control instanceof NodeConn || this.control instanceof TlsConn) await this.control.end(1000);
       closeQuietly(this.control);
       log.info("session.close", { id: this.id, ip: this.peerIp, user: this.userName ?? undefined });
     }

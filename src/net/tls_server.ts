@@ -27,7 +27,7 @@
 
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { NodeConn } from "./node_conn.ts";
+import type { ByteConn } from "./byte_conn.ts";
 
 /** Certificate and key (PEM text) and protocol limits for {@link createServerTlsContext}. */
 export interface ServerTlsOptions {
@@ -74,11 +74,28 @@ export function createServerTlsContext(opts: ServerTlsOptions): ServerTlsContext
 }
 
 /**
- * A {@link ByteConn} over a server-side `TLSSocket`, in paused mode like {@link NodeConn}.
+ * Unread decrypted bytes a {@link TlsConn} holds before it pauses its socket.
  *
- * Unlike `NodeConn.write`, {@link TlsConn.write} resolves only once the TLS layer has consumed the bytes, so a
- * data transfer can refill the same buffer right after each write (the one-reused-buffer rule). Reads copy each
- * decrypted chunk into the caller's buffer and keep the remainder; node:tls allocates the decrypted chunks itself.
+ * @example
+ * ```ts
+ * console.log(TLS_READ_HIGH_WATER); // 1048576
+ * ```
+ */
+export const TLS_READ_HIGH_WATER = 1 << 20;
+
+/**
+ * A {@link ByteConn} over a server-side `TLSSocket`.
+ *
+ * Reads copy decrypted chunks into the caller's buffer and keep the remainder (node:tls allocates the decrypted
+ * chunks itself). This adapter uses the flowing mode (`'data'` events) instead of paused-mode `read()`, because
+ * Deno 2.9's server-side TLSSocket never reports the end of the stream (close_notify or FIN) in paused mode, nor
+ * when the end arrives while the socket is paused: an upload would never finish. So the socket is paused only when
+ * more than {@link TLS_READ_HIGH_WATER} bytes wait unread (a consumer slower than the network), and resumed below
+ * a quarter of it; memory per connection stays bounded, and in that overload case a lost end of stream is caught
+ * by the caller's stall timeout instead of hanging.
+ *
+ * {@link TlsConn.write} resolves once the TLS layer has consumed the bytes, so a data transfer can refill the same
+ * buffer right after each write (the one-reused-buffer rule).
  *
  * @example
  * ```ts
@@ -86,10 +103,10 @@ export function createServerTlsContext(opts: ServerTlsOptions): ServerTlsContext
  * const buf = new Uint8Array(64 * 1024);
  * const n = await conn.read(buf);
  * if (n !== null) await conn.write(buf.subarray(0, n));
- * await conn.shutdown();
+ * await conn.end(2000);
  * ```
  */
-export class TlsConn extends NodeConn {
+export class TlsConn implements ByteConn {
   /** The wrapped TLS socket. */
   readonly tlsSocket: tls.TLSSocket;
   readonly #remoteAddress: string;
@@ -97,9 +114,16 @@ export class TlsConn extends NodeConn {
   readonly #localAddress: string;
   readonly #reused: boolean;
   readonly #protocol: string | null;
+  readonly #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #paused = false;
+  #ended = false;
+  #closed = false;
+  #draining = false;
+  #error: Error | null = null;
+  #wake: (() => void) | null = null;
 
   constructor(socket: tls.TLSSocket, remote: { address: string; port: number; local: string }) {
-    super(socket);
     this.tlsSocket = socket;
     this.#remoteAddress = remote.address;
     this.#remotePort = remote.port;
@@ -107,10 +131,36 @@ export class TlsConn extends NodeConn {
     // Read once at handshake time: node:tls forgets both once the socket is destroyed.
     this.#reused = socket.isSessionReused();
     this.#protocol = socket.getProtocol?.() ?? null;
+    socket.on("data", (chunk: Uint8Array) => {
+      if (this.#draining || this.#closed) return;
+      this.#chunks.push(chunk);
+      this.#queued += chunk.length;
+      if (this.#queued > TLS_READ_HIGH_WATER && !this.#paused) {
+        this.#paused = true;
+        socket.pause();
+      }
+      this.#notify();
+    });
+    const onEnd = () => {
+      this.#ended = true;
+      this.#notify();
+    };
+    socket.on("end", onEnd);
+    socket.on("close", onEnd);
+    socket.on("error", (e: Error) => {
+      this.#error = e;
+      this.#notify();
+    });
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
   }
 
   /** The peer's address as seen at accept time (IPv4-mapped form normalised to plain IPv4); kept after close. */
-  override get remoteAddress(): string {
+  get remoteAddress(): string {
     return this.#remoteAddress;
   }
 
@@ -120,7 +170,7 @@ export class TlsConn extends NodeConn {
   }
 
   /** The local address the peer connected to; kept after close. */
-  override get localAddress(): string {
+  get localAddress(): string {
     return this.#localAddress;
   }
 
@@ -134,7 +184,7 @@ export class TlsConn extends NodeConn {
     return this.#reused;
   }
 
-  /** The negotiated protocol, e.g. "TLSv1.3", or null before the handshake. */
+  /** The negotiated protocol, e.g. "TLSv1.3", or null when unknown. */
   get protocol(): string | null {
     return this.#protocol;
   }
@@ -148,13 +198,39 @@ export class TlsConn extends NodeConn {
     }
   }
 
+  /** Reads into `buf`; resolves to the byte count, or `null` at the end of the stream or after close(). */
+  async read(buf: Uint8Array): Promise<number | null> {
+    for (;;) {
+      const head = this.#chunks[0];
+      if (head !== undefined) {
+        const n = Math.min(head.length, buf.length);
+        buf.set(n === head.length ? head : head.subarray(0, n));
+        if (n === head.length) this.#chunks.shift();
+        else this.#chunks[0] = head.subarray(n);
+        this.#queued -= n;
+        if (this.#paused && this.#queued < TLS_READ_HIGH_WATER / 4) {
+          this.#paused = false;
+          this.tlsSocket.resume();
+        }
+        return n;
+      }
+      if (this.#closed || this.#ended) return null;
+      if (this.#error) {
+        const code = (this.#error as { code?: string }).code;
+        if (code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT") return null;
+        throw this.#error;
+      }
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+
   /**
    * Writes all of `data` and resolves when the TLS layer has taken it, so the caller may reuse `data` at once.
    * Rejects when the connection fails or closes first.
    */
-  override write(data: Uint8Array): Promise<number> {
+  write(data: Uint8Array): Promise<number> {
     const s = this.tlsSocket;
-    if (s.destroyed || !s.writable) {
+    if (this.#closed || s.destroyed || !s.writable) {
       return Promise.reject(new Error("Write failed: the TLS connection is closed."));
     }
     return new Promise<number>((resolve, reject) => {
@@ -172,32 +248,54 @@ export class TlsConn extends NodeConn {
   }
 
   /**
-   * Ends the connection cleanly: sends TLS close_notify and FIN, waits up to `timeoutMs` for the socket to close
-   * (clients such as Python's ftplib wait for the close_notify), then destroys it. Safe to call after close().
+   * Ends the connection cleanly: sends TLS close_notify and FIN, discards what the peer still sends until it
+   * closes too (clients such as Python's ftplib wait for the close_notify), at most `timeoutMs`, then destroys it.
    */
-  async shutdown(timeoutMs = 2000): Promise<void> {
+  async end(timeoutMs = 2000): Promise<void> {
+    if (this.#closed) return;
     const s = this.tlsSocket;
-    if (s.destroyed) {
-      this.close();
-      return;
-    }
+    this.#draining = true;
+    this.#chunks.length = 0;
+    this.#queued = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
+      if (s.destroyed) return resolve();
+      // Once the peer has ended, wait only for our close_notify to be flushed; else for the peer to end too.
+      const peerDone = this.#ended;
+      const events = peerDone ? ["close", "finish", "error"] : ["close", "end", "error"];
       const done = () => {
-        s.off("close", done);
-        s.off("error", done);
+        for (const ev of events) s.off(ev, done);
         resolve();
       };
-      s.on("close", done);
-      s.on("error", done);
+      for (const ev of events) s.on(ev, done);
       timer = setTimeout(done, timeoutMs);
-      // Drain what the peer still sends (e.g. its own close_notify) so 'end' and 'close' can fire.
-      s.on("end", () => s.destroy());
       s.resume();
-      s.end();
+      try {
+        if (s.writableEnded) {
+          if (s.writableFinished) done();
+        } else {
+          s.end();
+        }
+      } catch {
+        done();
+      }
     });
     clearTimeout(timer);
     this.close();
+  }
+
+  /** Same as {@link TlsConn.end}. */
+  shutdown(timeoutMs = 2000): Promise<void> {
+    return this.end(timeoutMs);
+  }
+
+  /** Destroys the connection at once (no close_notify); pending reads resolve to null. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#chunks.length = 0;
+    this.tlsSocket.destroy();
+    this.#notify();
   }
 }
 

@@ -1,0 +1,169 @@
+/**
+ * FTPS with real clients: curl (explicit --ssl-reqd and implicit ftps://), lftp mirroring a tree both ways with
+ * ftp:ssl-force, and Python's ftplib.FTP_TLS with prot_p(). SHA-256 checks on every file.
+ */
+
+import assert from "node:assert/strict";
+import { run, sha256File, startFtps, writeRandom } from "./helpers/ftps_fixture.ts";
+import { findPeer, requirePeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
+
+const CURL = findPeer("curl");
+const LFTP = findPeer("lftp");
+const PYTHON = findPeer(SYSTEM_PYTHON);
+
+Deno.test({
+  name: "FTPS curl: explicit (--ssl-reqd) and implicit (ftps://) upload and download, session reuse required",
+  ignore: skipWithout(CURL),
+  fn: async () => {
+    const curl = requirePeer("curl");
+    const fx = await startFtps({ mode: "required", requireSessionReuse: true });
+    try {
+      const src = `${fx.dir}/src.bin`;
+      await writeRandom(src, 3 * 1024 * 1024 + 17);
+      const want = await sha256File(src);
+      const base = ["-sS", "--fail", "-k", "-u", "alice:secret", "--max-time", "60"];
+
+      let r = await run(curl, [...base, "--ssl-reqd", "-T", src, `ftp://127.0.0.1:${fx.port}/explicit.bin`]);
+      assert.equal(r.code, 0, r.out);
+      assert.equal(await sha256File(`${fx.root}/explicit.bin`), want);
+      r = await run(curl, [
+        ...base,
+        "--ssl-reqd",
+        "-o",
+        `${fx.dir}/e.out`,
+        `ftp://127.0.0.1:${fx.port}/explicit.bin`,
+      ]);
+      assert.equal(r.code, 0, r.out);
+      assert.equal(await sha256File(`${fx.dir}/e.out`), want);
+
+      r = await run(curl, [...base, "-T", src, `ftps://127.0.0.1:${fx.implicitPort}/implicit.bin`]);
+      assert.equal(r.code, 0, r.out);
+      assert.equal(await sha256File(`${fx.root}/implicit.bin`), want);
+      r = await run(curl, [
+        ...base,
+        "-o",
+        `${fx.dir}/i.out`,
+        `ftps://127.0.0.1:${fx.implicitPort}/implicit.bin`,
+      ]);
+      assert.equal(r.code, 0, r.out);
+      assert.equal(await sha256File(`${fx.dir}/i.out`), want);
+
+      // Active mode (curl is the TLS client on the connection the server opens).
+      r = await run(curl, [
+        ...base,
+        "--ssl-reqd",
+        "-P",
+        "127.0.0.1",
+        "-o",
+        `${fx.dir}/a.out`,
+        `ftp://127.0.0.1:${fx.port}/explicit.bin`,
+      ]);
+      assert.equal(r.code, 0, r.out);
+      assert.equal(await sha256File(`${fx.dir}/a.out`), want);
+
+      // Plain FTP is refused by a server that requires TLS.
+      r = await run(curl, [...base, "-o", `${fx.dir}/p.out`, `ftp://127.0.0.1:${fx.port}/explicit.bin`]);
+      assert.notEqual(r.code, 0);
+    } finally {
+      await fx.close();
+    }
+  },
+});
+
+async function makeTree(root: string): Promise<Map<string, string>> {
+  const sums = new Map<string, string>();
+  for (let d = 0; d < 3; d++) {
+    await Deno.mkdir(`${root}/dir${d}/sub`, { recursive: true });
+    for (let f = 0; f < 4; f++) {
+      const rel = f % 2 === 0 ? `dir${d}/file${f}.bin` : `dir${d}/sub/file${f}.bin`;
+      await writeRandom(`${root}/${rel}`, (d * 4 + f) * 7919 + (f === 3 ? 300_000 : 0));
+      sums.set(rel, await sha256File(`${root}/${rel}`));
+    }
+  }
+  return sums;
+}
+
+Deno.test({
+  name: "FTPS lftp: ssl-force + ssl-protect-data mirrors a tree both ways",
+  ignore: skipWithout(LFTP),
+  fn: async () => {
+    const lftp = requirePeer("lftp");
+    const fx = await startFtps({ mode: "required", requireSessionReuse: true });
+    try {
+      const local = `${fx.dir}/local`;
+      await Deno.mkdir(local);
+      const sums = await makeTree(local);
+      const settings =
+        "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; " +
+        "set net:max-retries 1; set net:timeout 20; set cmd:fail-exit true;";
+      const open = `open -u alice,secret -p ${fx.port} 127.0.0.1;`;
+      let r = await run(lftp, ["-c", `${settings} ${open} mirror -R ${local} up`]);
+      assert.equal(r.code, 0, r.out);
+      for (const [rel, sum] of sums) assert.equal(await sha256File(`${fx.root}/up/${rel}`), sum, rel);
+      const back = `${fx.dir}/back`;
+      r = await run(lftp, ["-c", `${settings} ${open} mirror up ${back}`]);
+      assert.equal(r.code, 0, r.out);
+      for (const [rel, sum] of sums) assert.equal(await sha256File(`${back}/${rel}`), sum, rel);
+    } finally {
+      await fx.close();
+    }
+  },
+});
+
+const PY_FTPS = `
+import ftplib, ssl, os, hashlib, sys
+HOST = os.environ["FTP_HOST"]; PORT = int(os.environ["FTP_PORT"]); SRC = os.environ["SRC"]
+REUSE = os.environ.get("REUSE") == "1"
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control connection's TLS session."""
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+cls = ReusingFTP_TLS if REUSE else ftplib.FTP_TLS
+f = cls(context=ctx, timeout=30)
+f.connect(HOST, PORT)
+f.auth()
+f.login("alice", "secret")
+f.prot_p()
+with open(SRC, "rb") as fh:
+    f.storbinary("STOR py.bin", fh)
+h = hashlib.sha256()
+f.retrbinary("RETR py.bin", h.update)
+names = f.nlst()
+assert "py.bin" in names, names
+f.quit()
+print(h.hexdigest())
+`;
+
+Deno.test({
+  name:
+    "FTPS Python ftplib.FTP_TLS prot_p(): plain FTP_TLS with reuse off, session-passing subclass with reuse on",
+  ignore: skipWithout(PYTHON),
+  fn: async () => {
+    for (const reuse of [false, true]) {
+      const fx = await startFtps({ mode: "required", requireSessionReuse: reuse });
+      try {
+        const src = `${fx.dir}/py-src.bin`;
+        await writeRandom(src, 1024 * 1024 + 3);
+        const want = await sha256File(src);
+        const script = `${fx.dir}/ftps.py`;
+        await Deno.writeTextFile(script, PY_FTPS);
+        const r = await run(SYSTEM_PYTHON, [script], {
+          env: { FTP_HOST: "127.0.0.1", FTP_PORT: String(fx.port), SRC: src, REUSE: reuse ? "1" : "0" },
+        });
+        assert.equal(r.code, 0, r.out);
+        assert.equal(r.out.trim().split("\n").at(-1), want);
+        assert.equal(await sha256File(`${fx.root}/py.bin`), want);
+      } finally {
+        await fx.close();
+      }
+    }
+  },
+});
