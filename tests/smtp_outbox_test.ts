@@ -199,6 +199,25 @@ Deno.test("outbox: open() removes unacknowledged temp files and stale markers, k
   }
 });
 
+/** Resolves `p`, or fails the test when `child` exits first or `ms` pass: no wait in these tests is unbounded. */
+async function within<T>(p: Promise<T>, what: string, child?: Deno.ChildProcess, ms = 120_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Test gave up: ${what} did not happen within ${ms / 1000} s.`)),
+      ms,
+    );
+  });
+  const exited = child
+    ? child.status.then((st) => Promise.reject(new Error(`Worker exited (code ${st.code}) before ${what}.`)))
+    : new Promise<never>(() => {});
+  try {
+    return await Promise.race([p, limit, exited]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function spawnWorker(dir: string, port: number): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -238,13 +257,13 @@ Deno.test("outbox: kill -9 of the worker after the marker fsync, before the 250:
     const outbox = await Outbox.open(opts(dir));
     const id = await outbox.enqueue({ to: ["me@example.com"], subject: "kill -9", text: "exactly once?" });
     const first = spawnWorker(dir, port);
-    await dotSeen;
+    await within(dotSeen, "the final dot", first);
     assert.ok((await names(`${dir}/queue`)).includes(`${id}.sending`), "marker fsynced before the final dot");
     first.kill("SIGKILL");
     await first.status;
     release();
     const second = spawnWorker(dir, port);
-    const st = await second.status;
+    const st = await within(second.status, "the second worker's exit");
     assert.equal(st.code, 0);
     assert.equal(received.length, 2, "the server saw the message twice: at most twice");
     assert.equal(srv.messages.length, 1, "acknowledged once");
@@ -282,13 +301,13 @@ Deno.test("outbox: kill -9 of the worker in the middle of the body: delivered ex
       attachments: [{ filename: "big.bin", path: file }],
     });
     const first = spawnWorker(dir, port);
-    await inBody;
+    await within(inBody, "the first body line", first);
     assert.ok(!(await names(`${dir}/queue`)).includes(`${id}.sending`), "no marker before the body is sent");
     first.kill("SIGKILL");
     await first.status;
     release();
     const second = spawnWorker(dir, port);
-    assert.equal((await second.status).code, 0);
+    assert.equal((await within(second.status, "the second worker's exit")).code, 0);
     assert.equal(srv.messages.length, 1, "exactly once");
     assert.deepEqual(await names(`${dir}/queue`), []);
   });

@@ -25,7 +25,8 @@ const worker = new DeliveryWorker(
   clientOptions(Number(port), { replyTimeoutMs: 60_000, dataTimeoutMs: 60_000 }),
 );
 console.log("started");
-for (let i = 0; i < 300; i++) {
+const deadline = Date.now() + 90_000;
+for (let i = 0; i < 300 && Date.now() < deadline; i++) {
   await worker.runOnce();
   if (await outbox.pendingCount() === 0) break;
   await new Promise((r) => setTimeout(r, 100));
