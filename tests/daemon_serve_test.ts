@@ -93,7 +93,7 @@ from = "pi@example.com"
 [outbox]
 retry_min = "1s"
 retry_max = "2s"
-poll_interval = "1s"
+poll_interval = "1h"           # the queue watcher, not the poll, must pick up sendmail mail
 
 [alerts]
 to = ["owner@example.com"]
@@ -144,6 +144,21 @@ Deno.test({
       const [alert] = await sink.waitFor(1, 30_000);
       assert.match(alert.subject ?? "", /ALERT freezer 3\.5/);
 
+      // 1b. Mail queued by `outpost sendmail` (as cron does) goes out at once, not at the next poll.
+      const sendmail = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", MAIN, "sendmail", "-C", cfgPath, "-t", "-oi"],
+        stdin: "piped",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      const w = sendmail.stdin.getWriter();
+      await w.write(new TextEncoder().encode("To: cron@example.com\nSubject: cron output\n\nbackup done\n"));
+      await w.close();
+      const sm = await sendmail.output();
+      assert.equal(sm.code, 0, new TextDecoder().decode(sm.stderr));
+      const mails = await sink.waitFor(2, 30_000);
+      assert.ok(mails.some((m) => m.subject === "cron output"), mails.map((m) => m.subject).join("\n"));
+
       // 2. SIGHUP with a broken config: refused, FTP still answers.
       await Deno.writeTextFile(cfgPath, good.replace("port = " + port, "port = 99999"));
       d.child.kill("SIGHUP");
@@ -167,7 +182,7 @@ Deno.test({
       await Deno.writeTextFile(cfgPath, good);
       d = new Daemon(cfgPath);
       await d.waitFor("FTP listening");
-      const all = await sink.waitFor(2, 30_000);
+      const all = await sink.waitFor(3, 30_000);
       assert.ok(all.some((m) => /unclean stop/.test(m.subject ?? "")), all.map((m) => m.subject).join("\n"));
       assert.equal(
         all.filter((m) => /ALERT freezer/.test(m.subject ?? "")).length,

@@ -39,6 +39,7 @@ export class OutpostDaemon {
   #outbox: Outbox | null = null;
   #worker: DeliveryWorker | null = null;
   #monitor: AlertMonitor | null = null;
+  #watcher: Deno.FsWatcher | null = null;
 
   private constructor(config: OutpostConfig) {
     this.#config = config;
@@ -83,6 +84,7 @@ export class OutpostDaemon {
     if (cfg.smtp) {
       this.#worker = new DeliveryWorker(this.#outbox, cfg.smtp);
       this.#worker.start();
+      this.#watchQueue(this.#outbox.queueDir, this.#worker);
     } else {
       this.#outbox.setDefaults({ from: `outpost@${cfg.device.name}.local`, domain: cfg.device.name });
       log.warn("smtp.unconfigured", { note: "mail is kept in the outbox until [smtp] is configured" });
@@ -110,6 +112,30 @@ export class OutpostDaemon {
       sensors: cfg.alerts.sensors.length,
       rules: cfg.alerts.rules.length,
     });
+  }
+
+  /**
+   * Wakes the worker as soon as another process (`outpost sendmail` from cron) renames a message into the queue,
+   * instead of at the next poll. inotify costs nothing while idle; the poll stays as the fallback.
+   */
+  #watchQueue(dir: string, worker: DeliveryWorker): void {
+    try {
+      const watcher = Deno.watchFs(dir, { recursive: false });
+      this.#watcher = watcher;
+      (async () => {
+        for await (const ev of watcher) {
+          if (
+            (ev.kind === "create" || ev.kind === "rename" || ev.kind === "modify") &&
+            ev.paths.some((p) => p.endsWith(".msg"))
+          ) worker.kick();
+        }
+      })().catch((e) => log.warn("outbox.watch_ended", { reason: (e as Error).message }));
+    } catch (e) {
+      log.warn("outbox.watch_unavailable", {
+        reason: (e as Error).message,
+        note: "the worker polls instead",
+      });
+    }
   }
 
   /** The alert monitor's view of the outbox and worker. */
@@ -164,6 +190,8 @@ export class OutpostDaemon {
     this.#ftp = null;
     this.#monitor = null;
     this.#worker = null;
+    this.#watcher?.close();
+    this.#watcher = null;
     await Promise.allSettled([
       ftp?.close({ graceMs }),
       monitor?.stop(),
