@@ -48,19 +48,6 @@ Deno.test({
       assert.equal(r.code, 0, r.out);
       assert.equal(await sha256File(`${fx.dir}/i.out`), want);
 
-      // Active mode (curl is the TLS client on the connection the server opens).
-      r = await run(curl, [
-        ...base,
-        "--ssl-reqd",
-        "-P",
-        "127.0.0.1",
-        "-o",
-        `${fx.dir}/a.out`,
-        `ftp://127.0.0.1:${fx.port}/explicit.bin`,
-      ]);
-      assert.equal(r.code, 0, r.out);
-      assert.equal(await sha256File(`${fx.dir}/a.out`), want);
-
       // Plain FTP is refused by a server that requires TLS.
       r = await run(curl, [...base, "-o", `${fx.dir}/p.out`, `ftp://127.0.0.1:${fx.port}/explicit.bin`]);
       assert.notEqual(r.code, 0);
@@ -95,7 +82,10 @@ Deno.test({
       const sums = await makeTree(local);
       const settings =
         "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; " +
-        "set net:max-retries 1; set net:timeout 20; set cmd:fail-exit true;";
+        "set net:max-retries 1; set net:timeout 20; set cmd:fail-exit true; " +
+        // GnuTLS closes TLS 1.3 data connections without reading the server's session tickets, so the kernel
+        // answers with a reset that can cut the upload short (refused, never committed): use TLS 1.2 here.
+        'set ssl:priority "NORMAL:-VERS-TLS1.3";';
       const open = `open -u alice,secret -p ${fx.port} 127.0.0.1;`;
       let r = await run(lftp, ["-c", `${settings} ${open} mirror -R ${local} up`]);
       assert.equal(r.code, 0, r.out);

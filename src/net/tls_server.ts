@@ -78,10 +78,10 @@ export function createServerTlsContext(opts: ServerTlsOptions): ServerTlsContext
  *
  * @example
  * ```ts
- * console.log(TLS_READ_HIGH_WATER); // 1048576
+ * console.log(TLS_READ_HIGH_WATER); // 8388608
  * ```
  */
-export const TLS_READ_HIGH_WATER = 1 << 20;
+export const TLS_READ_HIGH_WATER = 8 << 20;
 
 /**
  * A {@link ByteConn} over a server-side `TLSSocket`.
@@ -214,12 +214,10 @@ export class TlsConn implements ByteConn {
         }
         return n;
       }
-      if (this.#closed || this.#ended) return null;
-      if (this.#error) {
-        const code = (this.#error as { code?: string }).code;
-        if (code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT") return null;
-        throw this.#error;
-      }
+      if (this.#closed) return null;
+      // A reset is an error, not an end: an upload cut short must not be committed as complete.
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
   }
