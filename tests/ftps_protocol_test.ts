@@ -280,3 +280,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test("FTPS config: [ftp.tls] is read and validated", async () => {
+  const { Section } = await import("../src/config/section.ts");
+  const { readFtpConfig } = await import("../src/ftp/ftp_config.ts");
+  const problems: string[] = [];
+  const o = readFtpConfig(
+    new Section(
+      { tls: { mode: "required", implicit_port: 990, require_tls_session_reuse: false } },
+      "ftp",
+      problems,
+    ),
+  );
+  assert.deepEqual(problems, []);
+  assert.equal(o.tls?.mode, "required");
+  assert.equal(o.tls?.implicitPort, 990);
+  assert.equal(o.tls?.requireSessionReuse, false);
+  const p2: string[] = [];
+  readFtpConfig(new Section({ tls: { mode: "sometimes", cert: "/c.pem", bogus: 1 } }, "ftp", p2));
+  assert.ok(p2.some((p) => p.startsWith("ftp.tls.mode:")), p2.join("\n"));
+  assert.ok(p2.some((p) => p.startsWith("ftp.tls.key: cert and key must be given together")), p2.join("\n"));
+  assert.ok(p2.some((p) => p.startsWith("ftp.tls.bogus: unknown key")), p2.join("\n"));
+  const p3: string[] = [];
+  assert.equal(readFtpConfig(new Section({}, "ftp", p3)).tls?.mode, "off");
+});

@@ -48,6 +48,7 @@ import { Accounts, type FtpUser } from "./accounts.ts";
 import { cidrContains, normalizeIp, parsePortRange } from "./address.ts";
 import { defaultFtpServerOptions, type FtpServerOptions } from "./ftp_server.ts";
 import { parsePermissions } from "./ftp_file_system.ts";
+import { readFtpTlsConfig } from "./ftps.ts";
 
 /** The FTP part of the config: whether to run it, and the server options. */
 export interface FtpConfig {
@@ -183,6 +184,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
     }),
   };
   limits.finish();
+  options.tls = readFtpTlsConfig(ftp.section("tls"));
   ftp.finish();
   return { enabled, options };
 }
