@@ -121,6 +121,9 @@ function uniq(xs: string[]): string[] {
   return [...new Set(xs)];
 }
 
+/** FTP data folder that every generated unit allows writes to (the board templates' suggested user root). */
+export const FTP_DATA_DIR = "/srv/ftp";
+
 /**
  * Generates the units for `config` on a board with `profile`.
  *
@@ -135,7 +138,10 @@ export function makeUnits(
   profile: BoardProfile,
   paths: BoardPaths = DEFAULT_BOARD_PATHS,
 ): GeneratedUnits {
-  const perms = derivePermissions({ ...config, path: paths.configPath });
+  const derived = derivePermissions({ ...config, path: paths.configPath });
+  // FTP data under /srv/ftp is always writable, so users added on the boot partition after flashing (the template
+  // suggests root = "/srv/ftp") work without rebuilding the unit. Other roots need a regenerated unit.
+  const perms = { ...derived, dataDirs: uniq([...derived.dataDirs, FTP_DATA_DIR]) };
   const p = paths.prefix;
   const deno = `${p}/bin/deno`;
   const caps = perms.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";

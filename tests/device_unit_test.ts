@@ -133,7 +133,7 @@ Deno.test("device unit: the bind capability only below port 1024, and the harden
   assert.match(low, /^WatchdogSec=\d+s$/m);
   assert.match(
     low,
-    /^ReadWritePaths=-\/var\/lib\/outpost -\/srv\/outpost\/alice -\/var\/log\/outpost\/xferlog$/m,
+    /^ReadWritePaths=-\/var\/lib\/outpost -\/srv\/outpost\/alice -\/srv\/ftp -\/var\/log\/outpost\/xferlog$/m,
   );
   assert.match(
     low,
