@@ -30,7 +30,7 @@ class Daemon {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", OUTPOST_LOG: "on" },
     }).spawn();
     const collect = async (s: ReadableStream<Uint8Array>) => {
       const dec = new TextDecoder();
