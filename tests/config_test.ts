@@ -77,3 +77,16 @@ Deno.test("config: durations and sizes", () => {
   assert.equal(parseSize("10MB"), 10_000_000);
   assert.equal(parseSize("ten"), null);
 });
+
+Deno.test("config: the FTPS certificate folder defaults to <state_dir>/tls", () => {
+  const cfg = parseConfig(
+    '[device]\nstate_dir = "/data/state"\n[ftp.tls]\nmode = "optional"\n',
+    "/etc/outpost.toml",
+  );
+  assert.equal(cfg.ftp?.tls?.certDir, "/data/state/tls");
+  const own = parseConfig(
+    '[ftp.tls]\nmode = "optional"\ncert_dir = "/etc/outpost/tls"\n',
+    "/etc/outpost.toml",
+  );
+  assert.equal(own.ftp?.tls?.certDir, "/etc/outpost/tls");
+});

@@ -117,6 +117,11 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
   for (const read of readers) read(root);
   root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
+  const ftpDoc = document.ftp as { tls?: { cert_dir?: unknown } } | undefined;
+  if (ftpSection.options.tls && ftpDoc?.tls?.cert_dir === undefined) {
+    // The self-signed FTPS pair lives with the rest of the state unless the file says otherwise.
+    ftpSection.options.tls.certDir = `${device.stateDir}/tls`;
+  }
   return {
     path: path ?? null,
     device,
