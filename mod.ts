@@ -1,20 +1,74 @@
 /**
  * outpost: an allocation-conscious FTP server, SMTP client and alert monitor for small ARM boards.
  *
- * This module is the library's public API.
+ * This module is the library's public API: the FTP server, the SMTP client with its durable outbox, the alert
+ * monitor, the config loader, and the daemon that runs them together. The `outpost` command
+ * (`src/cli/main.ts`) is built on exactly these exports.
  *
  * @example
  * ```ts
- * import { LineReader } from "./mod.ts";
+ * import { Accounts, defaultFtpServerOptions, FtpServer, hashPassword, READ_ONLY } from "./mod.ts";
+ *
+ * const accounts = new Accounts({
+ *   users: [{ name: "pi", passwordHash: await hashPassword("secret"), root: "/srv/ftp", perms: READ_ONLY }],
+ *   anonymous: null,
+ * });
+ * const server = new FtpServer({ ...defaultFtpServerOptions(accounts), hostname: "127.0.0.1", port: 2121 });
+ * await server.listen();
  * ```
  *
  * @module
  */
 
+// Shared line and connection I/O.
 export { closeQuietly, writeAll } from "./src/net/byte_conn.ts";
 export type { ByteConn } from "./src/net/byte_conn.ts";
 export { LineReader, LineTooLongError } from "./src/net/line_reader.ts";
 export type { LineReaderOptions } from "./src/net/line_reader.ts";
 export { formatLogLine, Logger, setLogSink } from "./src/log/logger.ts";
 export type { LogSink, LogValue } from "./src/log/logger.ts";
+
+// Config.
+export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/config/config.ts";
+export type { DeviceConfig, OutpostConfig } from "./src/config/config.ts";
 export { ConfigError, parseDuration, parseSize, Section } from "./src/config/section.ts";
+export { checkPasswordHash, hashPassword, verifyPassword } from "./src/config/password.ts";
+
+// FTP server.
+export { defaultFtpServerOptions, FtpServer } from "./src/ftp/ftp_server.ts";
+export type { FtpServerOptions } from "./src/ftp/ftp_server.ts";
+export { Accounts } from "./src/ftp/accounts.ts";
+export type { AccountsOptions, FtpUser } from "./src/ftp/accounts.ts";
+export {
+  FtpFileSystem,
+  FtpFsError,
+  FULL_ACCESS,
+  parsePermissions,
+  READ_ONLY,
+} from "./src/ftp/ftp_file_system.ts";
+export type { FtpFileInfo, FtpPermissions, FtpUpload } from "./src/ftp/ftp_file_system.ts";
+export { readFtpConfig } from "./src/ftp/ftp_config.ts";
+export { certificateFingerprint, ensureCertificate } from "./src/net/certificate.ts";
+
+// SMTP client, messages and the durable outbox.
+export { deliver, SmtpClient, SmtpError } from "./src/smtp/smtp_client.ts";
+export type { SmtpClientOptions, SmtpReply, SmtpSecurity, SmtpStage } from "./src/smtp/smtp_client.ts";
+export { HeaderInjectionError, prepareMessage } from "./src/smtp/mail_message.ts";
+export type { MailAttachment, MailMessage, MessageDefaults } from "./src/smtp/mail_message.ts";
+export { Outbox, OutboxFullError } from "./src/smtp/outbox.ts";
+export type { OutboxOptions } from "./src/smtp/outbox.ts";
+export { DeliveryWorker } from "./src/smtp/delivery_worker.ts";
+export { readOutboxConfig, readSmtpConfig } from "./src/smtp/smtp_config.ts";
+
+// Alerts.
+export { AlertMonitor } from "./src/alerts/monitor.ts";
+export type { AlertMailer, AlertMonitorOptions } from "./src/alerts/monitor.ts";
+export { readAlertsConfig } from "./src/alerts/alerts_config.ts";
+export type { AlertsConfig, RuleConfig, SensorConfig } from "./src/alerts/alerts_config.ts";
+export { discoverSensors } from "./src/alerts/sensor_discovery.ts";
+export { stepRule } from "./src/alerts/rule_engine.ts";
+export { loadBoardProfile, renderBoardConfig } from "./src/alerts/board_profiles.ts";
+
+// The daemon.
+export { OutpostDaemon } from "./src/daemon/outpost_daemon.ts";
+export { SystemdNotifier } from "./src/daemon/systemd_notify.ts";
