@@ -63,11 +63,33 @@ export { readOutboxConfig, readSmtpConfig } from "./src/smtp/smtp_config.ts";
 // Alerts.
 export { AlertMonitor } from "./src/alerts/monitor.ts";
 export type { AlertMailer, AlertMonitorOptions } from "./src/alerts/monitor.ts";
-export { readAlertsConfig } from "./src/alerts/alerts_config.ts";
-export type { AlertsConfig, RuleConfig, SensorConfig } from "./src/alerts/alerts_config.ts";
+export { readAlertsConfig, SENSOR_TYPES } from "./src/alerts/alerts_config.ts";
+export type {
+  AlertsConfig,
+  ReadAlertsOptions,
+  RuleConfig,
+  SensorConfig,
+  SensorType,
+} from "./src/alerts/alerts_config.ts";
+export type { AlertState, AlertStateStore, DigestState } from "./src/alerts/alert_state.ts";
 export { discoverSensors } from "./src/alerts/sensor_discovery.ts";
+export type { DiscoveredSensor } from "./src/alerts/sensor_discovery.ts";
 export { stepRule } from "./src/alerts/rule_engine.ts";
+export type {
+  AlertEvent,
+  RuleSpec,
+  RuleState,
+  RuleStep,
+  RuleWindow,
+  Sample,
+  SensorHealthState,
+  Severity,
+} from "./src/alerts/rule_engine.ts";
+export { THROTTLE_BITS } from "./src/alerts/sensor_readers.ts";
+export type { FileFingerprint, ThrottleFlag } from "./src/alerts/sensor_readers.ts";
+export type { MailTemplates } from "./src/alerts/templates.ts";
 export { loadBoardProfile, renderBoardConfig } from "./src/alerts/board_profiles.ts";
+export type { BoardProfile } from "./src/alerts/board_profiles.ts";
 
 // The daemon.
 export { OutpostDaemon } from "./src/daemon/outpost_daemon.ts";

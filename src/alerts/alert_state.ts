@@ -11,7 +11,14 @@ import type { AlertEvent, RuleState, SensorHealthState } from "./rule_engine.ts"
 import type { FileFingerprint } from "./sensor_readers.ts";
 import { Logger } from "../log/logger.ts";
 
-/** Events held back while mail delivery is failing, to be sent as one digest. */
+/**
+ * Events held back while mail delivery is failing, to be sent as one digest.
+ *
+ * @example
+ * ```ts
+ * const d = emptyAlertState().digest; // { firstSent: false, events: [], dropped: 0 }
+ * ```
+ */
 export interface DigestState {
   /** The first event of the current outage was already enqueued on its own. */
   firstSent: boolean;
@@ -21,11 +28,23 @@ export interface DigestState {
   dropped: number;
 }
 
-/** Everything the monitor persists. */
+/**
+ * Everything the monitor persists.
+ *
+ * @example
+ * ```ts
+ * const state = emptyAlertState();
+ * state.rules["cpu_above"]; // undefined until the rule first sees a sample
+ * ```
+ */
 export interface AlertState {
+  /** Format version of the state file; a file with another version is ignored. */
   version: 1;
+  /** Per-rule engine state, keyed by rule id. */
   rules: Record<string, RuleState>;
+  /** Per-sensor read health and, for `file_changed` sensors, the last fingerprint; keyed by sensor name. */
   sensors: Record<string, { health: SensorHealthState; fingerprint: FileFingerprint | null }>;
+  /** Events held back for the next digest mail. */
   digest: DigestState;
   /** Events that could not be handed to the outbox yet (e.g. its disk was full); retried on the next poll. */
   unsent: AlertEvent[];
@@ -62,11 +81,13 @@ const log = new Logger("alerts");
  * ```
  */
 export class AlertStateStore {
+  /** The state file's path. */
   readonly path: string;
   /** Number of times the file was actually written (tests check it stays small). */
   writes = 0;
   #last: string | null = null;
 
+  /** Creates a store for the JSON file at `path`; nothing is read until {@link AlertStateStore.load}. */
   constructor(path: string) {
     this.path = path;
   }

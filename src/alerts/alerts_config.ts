@@ -12,7 +12,14 @@ import type { RuleSpec, Severity } from "./rule_engine.ts";
 import { DEFAULT_TEMPLATES, type MailTemplates, unknownVariables } from "./templates.ts";
 import { THROTTLE_BITS, type ThrottleFlag } from "./sensor_readers.ts";
 
-/** The sensor kinds outpost can read. */
+/**
+ * The sensor kinds outpost can read: the values allowed for `type` in a `[sensors.<name>]` table.
+ *
+ * @example
+ * ```ts
+ * const ok = (SENSOR_TYPES as readonly string[]).includes("thermal"); // true
+ * ```
+ */
 export const SENSOR_TYPES = [
   "thermal",
   "hwmon",
@@ -27,27 +34,47 @@ export const SENSOR_TYPES = [
   "rpi_throttled",
 ] as const;
 
-/** One of {@link SENSOR_TYPES}. */
+/**
+ * One of {@link SENSOR_TYPES}.
+ *
+ * @example
+ * ```ts
+ * const t: SensorType = "disk";
+ * ```
+ */
 export type SensorType = typeof SENSOR_TYPES[number];
 
-/** One `[sensors.<name>]` table, resolved. Which selector fields are set depends on `type`. */
+/**
+ * One `[sensors.<name>]` table, resolved. Which selector fields are set depends on `type`.
+ *
+ * @example
+ * ```ts
+ * const cpu = readSensorConfig("cpu", sec, { intervalMs: 60_000, failAfter: 3 });
+ * console.log(cpu.type, cpu.zone, cpu.unit); // "thermal" "0" "°C"
+ * ```
+ */
 export interface SensorConfig {
+  /** The table's name (`cpu` in `[sensors.cpu]`): letters, digits, `_`, `-` and `.`; rules refer to it. */
   name: string;
+  /** What kind of sensor this is; decides which of the selector fields below are read. */
   type: SensorType;
   /** Explicit file path (sysfs attribute, number file, w1_slave, disk path, watched file). */
   path: string | null;
   /** thermal: zone `type` name (e.g. "cpu-thermal") or index ("0"). */
   zone: string | null;
-  /** hwmon: chip `name` (e.g. "rpi_volt") and attribute (e.g. "in0_lcrit_alarm"). */
+  /** hwmon: chip `name` (e.g. "rpi_volt"); set with {@link SensorConfig.input} unless `path` is set. */
   chip: string | null;
+  /** hwmon: the chip's attribute (e.g. "in0_lcrit_alarm", "temp1_input"); also picks the default unit. */
   input: string | null;
-  /** iio: device `name` and channel prefix (e.g. "in_temp", "in_voltage0"). */
+  /** iio: device `name`; set with {@link SensorConfig.channel} unless `path` is set. */
   device: string | null;
+  /** iio: channel prefix (e.g. "in_temp", "in_voltage0"); `_raw`, `_scale` and `_offset` are appended. */
   channel: string | null;
   /** w1: 1-Wire id such as "28-0316a2795aff"; null = the first DS18B20 found. */
   id: string | null;
   /** command: argv (a string is run with /bin/sh -c). */
   command: string[] | null;
+  /** command: how long the command may run before it is killed and the read fails, in ms (default 5000). */
   timeoutMs: number;
   /** disk: "free_percent" | "free_mb"; memory: "available_mb" | "available_percent". */
   measure: string | null;
@@ -55,29 +82,55 @@ export interface SensorConfig {
   minutes: 1 | 5 | 15;
   /** rpi_throttled: which flag. */
   flag: ThrottleFlag;
+  /** Unit shown in mails (e.g. "°C", "V", "%"); defaults from the type, hwmon input and measure. */
   unit: string;
-  /** value = raw * scale + offset (after the type's own conversion). */
+  /** value = raw * scale + offset (after the type's own conversion); default 1. */
   scale: number;
+  /** Added after scaling (see {@link SensorConfig.scale}); default 0. */
   offset: number;
+  /** Decimal places shown in mails, 0 to 6 (default 2). */
   decimals: number;
+  /** How often the sensor is read, in ms (default: `[alerts] interval`). */
   intervalMs: number;
+  /** Consecutive failed reads before a sensor-error mail is sent (default: `[alerts] fail_after`). */
   failAfter: number;
   /** Read failures are logged, never mailed (for board defaults such as undervoltage "if readable"). */
   optional: boolean;
 }
 
-/** One `[[rules]]` entry: the engine spec plus recipients and templates. */
+/**
+ * One `[[rules]]` entry: the engine spec plus recipients and templates.
+ *
+ * @example
+ * ```ts
+ * const cfg = readAlertsConfig(root);
+ * for (const rule of cfg.rules) console.log(rule.id, rule.direction, rule.threshold, rule.to.join(", "));
+ * ```
+ */
 export interface RuleConfig extends RuleSpec {
+  /** Recipients of this rule's mails; defaults to `[alerts] to`. */
   to: string[];
+  /** Subject and body templates for alert, reminder and recovery mails (`[alerts.templates]` filled in). */
   templates: MailTemplates;
 }
 
-/** Everything the alert monitor needs from the config. */
+/**
+ * Everything the alert monitor needs from the config.
+ *
+ * @example
+ * ```ts
+ * const cfg = readAlertsConfig(root);
+ * if (cfg.enabled) console.log(`${cfg.sensors.length} sensors, ${cfg.rules.length} rules`);
+ * ```
+ */
 export interface AlertsConfig {
+  /** Whether the monitor runs at all (default true). */
   enabled: boolean;
   /** Default recipients (rules without `to`, sensor errors, digests). */
   to: string[];
+  /** Default read interval of every sensor, in ms (default 60 000, at least 100). */
   intervalMs: number;
+  /** Default number of consecutive failed reads before a sensor-error mail (default 3). */
   failAfter: number;
   /** Prefix for /sys and /proc paths (tests point it at a fake tree). */
   sysfsRoot: string;
@@ -85,12 +138,23 @@ export interface AlertsConfig {
   stateFile: string | null;
   /** Bundle events into one mail while delivery is failing. */
   digest: boolean;
+  /** Default mail templates (`[alerts.templates]` over the built-in ones) that rules start from. */
   templates: MailTemplates;
+  /** Every `[sensors.<name>]` table, in config order. */
   sensors: SensorConfig[];
+  /** Every `[[rules]]` entry, in config order, with unique ids. */
   rules: RuleConfig[];
 }
 
-/** Options for {@link readAlertsConfig}. */
+/**
+ * Options for {@link readAlertsConfig}.
+ *
+ * @example
+ * ```ts
+ * // Board profiles define rules without recipients; the user's config supplies them later.
+ * const profile = readAlertsConfig(root, { requireRecipients: false });
+ * ```
+ */
 export interface ReadAlertsOptions {
   /** Require every rule to have recipients; default: when alerts are enabled (profiles pass false). */
   requireRecipients?: boolean;

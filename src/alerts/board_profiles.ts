@@ -12,11 +12,21 @@ import { parse as parseToml } from "smol-toml";
 import { ConfigError, Section } from "../config/section.ts";
 import { type AlertsConfig, readAlertsConfig } from "./alerts_config.ts";
 
-/** One board profile. */
+/**
+ * One board profile: a `boards/<id>.toml` file with the board's facts, sensors and default rules.
+ *
+ * @example
+ * ```ts
+ * const pi4 = await loadBoardProfile("rpi4");
+ * console.log(pi4.name, pi4.ramMb, pi4.alerts.sensors.map((s) => s.name));
+ * ```
+ */
 export interface BoardProfile {
+  /** The profile's id: its file name without `.toml` (e.g. "rpi4"). */
   id: string;
   /** Human name ("Raspberry Pi 4 Model B"). */
   name: string;
+  /** CPU architecture of the image built for the board. */
   arch: "arm64" | "armhf" | "amd64";
   /** Smallest RAM of the board's variants, in MB. */
   ramMb: number;
@@ -34,7 +44,14 @@ export interface BoardProfile {
   alertsToml: string;
 }
 
-/** The folder holding the profiles: `$OUTPOST_BOARDS_DIR`, else `boards/` next to `src/`. */
+/**
+ * The folder holding the profiles: `$OUTPOST_BOARDS_DIR`, else `boards/` next to `src/`.
+ *
+ * @example
+ * ```ts
+ * const ids = await listBoardProfiles(boardsDir());
+ * ```
+ */
 export function boardsDir(): string {
   const env = Deno.env.get("OUTPOST_BOARDS_DIR");
   if (env) return env;
@@ -108,7 +125,7 @@ export function parseBoardProfile(text: string, source: string): BoardProfile {
  * console.log(rpi.v8MaxOldSpaceMb); // 64
  * ```
  */
-export async function loadBoardProfile(id: string, dir = boardsDir()): Promise<BoardProfile> {
+export async function loadBoardProfile(id: string, dir: string = boardsDir()): Promise<BoardProfile> {
   if (!/^[a-z0-9-]+$/.test(id)) {
     throw new ConfigError([`board: "${id}" is not a profile id`], "board profile");
   }

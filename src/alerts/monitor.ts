@@ -42,16 +42,37 @@ import { Logger } from "../log/logger.ts";
  * ```
  */
 export interface AlertMailer {
+  /**
+   * Stores one mail durably and resolves to its outbox id; rejects when it cannot (e.g. the disk is full), and
+   * the monitor keeps the event to retry on the next poll. `tag` names the rule or sensor the mail is about.
+   */
   enqueue(
     msg: { to: string[]; subject: string; text: string },
     opts: { critical: boolean; tag: string },
   ): Promise<string>;
+  /** True while delivery is failing; the monitor then bundles further events into one digest. */
   deliveryFailing(): boolean;
 }
 
-/** Options for {@link AlertMonitor.open}. */
+/**
+ * Options for {@link AlertMonitor.open}.
+ *
+ * @example
+ * ```ts
+ * const opts: AlertMonitorOptions = {
+ *   config: readAlertsConfig(root),
+ *   mailer,
+ *   stateFile: "/var/lib/outpost/alerts.json",
+ *   host: "pi-freezer",
+ *   board: "rpi4",
+ * };
+ * const monitor = await AlertMonitor.open(opts);
+ * ```
+ */
 export interface AlertMonitorOptions {
+  /** The `[alerts]`, `[sensors.*]` and `[[rules]]` config. */
   config: AlertsConfig;
+  /** Where alert mails are enqueued. */
   mailer: AlertMailer;
   /** The state file (the daemon passes `config.stateFile ?? <state_dir>/alerts.json`). */
   stateFile: string;
@@ -59,7 +80,7 @@ export interface AlertMonitorOptions {
   host: string;
   /** Board profile id. */
   board: string;
-  /** Clock (tests may replace it). */
+  /** Clock in ms since the epoch (default `Date.now`; tests may replace it). */
   now?: () => number;
 }
 
@@ -89,7 +110,9 @@ const STATE_WORD: Record<AlertEvent["kind"], string> = {
  * ```
  */
 export class AlertMonitor {
+  /** The config the monitor was opened with. */
   readonly config: AlertsConfig;
+  /** The state file store (atomic JSON writes, only when something the user was told changes). */
   readonly store: AlertStateStore;
   #mailer: AlertMailer;
   #host: string;

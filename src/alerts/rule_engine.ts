@@ -22,33 +22,66 @@
  * @module
  */
 
-/** How urgent an alert is; `critical` mail is kept first when the outbox must drop mail. */
+/**
+ * How urgent an alert is; `critical` mail is kept first when the outbox must drop mail.
+ *
+ * @example
+ * ```ts
+ * const severity: Severity = "critical";
+ * ```
+ */
 export type Severity = "info" | "warning" | "critical";
 
-/** The engine's view of one `[[rules]]` entry (thresholds and timing, all resolved). */
+/**
+ * The engine's view of one `[[rules]]` entry (thresholds and timing, all resolved).
+ *
+ * @example
+ * ```ts
+ * const spec: RuleSpec = { id: "freezer_warm", sensor: "freezer", direction: "above", threshold: -10,
+ *   clearAt: -12, forSamples: 2, ofSamples: 3, clearFor: 1, remindEveryMs: 3_600_000, remindBackoff: true,
+ *   remindMaxMs: 86_400_000, cooldownMs: 600_000, severity: "critical", recovery: true };
+ * ```
+ */
 export interface RuleSpec {
   /** Unique rule id (used in state and tags). */
   id: string;
+  /** Name of the sensor whose samples the rule reads. */
   sensor: string;
+  /** Whether a reading breaches by being above or below `threshold`. */
   direction: "above" | "below";
+  /** The breach threshold, in the sensor's unit (`value > threshold` for above, `<` for below). */
   threshold: number;
   /** Value the reading must get back past to clear (hysteresis); equals `threshold` when not set. */
   clearAt: number;
+  /** Breaching samples needed within the last `ofSamples` to raise the alert (the "N" of "N of M"). */
   forSamples: number;
   /** Window length for "N of M"; at most 32. */
   ofSamples: number;
+  /** Samples in a row back past `clearAt` needed to clear. */
   clearFor: number;
-  /** 0 disables reminders. */
+  /** Time between reminder mails while the alert stands, in ms; 0 disables reminders. */
   remindEveryMs: number;
+  /** Double the reminder interval after each reminder, up to `remindMaxMs`. */
   remindBackoff: boolean;
+  /** Longest reminder interval with backoff, in ms. */
   remindMaxMs: number;
+  /** Least time between two alert mails of this rule, in ms; episodes inside it are held, not mailed. */
   cooldownMs: number;
+  /** Severity of the rule's mails. */
   severity: Severity;
   /** Send a recovery event when an announced episode clears. */
   recovery: boolean;
 }
 
-/** The persisted part of a rule's state: what the user has been told. */
+/**
+ * The persisted part of a rule's state: what the user has been told.
+ *
+ * @example
+ * ```ts
+ * const s = initialRuleState();
+ * s.alerting; // false
+ * ```
+ */
 export interface RuleState {
   /** The condition holds (after debounce). */
   alerting: boolean;
@@ -58,7 +91,9 @@ export interface RuleState {
   since: number | null;
   /** Value that started the episode. */
   triggerValue: number | null;
+  /** Reminders sent for the current episode. */
   reminders: number;
+  /** When the next reminder is due (ms since the epoch); null when none is scheduled. */
   nextReminderAt: number | null;
   /** When the last alert event went out (cooldown reference). */
   lastAlertAt: number | null;
@@ -66,38 +101,83 @@ export interface RuleState {
   trips: number;
 }
 
-/** The in-memory debounce counters of a rule. */
+/**
+ * The in-memory debounce counters of a rule (not persisted: a restart starts a fresh window).
+ *
+ * @example
+ * ```ts
+ * const w = initialRuleWindow(); // { recent: 0, clearRun: 0 }
+ * ```
+ */
 export interface RuleWindow {
   /** Bit i set = the sample i steps ago breached. */
   recent: number;
+  /** Samples in a row back past `clearAt` while alerting. */
   clearRun: number;
 }
 
-/** One reading: a value, or the reason it could not be read. */
+/**
+ * One reading: a value, or the reason it could not be read. `at` is in ms since the epoch.
+ *
+ * @example
+ * ```ts
+ * const good: Sample = { at: Date.now(), value: 41.5 };
+ * const bad: Sample = { at: Date.now(), error: "No such file: /sys/class/thermal/thermal_zone0/temp." };
+ * ```
+ */
 export type Sample = { at: number; value: number; error?: undefined } | { at: number; error: string };
 
-/** What the monitor mails. */
+/**
+ * What the monitor mails.
+ *
+ * @example
+ * ```ts
+ * const { events } = stepRule(spec, state, window, { at: Date.now(), value: -4 });
+ * for (const e of events) console.log(e.kind, e.rule, e.value); // "alert" "freezer_warm" -4
+ * ```
+ */
 export interface AlertEvent {
+  /** What happened: a rule alert, reminder or recovery, or a sensor failing or reading again. */
   kind: "alert" | "reminder" | "recovery" | "sensor_error" | "sensor_ok";
   /** Rule id; null for sensor health events. */
   rule: string | null;
+  /** Name of the sensor concerned. */
   sensor: string;
+  /** When the event happened (ms since the epoch). */
   at: number;
+  /** The reading that caused the event; null for sensor errors. */
   value: number | null;
+  /** The rule's direction; null for sensor health events. */
   direction: "above" | "below" | null;
+  /** The rule's threshold; null for sensor health events. */
   threshold: number | null;
   /** When the episode (or sensor failure) started. */
   since: number;
   /** alert: times the rule tripped since the last alert mail; reminder: its number; errors: failures in a row. */
   count: number;
+  /** Severity of the rule or sensor. */
   severity: Severity;
+  /** The read error, for sensor_error events; null otherwise. */
   error: string | null;
 }
 
-/** Result of one step. */
+/**
+ * Result of one {@link stepRule} call.
+ *
+ * @example
+ * ```ts
+ * const step = stepRule(spec, state, window, sample);
+ * state = step.state;
+ * window = step.window;
+ * if (step.persist) await store.save();
+ * ```
+ */
 export interface RuleStep {
+  /** The rule's next persisted state. */
   state: RuleState;
+  /** The rule's next debounce counters. */
   window: RuleWindow;
+  /** Events to mail, in order (usually none). */
   events: AlertEvent[];
   /** The persisted state changed and must be written. */
   persist: boolean;
@@ -257,26 +337,58 @@ function announce(spec: RuleSpec, s: RuleState, at: number, v: number | null, ev
   s.nextReminderAt = spec.remindEveryMs > 0 ? at + reminderInterval(spec, 0) : null;
 }
 
-/** How a sensor's read failures become events. */
+/**
+ * How a sensor's read failures become events.
+ *
+ * @example
+ * ```ts
+ * const spec: SensorHealthSpec = { sensor: "freezer", failAfter: 3, severity: "warning" };
+ * ```
+ */
 export interface SensorHealthSpec {
+  /** Name of the sensor. */
   sensor: string;
   /** Failures in a row before a sensor-error event. */
   failAfter: number;
+  /** Severity of the sensor_error and sensor_ok events. */
   severity: Severity;
 }
 
-/** The persisted part of a sensor's health. */
+/**
+ * The persisted part of a sensor's health.
+ *
+ * @example
+ * ```ts
+ * const h = initialHealthState(); // { failing: false, since: null, lastError: null }
+ * ```
+ */
 export interface SensorHealthState {
+  /** A sensor_error event went out and no good reading has come since. */
   failing: boolean;
+  /** When the failures started (ms since the epoch); null while healthy. */
   since: number | null;
+  /** The latest read error; null while healthy. */
   lastError: string | null;
 }
 
-/** Result of one health step; `failures` is the in-memory count of failures in a row. */
+/**
+ * Result of one health step; `failures` is the in-memory count of failures in a row.
+ *
+ * @example
+ * ```ts
+ * const step = stepHealth(spec, health, failures, sample);
+ * health = step.state;
+ * failures = step.failures;
+ * ```
+ */
 export interface HealthStep {
+  /** The sensor's next persisted health. */
   state: SensorHealthState;
+  /** Failures in a row so far (0 after a good reading). */
   failures: number;
+  /** Events to mail (a sensor_error or sensor_ok, or none). */
   events: AlertEvent[];
+  /** The persisted state changed and must be written. */
   persist: boolean;
 }
 

@@ -11,7 +11,14 @@ import type { SensorConfig, SensorType } from "./alerts_config.ts";
 import { findThrottledPath, listDir, sysPath } from "./sensor_source.ts";
 import { readSmallFile, type ThrottleFlag } from "./sensor_readers.ts";
 
-/** One sensor found on the board. */
+/**
+ * One sensor found on the board.
+ *
+ * @example
+ * ```ts
+ * for (const s of await discoverSensors("/")) console.log(`[sensors.${s.name}]`, s.description);
+ * ```
+ */
 export interface DiscoveredSensor {
   /** Suggested name for `[sensors.<name>]`. */
   name: string;

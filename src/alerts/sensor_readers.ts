@@ -183,7 +183,14 @@ export function parseThrottled(text: string, flag: ThrottleFlag): number {
   return (v >>> THROTTLE_BITS[flag]) & 1;
 }
 
-/** The Raspberry Pi throttling flags and their bit in `get_throttled`. */
+/**
+ * The Raspberry Pi throttling flags and their bit in `get_throttled` (bits 0-3: now; bits 16-19: since boot).
+ *
+ * @example
+ * ```ts
+ * const undervolted = (0x50005 >>> THROTTLE_BITS.undervoltage) & 1; // 1
+ * ```
+ */
 export const THROTTLE_BITS = {
   undervoltage: 0,
   freq_capped: 1,
@@ -195,7 +202,15 @@ export const THROTTLE_BITS = {
   soft_temp_limit_occurred: 19,
 } as const;
 
-/** A flag name of {@link THROTTLE_BITS}. */
+/**
+ * A flag name of {@link THROTTLE_BITS}: the values allowed for `flag` in an `rpi_throttled` sensor.
+ *
+ * @example
+ * ```ts
+ * const flag: ThrottleFlag = "throttled_occurred";
+ * parseThrottled("0x50000", flag); // 1
+ * ```
+ */
 export type ThrottleFlag = keyof typeof THROTTLE_BITS;
 
 /**
@@ -219,9 +234,19 @@ export function parseDfOutput(text: string): DiskSpace {
   return { totalBytes: total, availableBytes: avail };
 }
 
-/** Disk space of one file system, as a non-root user sees it. */
+/**
+ * Disk space of one file system, as a non-root user sees it.
+ *
+ * @example
+ * ```ts
+ * const { totalBytes, availableBytes } = parseDfOutput(dfText);
+ * const freePercent = (availableBytes / totalBytes) * 100;
+ * ```
+ */
 export interface DiskSpace {
+  /** Size of the file system, in bytes. */
   totalBytes: number;
+  /** Bytes a non-root user may still write (excludes the root-reserved blocks). */
   availableBytes: number;
 }
 
@@ -344,10 +369,22 @@ export async function runCommand(argv: string[], timeoutMs: number, maxBytes = 4
   return new TextDecoder().decode(buf.subarray(0, off));
 }
 
-/** What {@link fingerprintFile} remembers about a watched file. */
+/**
+ * What {@link fingerprintFile} remembers about a watched file.
+ *
+ * @example
+ * ```ts
+ * const before = await fingerprintFile("/etc/hosts", null);
+ * const after = await fingerprintFile("/etc/hosts", before);
+ * const changed = after.sha256 !== before.sha256;
+ * ```
+ */
 export interface FileFingerprint {
+  /** Last modification time, in ms since the epoch. */
   mtimeMs: number;
+  /** Size in bytes. */
   size: number;
+  /** SHA-256 of the content, lowercase hex. */
   sha256: string;
 }
 

@@ -13,7 +13,14 @@
 
 import type { AlertEvent } from "./rule_engine.ts";
 
-/** The variable names templates may use. */
+/**
+ * The variable names templates may use, written `{name}` in a subject or body.
+ *
+ * @example
+ * ```ts
+ * const known = (TEMPLATE_VARIABLES as readonly string[]).includes("reading"); // true
+ * ```
+ */
 export const TEMPLATE_VARIABLES = [
   "sensor",
   "rule",
@@ -34,15 +41,35 @@ export const TEMPLATE_VARIABLES = [
   "time",
 ] as const;
 
-/** One of {@link TEMPLATE_VARIABLES}. */
+/**
+ * One of {@link TEMPLATE_VARIABLES}.
+ *
+ * @example
+ * ```ts
+ * const v: TemplateVariable = "sensor";
+ * ```
+ */
 export type TemplateVariable = typeof TEMPLATE_VARIABLES[number];
 
-/** A subject/body pair per event kind. */
+/**
+ * A subject/body pair per event kind; `{variable}` placeholders are filled from {@link TEMPLATE_VARIABLES}.
+ *
+ * @example
+ * ```ts
+ * const t: MailTemplates = structuredClone(DEFAULT_TEMPLATES);
+ * t.alert.subject = "[{host}] {sensor} is {reading}";
+ * ```
+ */
 export interface MailTemplates {
+  /** The first mail of an alert episode. */
   alert: { subject: string; body: string };
+  /** A reminder that an alert still stands. */
   reminder: { subject: string; body: string };
+  /** The mail saying an alert cleared. */
   recovery: { subject: string; body: string };
+  /** A sensor could not be read `fail_after` times in a row. */
   sensor_error: { subject: string; body: string };
+  /** A failing sensor reads again. */
   sensor_ok: { subject: string; body: string };
 }
 
@@ -158,11 +185,23 @@ const STATE_WORDS: Record<AlertEvent["kind"], string> = {
   sensor_ok: "SENSOR OK",
 };
 
-/** Context that is the same for every mail of one monitor. */
+/**
+ * Context that is the same for every mail of one sensor.
+ *
+ * @example
+ * ```ts
+ * const ctx: MailContext = { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 };
+ * const vars = eventVariables(ev, ctx);
+ * ```
+ */
 export interface MailContext {
+  /** Device name (the `{host}` variable). */
   host: string;
+  /** Board profile id (the `{board}` variable). */
   board: string;
+  /** The sensor's unit, appended to values ("" for none). */
   unit: string;
+  /** Decimal places values are shown with. */
   decimals: number;
 }
 
