@@ -252,6 +252,8 @@ export async function serveCommand(args: string[]): Promise<number> {
       "outpost was not stopped cleanly (crash or power loss) " +
         `and has restarted at ${new Date().toISOString()}.`,
     );
+  } else if (loaded.config.device.mailOnStart) {
+    await daemon.notify("started", `outpost started at ${new Date().toISOString()}.`);
   }
 
   let reloading = Promise.resolve();

@@ -25,6 +25,8 @@ export interface DeviceConfig {
   board: string;
   /** Folder for the outbox, alert state and the last good config copy. */
   stateDir: string;
+  /** Mail the alert recipients each time the daemon starts (`mail_on_start`; a crash restart always mails). */
+  mailOnStart: boolean;
 }
 
 /** A validated config file. */
@@ -102,6 +104,7 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
     name: dev.string("name", { default: hostName() }),
     board: dev.string("board", { default: "generic" }),
     stateDir: dev.filePath("state_dir", { default: "/var/lib/outpost" }),
+    mailOnStart: dev.bool("mail_on_start", false),
   };
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(device.name)) {
     dev.problem(
