@@ -52,6 +52,10 @@ export interface FtpServerOptions {
   xferlogPath?: string;
   /** Bytes of the one buffer each running transfer uses (default {@link TRANSFER_BUFFER_SIZE}). */
   transferBufferSize?: number;
+  /** Bytes of the bigger buffer the first few concurrent file transfers get (default 1 MiB). */
+  largeTransferBufferSize?: number;
+  /** How many transfers at once may hold a large buffer (default 4; 0 = never). */
+  largeTransferBuffers?: number;
   /** FTPS (`[ftp.tls]`): AUTH TLS, PROT P, implicit port; absent or mode "off" = plain FTP only. */
   tls?: FtpTlsOptions;
 }
@@ -196,7 +200,12 @@ export class FtpServer {
 
   constructor(opts: FtpServerOptions) {
     this.#opts = opts;
-    this.#buffers = new BufferPool(opts.transferBufferSize ?? TRANSFER_BUFFER_SIZE);
+    this.#buffers = new BufferPool(
+      opts.transferBufferSize ?? TRANSFER_BUFFER_SIZE,
+      4,
+      opts.largeTransferBufferSize,
+      opts.largeTransferBuffers,
+    );
     this.#ctx = {
       opts,
       log: this.#log,

@@ -1061,7 +1061,7 @@ export class FtpSession {
     const { buffers, log } = this.#ctx;
     let status: "ok" | "aborted" | "failed" = "failed";
     let final: string;
-    const buf = buffers.acquire();
+    const buf = buffers.acquire(t.kind !== "list" && t.kind !== "nlst" && t.kind !== "mlsd");
     try {
       await this.reply(opening);
       const conn = await this.#data.connect();
