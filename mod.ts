@@ -52,12 +52,27 @@ export { certificateFingerprint, ensureCertificate } from "./src/net/certificate
 
 // SMTP client, messages and the durable outbox.
 export { deliver, SmtpClient, SmtpError } from "./src/smtp/smtp_client.ts";
-export type { SmtpClientOptions, SmtpReply, SmtpSecurity, SmtpStage } from "./src/smtp/smtp_client.ts";
+export type {
+  DeliveryResult,
+  MessageSource,
+  SmtpClientOptions,
+  SmtpReply,
+  SmtpSecurity,
+  SmtpStage,
+} from "./src/smtp/smtp_client.ts";
+export type { SmtpTlsOptions } from "./src/smtp/smtp_socket.ts";
+export type { ByteSink, DataWriter, DataWriterOptions } from "./src/smtp/dot_stuffing.ts";
 export { HeaderInjectionError, prepareMessage } from "./src/smtp/mail_message.ts";
-export type { MailAttachment, MailMessage, MessageDefaults } from "./src/smtp/mail_message.ts";
+export type {
+  MailAttachment,
+  MailMessage,
+  MessageDefaults,
+  PreparedMessage,
+} from "./src/smtp/mail_message.ts";
 export { Outbox, OutboxFullError } from "./src/smtp/outbox.ts";
-export type { OutboxOptions } from "./src/smtp/outbox.ts";
+export type { OutboxEntry, OutboxOptions, QueueMeta } from "./src/smtp/outbox.ts";
 export { DeliveryWorker } from "./src/smtp/delivery_worker.ts";
+export type { DeliveryWorkerOptions, WorkerStatus } from "./src/smtp/delivery_worker.ts";
 export { readOutboxConfig, readSmtpConfig } from "./src/smtp/smtp_config.ts";
 
 // Alerts.

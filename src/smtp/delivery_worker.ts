@@ -49,9 +49,13 @@ export interface DeliveryWorkerOptions {
  * ```
  */
 export interface WorkerStatus {
+  /** The last delivery attempt failed (cleared by the next success). */
   failing: boolean;
+  /** When the current run of failures started; null while delivering fine. */
   failingSince: Date | null;
+  /** The last delivery error's message; null while delivering fine. */
   lastError: string | null;
+  /** Messages in the queue at the last scan (including ones waiting for a retry). */
   pending: number;
 }
 
@@ -85,6 +89,7 @@ export class DeliveryWorker {
   #lastError: string | null = null;
   #pending = 0;
 
+  /** Makes a stopped worker for `outbox`; sets the outbox's sender defaults from `smtp`. Call `start()`. */
   constructor(outbox: Outbox, smtp: SmtpClientOptions, opts: DeliveryWorkerOptions = {}) {
     this.#outbox = outbox;
     this.#smtp = smtp;

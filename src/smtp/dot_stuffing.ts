@@ -12,8 +12,17 @@ const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 
-/** Where {@link DataWriter} sends its output; `write` must be done with the buffer when it resolves. */
+/**
+ * Where {@link DataWriter} sends its output; `write` must be done with the buffer when it resolves.
+ *
+ * @example
+ * ```ts
+ * const chunks: Uint8Array[] = [];
+ * const sink: ByteSink = { write: async (d) => void chunks.push(d.slice()) };
+ * ```
+ */
 export interface ByteSink {
+  /** Writes all of `data`; the buffer is reused by the caller once the promise resolves. */
   write(data: Uint8Array): Promise<number | void>;
 }
 
@@ -52,6 +61,7 @@ export class DataWriter {
   #eightBit = false;
   #written = 0;
 
+  /** Makes a writer to `sink` with one reused output buffer (dot-stuffing on unless `opts.dotStuff` is false). */
   constructor(sink: ByteSink, opts: DataWriterOptions = {}) {
     this.#sink = sink;
     this.#dotStuff = opts.dotStuff ?? true;

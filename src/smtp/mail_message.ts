@@ -37,9 +37,13 @@ export { HeaderInjectionError } from "./mime_builder.ts";
  * ```
  */
 export interface MailAttachment {
+  /** File name shown to the recipient; its extension picks the default content type. */
   filename: string;
+  /** File to stream at render time (read again on every delivery try); set this or `content`. */
   path?: string;
+  /** The attachment's bytes, when it is small and already in memory; set this or `path`. */
   content?: Uint8Array;
+  /** MIME type; default from the file name's extension, else "application/octet-stream". */
   contentType?: string;
 }
 
@@ -52,15 +56,25 @@ export interface MailAttachment {
  * ```
  */
 export interface MailMessage {
+  /** Sender and From header; default `[smtp] from` with `from_name`. */
   from?: string;
+  /** Recipients (To header and envelope); `to` and `cc` together must name at least one. */
   to: string[];
+  /** Copy recipients (Cc header and envelope). */
   cc?: string[];
+  /** Subject line (non-ASCII is RFC 2047 encoded; a line break is refused). */
   subject: string;
+  /** Plain-text body (UTF-8; sent quoted-printable when not 7-bit). */
   text: string;
+  /** HTML body; when set, the message is multipart/alternative with `text` as the plain part. */
   html?: string;
+  /** Files to attach, base64 encoded and streamed. */
   attachments?: MailAttachment[];
+  /** Extra headers (e.g. `X-Outpost-Rule`); headers outpost sets itself (Date, From, To, Subject, ...) are refused. */
   headers?: Record<string, string>;
+  /** Message-ID as `<id@domain>`; default a random one in the defaults' domain. */
   messageId?: string;
+  /** Date header; default now. */
   date?: Date;
 }
 
@@ -73,8 +87,11 @@ export interface MailMessage {
  * ```
  */
 export interface MessageDefaults {
+  /** Sender address used when a message has no `from` (the `[smtp] from` setting). */
   from: string;
+  /** Display name for that sender (the `[smtp] from_name` setting). */
   fromName?: string;
+  /** Domain of generated Message-IDs (`<random@domain>`). */
   domain: string;
 }
 
@@ -88,10 +105,13 @@ export interface MessageDefaults {
  * ```
  */
 export interface PreparedMessage {
+  /** The message's Message-ID, with angle brackets. */
   messageId: string;
+  /** Envelope sender and recipients (To and Cc, bare addresses, duplicates removed). */
   envelope: { from: string; to: string[] };
   /** True when an envelope address is not ASCII (needs SMTPUTF8). */
   smtputf8: boolean;
+  /** Writes the whole message (7-bit, CRLF) to `w`, streaming attachments; may be called more than once. */
   render(w: Pick<DataWriter, "write">): Promise<void>;
 }
 
@@ -235,6 +255,7 @@ export function prepareMessage(msg: MailMessage, defaults: MessageDefaults): Pre
  * ```
  */
 export interface RawMessageOptions {
+  /** Sender and Message-ID domain for headers the raw message lacks. */
   defaults: MessageDefaults;
   /** `sendmail -t`: take recipients from To, Cc and Bcc (Bcc is then removed). */
   extractRecipients: boolean;
@@ -256,14 +277,26 @@ export interface RawMessageOptions {
  * ```
  */
 export interface CompletedRawMessage {
+  /** The message with missing headers added in front (Bcc removed with `-t`); line ends as given. */
   bytes: Uint8Array;
+  /** Envelope sender and recipients. */
   envelope: { from: string; to: string[] };
+  /** The message's Message-ID (found or added). */
   messageId: string;
+  /** The message has bytes above 127 (needs 8BITMIME). */
   eightBit: boolean;
+  /** An envelope address is not ASCII (needs SMTPUTF8). */
   smtputf8: boolean;
 }
 
-/** Splits an address list at commas outside quotes, comments and angle brackets; returns the bare addresses. */
+/**
+ * Splits an address list at commas outside quotes, comments and angle brackets; returns the bare addresses.
+ *
+ * @example
+ * ```ts
+ * parseAddressList('"Doe, Jane" <jane@example.com>, bob@example.com (Bob)'); // ["jane@example.com", "bob@example.com"]
+ * ```
+ */
 export function parseAddressList(value: string): string[] {
   const out: string[] = [];
   let cur = "";

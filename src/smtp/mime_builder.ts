@@ -20,6 +20,7 @@ const MAX_LINE = 78;
  * ```
  */
 export class HeaderInjectionError extends Error {
+  /** Makes the error; `message` says which header or address was refused and why. */
   constructor(message: string) {
     super(message);
     this.name = "HeaderInjectionError";
@@ -113,7 +114,15 @@ function fold(tokens: string[], used: number): string {
   return out;
 }
 
-/** Refuses CR, LF and NUL in a header value. */
+/**
+ * Refuses CR, LF and NUL in a header value with a {@link HeaderInjectionError} naming the header.
+ *
+ * @example
+ * ```ts
+ * checkHeaderValue("Subject", "freezer warm"); // ok
+ * checkHeaderValue("Subject", "hi\r\nBcc: x@y"); // throws HeaderInjectionError
+ * ```
+ */
 export function checkHeaderValue(name: string, value: string): void {
   if (/[\r\n\0]/.test(value)) {
     throw new HeaderInjectionError(`Message refused: the ${name} header contains a line break or NUL.`);
@@ -153,9 +162,19 @@ export function formatHeader(name: string, value: string): string {
   return `${name}: ${encodeUnstructured(value, name.length + 2)}\r\n`;
 }
 
-/** A parsed mailbox: optional display name and the address. */
+/**
+ * A parsed mailbox: optional display name and the address.
+ *
+ * @example
+ * ```ts
+ * const m: Mailbox = parseMailbox("Pi Freezer <pi@example.com>");
+ * m.address; // "pi@example.com"
+ * ```
+ */
 export interface Mailbox {
+  /** Display name, unquoted; "" when none was given. */
   name: string;
+  /** The bare `local@domain` address. */
   address: string;
 }
 

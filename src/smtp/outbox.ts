@@ -56,15 +56,17 @@ const MAX_META = 256 * 1024;
  * ```
  */
 export interface OutboxOptions {
+  /** The outbox folder; `tmp/`, `queue/` and `failed/` are made inside it (mode 0700). */
   dir: string;
   /** Give up (move to failed/) once a message is this old and its last attempt failed. Default 24 h. */
   maxAgeMs: number;
-  /** Bound on the total size of queued messages; the oldest non-critical ones are dropped to stay within it. */
+  /** Bound on the total size of queued messages in bytes; the oldest non-critical ones are dropped to stay within it. */
   maxBytes: number;
-  /** Largest single message accepted. */
+  /** Largest single message accepted, in bytes; a larger one is refused with {@link OutboxFullError}. */
   maxMessageBytes: number;
   /** First retry delay; later delays double up to `retryMaxMs`, with jitter. */
   retryMinMs: number;
+  /** Longest retry delay, in ms. */
   retryMaxMs: number;
   /** Longest sleep of the delivery worker between queue scans. Default 30 s. */
   pollMs?: number;
@@ -82,17 +84,27 @@ export interface OutboxOptions {
  * ```
  */
 export interface QueueMeta {
+  /** Format version of the header line. */
   v: 1;
+  /** The outbox id (also the file name). */
   id: string;
+  /** Envelope sender. */
   from: string;
+  /** Envelope recipients. */
   to: string[];
+  /** Critical mail is never dropped to make room. */
   critical: boolean;
+  /** Free-form label for logs and `outbox list` (the alert monitor puts the rule or sensor there). */
   tag?: string;
   /** Enqueue time, ms since the epoch (reset by `outbox retry` of a failed message). */
   created: number;
+  /** The message's Message-ID header (kept across retries, so a duplicate can be recognised). */
   messageId: string;
+  /** Subject, at most 200 characters, for `outbox list`. */
   subject?: string;
+  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME). */
   eightBit: boolean;
+  /** An envelope address is not ASCII (sent with SMTPUTF8). */
   smtputf8: boolean;
 }
 
@@ -105,13 +117,17 @@ export interface QueueMeta {
  * ```
  */
 export interface OutboxEntry {
+  /** The outbox id. */
   id: string;
+  /** `queued` (waiting or retrying) or `failed` (given up, in `failed/`). */
   state: "queued" | "failed";
+  /** What was stored with the message. */
   meta: QueueMeta;
   /** Size of the message itself (without the outbox header line). */
   size: number;
   /** Header line length: the message starts at this offset in {@link OutboxEntry.path}. */
   offset: number;
+  /** The `.msg` file. */
   path: string;
   /** Earliest next attempt (queued messages). */
   notBefore: Date;
@@ -130,6 +146,7 @@ export interface OutboxEntry {
  * ```
  */
 export class OutboxFullError extends Error {
+  /** Makes the error; `message` says what was refused and why. */
   constructor(message: string) {
     super(message);
     this.name = "OutboxFullError";
@@ -160,7 +177,15 @@ function newId(): string {
   return `${Date.now().toString(36).padStart(9, "0")}-${rnd.join("")}`;
 }
 
-/** True for ids this outbox makes (no path tricks from the CLI). */
+/**
+ * True for ids this outbox makes (no path tricks from the CLI).
+ *
+ * @example
+ * ```ts
+ * isOutboxId("0mhx2k9qa-3f9c01de"); // true
+ * isOutboxId("../../etc/passwd"); // false
+ * ```
+ */
 export function isOutboxId(id: string): boolean {
   return /^[0-9a-z]{9}-[0-9a-f]{8}$/.test(id);
 }
@@ -211,12 +236,16 @@ export async function readQueueMeta(path: string): Promise<{ meta: QueueMeta; of
  * ```
  */
 export class Outbox {
+  /** The options the outbox was opened with. */
   readonly options: OutboxOptions;
+  /** `<dir>/tmp`: messages being written. */
   readonly tmpDir: string;
+  /** `<dir>/queue`: accepted messages waiting for delivery. */
   readonly queueDir: string;
+  /** `<dir>/failed`: messages given up on, each with a `.reason` file. */
   readonly failedDir: string;
   /** Ids being delivered right now (never dropped to make room). */
-  readonly busy = new Set<string>();
+  readonly busy: Set<string> = new Set<string>();
 
   private constructor(opts: OutboxOptions) {
     this.options = opts;

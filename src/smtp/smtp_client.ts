@@ -35,7 +35,15 @@ export type { SmtpReply, SmtpStage } from "./smtp_reply.ts";
 const log = new Logger("smtp");
 const encoder = new TextEncoder();
 
-/** How the connection is protected. */
+/**
+ * How the connection is protected: `starttls` (plain start, then STARTTLS, refusing a server without it), `tls`
+ * (implicit TLS from the first byte, port 465) or `none` (loopback only unless `allowInsecure`).
+ *
+ * @example
+ * ```ts
+ * const security: SmtpSecurity = "starttls";
+ * ```
+ */
 export type SmtpSecurity = "starttls" | "tls" | "none";
 
 /**
@@ -51,8 +59,11 @@ export type SmtpSecurity = "starttls" | "tls" | "none";
  * ```
  */
 export interface SmtpClientOptions {
+  /** Mail server host name or IP address. */
   host: string;
+  /** Mail server port (587 for starttls, 465 for tls, 25 for none by default in the config). */
   port: number;
+  /** How the connection is protected. */
   security: SmtpSecurity;
   /** Allows `security = "none"` to a host that is not loopback (AUTH is still refused there). */
   allowInsecure: boolean;
@@ -62,13 +73,17 @@ export interface SmtpClientOptions {
   fingerprintSha256?: string;
   /** Name the certificate must carry; default `host`. */
   tlsServername?: string;
+  /** AUTH user name; without it no AUTH is attempted. */
   username?: string;
+  /** The password itself (prefer `passwordEnv` or `passwordCommand`: the config file may be readable). */
   password?: string;
   /** Name of an environment variable holding the password. */
   passwordEnv?: string;
   /** A command (argv) whose stdout is the password or token, run for every session. */
   passwordCommand?: string[];
+  /** How long `passwordCommand` may run before it is killed and the session fails, in ms (default 10 000). */
   passwordCommandTimeoutMs: number;
+  /** AUTH mechanism: `auto` picks PLAIN or LOGIN from what the server offers. */
   authMethod: "auto" | "plain" | "login";
   /** Name sent in EHLO/HELO (the board's name). */
   heloName: string;
@@ -76,7 +91,9 @@ export interface SmtpClientOptions {
   from: string;
   /** Default display name for From. */
   fromName?: string;
+  /** Longest wait for the TCP (and implicit TLS) connection, in ms (default 15 000). */
   connectTimeoutMs: number;
+  /** Longest wait for one reply line to a command, in ms (default 60 000). */
   replyTimeoutMs: number;
   /** Longest wait for one body write and for the reply to the final ".". */
   dataTimeoutMs: number;
@@ -92,16 +109,31 @@ export interface SmtpClientOptions {
  * ```
  */
 export interface SmtpConnectOptions {
+  /** Mail server host name or IP address. */
   host: string;
+  /** Mail server port. */
   port: number;
   /** TLS settings for implicit TLS, or null for a plain TCP start. */
   tls: SmtpTlsOptions | null;
+  /** Longest wait for the connection and the server's greeting, in ms. */
   connectTimeoutMs: number;
+  /** Longest wait for one reply to a command, in ms. */
   replyTimeoutMs: number;
+  /** Longest wait for one body write and the reply to the final "."; default 4 × `replyTimeoutMs`. */
   dataTimeoutMs?: number;
 }
 
-/** True for 127.0.0.0/8, ::1 and "localhost". */
+/**
+ * True for 127.0.0.0/8, ::1 and "localhost": hosts where `security = "none"` is allowed without
+ * `allowInsecure`.
+ *
+ * @example
+ * ```ts
+ * isLoopbackHost("127.0.0.1"); // true
+ * isLoopbackHost("[::1]"); // true
+ * isLoopbackHost("smtp.gmail.com"); // false
+ * ```
+ */
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();
   return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
@@ -206,7 +238,7 @@ export class SmtpClient {
   }
 
   /** Reads one reply with the reply timeout. */
-  reply(stage: SmtpStage, timeoutMs = this.#replyTimeoutMs): Promise<SmtpReply> {
+  reply(stage: SmtpStage, timeoutMs: number = this.#replyTimeoutMs): Promise<SmtpReply> {
     return readWithTimeout(this.#conn, this.#reader, stage, timeoutMs);
   }
 
@@ -426,9 +458,13 @@ async function readWithTimeout(
  * ```
  */
 export interface MessageSource {
+  /** Size of the message in bytes, announced as `SIZE=` and checked against the server's limit first. */
   size: number;
+  /** The message has 8-bit bytes: sent with `BODY=8BITMIME` (refused if the server lacks it). */
   eightBit: boolean;
+  /** Addresses or headers use UTF-8: sent with `SMTPUTF8` (refused if the server lacks it). */
   smtputf8: boolean;
+  /** Writes the message (with LF or CRLF line ends) to `w`, which dot-stuffs it; may be called once per try. */
   write(w: DataWriter): Promise<void>;
 }
 
@@ -442,8 +478,11 @@ export interface MessageSource {
  * ```
  */
 export interface DeliveryResult {
+  /** Recipients the server accepted. */
   accepted: string[];
+  /** Recipients the server refused, each with the refusal (permanent or temporary, see `SmtpError`). */
   refused: { rcpt: string; error: SmtpError }[];
+  /** The server's reply to the final "." (250 with its queue id, usually). */
   reply: SmtpReply;
 }
 

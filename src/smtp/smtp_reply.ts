@@ -18,12 +18,23 @@ import type { LineReader } from "../net/line_reader.ts";
  * ```
  */
 export interface SmtpReply {
+  /** The three-digit reply code (2xx success, 3xx go on, 4xx temporary failure, 5xx permanent failure). */
   code: number;
+  /** The enhanced status code such as "5.1.1", or null when the server sent none. */
   enhanced: string | null;
+  /** Each line's text after the code and separator (the enhanced code, if any, is left in). */
   lines: string[];
 }
 
-/** The stages of an SMTP session, as named in errors. */
+/**
+ * The stages of an SMTP session, as named in errors (`message` is for problems with the message itself).
+ *
+ * @example
+ * ```ts
+ * const stage: SmtpStage = "RCPT";
+ * new SmtpError(stage, "SMTP RCPT failed: the server replied \"550 No such user\".");
+ * ```
+ */
 export type SmtpStage =
   | "connect"
   | "greeting"
@@ -49,9 +60,13 @@ export type SmtpStage =
  * ```
  */
 export class SmtpError extends Error {
+  /** The step that failed. */
   readonly stage: SmtpStage;
+  /** The server's reply, or null for timeouts, network and TLS errors, and local refusals. */
   readonly reply: SmtpReply | null;
+  /** True when retrying cannot help (a 5xx reply, or `permanent` given); the outbox then stops retrying. */
   readonly permanent: boolean;
+  /** Makes an error for `stage`; `permanent` defaults to whether `reply` is a 5xx reply. */
   constructor(stage: SmtpStage, message: string, reply: SmtpReply | null = null, permanent?: boolean) {
     super(message);
     this.name = "SmtpError";
