@@ -170,7 +170,10 @@ export async function sendFile(
 }
 
 /**
- * Receives from `conn` until the peer closes, writing to `file`. With `ascii`, CRLF becomes LF in place.
+ * Receives from `conn` until the peer closes, writing to `file`. Socket reads are cheap but each file write is
+ * a thread-pool hop (plus a dup/close of the descriptor inside Deno), and a loopback read returns only what the
+ * socket holds (~300 KB), so the buffer is filled by several reads before each file write. With `ascii`, CRLF
+ * becomes LF in place.
  *
  * @example
  * ```ts
@@ -184,11 +187,19 @@ export async function receiveFile(
   ascii: CrlfToLf | null,
   progress: TransferProgress,
 ): Promise<void> {
-  for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    progress.bytes += n;
-    const w = ascii ? ascii.convert(buf, n) : n;
+  let eof = false;
+  while (!eof) {
+    let used = 0;
+    while (used < buf.length) {
+      const n = await conn.read(used === 0 ? buf : buf.subarray(used));
+      if (n === null) {
+        eof = true;
+        break;
+      }
+      used += n;
+      progress.bytes += n;
+    }
+    const w = ascii ? ascii.convert(buf, used) : used;
     if (w > 0) await writeFileAll(file, w === buf.length ? buf : buf.subarray(0, w));
   }
   if (ascii) {
