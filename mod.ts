@@ -30,7 +30,7 @@ export type { LogSink, LogValue } from "./src/log/logger.ts";
 
 // Config.
 export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/config/config.ts";
-export type { DeviceConfig, OutpostConfig } from "./src/config/config.ts";
+export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/config/config.ts";
 export { ConfigError, parseDuration, parseSize, Section } from "./src/config/section.ts";
 export { checkPasswordHash, hashPassword, verifyPassword } from "./src/config/password.ts";
 
@@ -49,6 +49,7 @@ export {
 export type { FtpFileInfo, FtpPermissions, FtpUpload } from "./src/ftp/ftp_file_system.ts";
 export { readFtpConfig } from "./src/ftp/ftp_config.ts";
 export { certificateFingerprint, ensureCertificate } from "./src/net/certificate.ts";
+export type { CertificatePaths, EnsuredCertificate } from "./src/net/certificate.ts";
 
 // SMTP client, messages and the durable outbox.
 export { deliver, SmtpClient, SmtpError } from "./src/smtp/smtp_client.ts";

@@ -17,22 +17,39 @@ import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
 import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
 import { ConfigError, Section } from "./section.ts";
 
-/** The `[device]` table: who this board is and where it keeps state. */
+/**
+ * The `[device]` table: who this board is and where it keeps state.
+ *
+ * @example
+ * ```ts
+ * const { device } = parseConfig('[device]\nname = "pi-freezer"\nboard = "rpi4"\n');
+ * device.stateDir; // "/var/lib/outpost"
+ * ```
+ */
 export interface DeviceConfig {
   /** Board name shown in mail subjects and the FTP banner; defaults to the host name. */
   name: string;
   /** Board profile id from `boards/` (e.g. "rpi4"), or "generic". */
   board: string;
-  /** Folder for the outbox, alert state and the last good config copy. */
+  /** Folder for the outbox, alert state and the last good config copy (default "/var/lib/outpost"). */
   stateDir: string;
   /** Mail the alert recipients each time the daemon starts (`mail_on_start`; a crash restart always mails). */
   mailOnStart: boolean;
 }
 
-/** A validated config file. */
+/**
+ * A validated config file.
+ *
+ * @example
+ * ```ts
+ * const cfg = await loadConfig();
+ * if (cfg.ftp) await new FtpServer(cfg.ftp).listen();
+ * ```
+ */
 export interface OutpostConfig {
   /** The file it came from, or null for an embedded config. */
   path: string | null;
+  /** The `[device]` table. */
   device: DeviceConfig;
   /** The FTP server, or null when `[ftp] enabled = false`. */
   ftp: FtpServerOptions | null;
@@ -46,7 +63,15 @@ export interface OutpostConfig {
   document: Record<string, unknown>;
 }
 
-/** Paths tried in order when no config path is given (after `$OUTPOST_CONFIG`). */
+/**
+ * Paths tried in order when no config path is given (after `$OUTPOST_CONFIG`): the boot partition first, so a
+ * config written on another computer after flashing wins.
+ *
+ * @example
+ * ```ts
+ * console.log(`looked in ${DEFAULT_CONFIG_PATHS.join(", ")}`);
+ * ```
+ */
 export const DEFAULT_CONFIG_PATHS: readonly string[] = [
   "/boot/firmware/outpost.toml",
   "/boot/outpost.toml",
@@ -80,7 +105,21 @@ export function parseTomlDocument(text: string, source = "config"): Record<strin
   }
 }
 
-/** A reader of some top-level tables; it records problems in the root section. */
+/**
+ * A reader of some top-level tables that {@link parseConfig} does not know; it records problems in the root
+ * section (so they are reported with all the others) and must `finish()` the sections it reads.
+ *
+ * @example
+ * ```ts
+ * let banner = "";
+ * const readBanner: AreaReader = (root) => {
+ *   const s = root.section("motd");
+ *   banner = s.string("text", { default: "" });
+ *   s.finish();
+ * };
+ * const cfg = parseConfig(text, "/etc/outpost/outpost.toml", [readBanner]);
+ * ```
+ */
 export type AreaReader = (root: Section) => void;
 
 /**

@@ -7,7 +7,14 @@
  */
 
 const PREFIX = "pbkdf2-sha256";
-/** Iterations for new hashes: about 0.1 s on a Raspberry Pi 4, so a login costs little and guessing a lot. */
+/**
+ * PBKDF2 iterations for new hashes: about 0.1 s on a Raspberry Pi 4, so a login costs little and guessing a lot.
+ *
+ * @example
+ * ```ts
+ * const hash = await hashPassword("secret", DEFAULT_ITERATIONS);
+ * ```
+ */
 export const DEFAULT_ITERATIONS = 200_000;
 
 function b64(bytes: Uint8Array): string {

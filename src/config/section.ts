@@ -16,8 +16,10 @@
  * ```
  */
 export class ConfigError extends Error {
+  /** Every problem found, each as `key.path: what is wrong`. */
   readonly problems: string[];
-  constructor(problems: string[], source = "config") {
+  /** Makes the error; `source` (the file path, or "config") names what was invalid in the message. */
+  constructor(problems: string[], source: string = "config") {
     super(`The ${source} is not valid:\n  ${problems.join("\n  ")}`);
     this.name = "ConfigError";
     this.problems = problems;
@@ -98,7 +100,9 @@ export function parseSize(v: unknown): number | null {
  * ```
  */
 export class Section {
+  /** Dotted path of this table in the file ("" for the top level), prefixed to every problem's key. */
   readonly path: string;
+  /** The shared list problems are recorded into (one list for the whole file). */
   readonly problems: string[];
   readonly #table: Table;
   readonly #read = new Set<string>();
@@ -106,6 +110,9 @@ export class Section {
   /** Directory that relative file paths in this table are resolved against (the config file's folder). */
   readonly baseDir: string;
 
+  /**
+   * Wraps `table` (undefined = not in the file; anything but a table is recorded as a problem and read as empty).
+   */
   constructor(table: unknown, path: string, problems: string[], baseDir: string = Deno.cwd()) {
     this.path = path;
     this.problems = problems;
@@ -144,8 +151,9 @@ export class Section {
     return this.#table[key];
   }
 
-  /** A string; `oneOf` restricts it to a set of words. */
+  /** A string; `oneOf` restricts it to a set of words. With a default, a missing or bad value yields it. */
   string(key: string, opts: { default: string; oneOf?: readonly string[] }): string;
+  /** A string or undefined when missing (a problem too when `required`); `oneOf` restricts it to a set of words. */
   string(
     key: string,
     opts?: { default?: undefined; oneOf?: readonly string[]; required?: boolean },
@@ -181,8 +189,9 @@ export class Section {
     return this.#range(key, v, opts);
   }
 
-  /** A number (integer or float) within [min, max]. */
+  /** A number (integer or float) within [min, max]; a missing or bad value yields the default. */
   number(key: string, opts: { default: number; min?: number; max?: number }): number;
+  /** A number (integer or float) within [min, max], or undefined when missing or bad. */
   number(key: string, opts?: { default?: undefined; min?: number; max?: number }): number | undefined;
   number(key: string, opts: { default?: number; min?: number; max?: number } = {}): number | undefined {
     const v = this.raw(key);
@@ -210,8 +219,9 @@ export class Section {
     return v;
   }
 
-  /** A file or folder path; a relative one is resolved against {@link Section.baseDir}. */
+  /** A file or folder path; a relative one is resolved against {@link Section.baseDir}. Default when missing. */
   filePath(key: string, opts: { default: string }): string;
+  /** A file or folder path resolved against {@link Section.baseDir}, or undefined when missing. */
   filePath(key: string, opts?: { default?: undefined; required?: boolean }): string | undefined;
   filePath(key: string, opts: { default?: string; required?: boolean } = {}): string | undefined {
     const v = this.string(key, { required: opts.required });

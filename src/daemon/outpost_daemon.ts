@@ -18,12 +18,6 @@ import { Outbox } from "../smtp/outbox.ts";
 
 const log = new Logger("daemon");
 
-/** Options for {@link OutpostDaemon.start}. */
-export interface DaemonOptions {
-  /** Mail the alert recipients when the daemon starts. */
-  notifyStart?: boolean;
-}
-
 /**
  * A running outpost daemon.
  *

@@ -32,11 +32,14 @@ type UnstableDeno = {
  * ```
  */
 export class SystemdNotifier {
+  /** The `$NOTIFY_SOCKET` path (an abstract "@" socket is reached via `systemd-notify`), or null outside systemd. */
   readonly socketPath: string | null;
+  /** systemd's watchdog timeout in ms (from `$WATCHDOG_USEC`), or null when the unit has no watchdog. */
   readonly watchdogMs: number | null;
   #timer: ReturnType<typeof setInterval> | null = null;
   #broken = false;
 
+  /** Makes a notifier; `watchdogUsec` is in microseconds as systemd gives it. Most callers use `fromEnv()`. */
   constructor(socketPath: string | null, watchdogUsec: number | null) {
     this.socketPath = socketPath;
     this.watchdogMs = watchdogUsec && watchdogUsec > 0 ? Math.floor(watchdogUsec / 1000) : null;

@@ -8,21 +8,49 @@
 import { verifyPassword } from "../config/password.ts";
 import { type FtpPermissions, READ_ONLY } from "./ftp_file_system.ts";
 
-/** One account. `passwordHash` is null only for the anonymous user. */
+/**
+ * One account. `passwordHash` is null only for the anonymous user.
+ *
+ * @example
+ * ```ts
+ * const pi: FtpUser = { name: "pi", passwordHash: await hashPassword("secret"), root: "/srv/ftp", perms: READ_ONLY };
+ * ```
+ */
 export interface FtpUser {
+  /** Login name (compared exactly). */
   name: string;
+  /** PBKDF2-SHA256 hash from `hashPassword` (`outpost passwd`); null for the anonymous user. */
   passwordHash: string | null;
+  /** Folder the user sees as "/"; nothing outside it is reachable. */
   root: string;
+  /** What the user may do below `root`. */
   perms: FtpPermissions;
 }
 
-/** Users from the config and the anonymous setting (`null` or `enabled: false` = no anonymous login). */
+/**
+ * Users from the config and the anonymous setting (`null` or `enabled: false` = no anonymous login).
+ *
+ * @example
+ * ```ts
+ * const opts: AccountsOptions = { users: [pi], anonymous: { enabled: true, root: "/srv/ftp/pub" } };
+ * const accounts = new Accounts(opts);
+ * ```
+ */
 export interface AccountsOptions {
+  /** The configured users. */
   users: FtpUser[];
+  /** Anonymous access (always read-only, confined to `root`), or null for none. */
   anonymous: { enabled: boolean; root: string } | null;
 }
 
-/** Login names that mean anonymous access (compared case-insensitively). */
+/**
+ * Login names that mean anonymous access (compared case-insensitively).
+ *
+ * @example
+ * ```ts
+ * ANONYMOUS_NAMES.includes("FTP".toLowerCase()); // true
+ * ```
+ */
 export const ANONYMOUS_NAMES: readonly string[] = ["anonymous", "ftp"];
 
 /**
@@ -55,6 +83,7 @@ export class Accounts {
   readonly #anonymous: FtpUser | null;
   readonly #dummy: string;
 
+  /** Indexes the users; unknown names are later verified against a dummy hash with the users' iteration count. */
   constructor(opts: AccountsOptions) {
     for (const u of opts.users) this.#users.set(u.name, u);
     this.#anonymous = opts.anonymous?.enabled

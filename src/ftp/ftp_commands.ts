@@ -10,10 +10,24 @@
 
 import type { FtpPermissions } from "./ftp_file_system.ts";
 
-/** Whether a verb takes an argument. */
+/**
+ * Whether a verb takes an argument.
+ *
+ * @example
+ * ```ts
+ * const rule: ArgRule = COMMANDS["RETR"].arg; // "required"
+ * ```
+ */
 export type ArgRule = "required" | "optional" | "none";
 
-/** One verb's rules. */
+/**
+ * One verb's rules.
+ *
+ * @example
+ * ```ts
+ * const dele: CommandSpec = { needsAuth: true, perm: "delete", arg: "required", help: "DELE <file> (delete a file)" };
+ * ```
+ */
 export interface CommandSpec {
   /** True when the verb is refused with 530 before a login. */
   needsAuth: boolean;
@@ -104,16 +118,38 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   XRMD: { needsAuth: true, perm: "delete", arg: "required", help: "XRMD <folder> (same as RMD)" },
 };
 
-/** SITE subcommands with their help. */
+/**
+ * SITE subcommands with the permission they need and their help.
+ *
+ * @example
+ * ```ts
+ * SITE_COMMANDS["CHMOD"].perm; // "chmod"
+ * ```
+ */
 export const SITE_COMMANDS: Readonly<Record<string, { perm?: keyof FtpPermissions; help: string }>> = {
   CHMOD: { perm: "chmod", help: "SITE CHMOD <octal mode> <path> (change permission bits)" },
   HELP: { help: "SITE HELP (this list)" },
 };
 
-/** The MLST facts the server can show, in output order. */
+/**
+ * The MLST facts the server can show, in output order (OPTS MLST selects a subset).
+ *
+ * @example
+ * ```ts
+ * featReply(MLST_FACTS); // lists "MLST type*;size*;modify*;perm*;unique*;"
+ * ```
+ */
 export const MLST_FACTS: readonly string[] = ["type", "size", "modify", "perm", "unique"];
 
-/** A control line split into an upper-case verb and its raw argument. */
+/**
+ * A control line split into an upper-case verb and its raw argument.
+ *
+ * @example
+ * ```ts
+ * const cmd: ParsedCommand | null = parseCommandLine("stor report.csv");
+ * cmd?.verb; // "STOR"
+ * ```
+ */
 export interface ParsedCommand {
   /** The verb, upper-cased (for example `RETR`). */
   verb: string;

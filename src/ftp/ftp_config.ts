@@ -50,9 +50,19 @@ import { defaultFtpServerOptions, type FtpServerOptions } from "./ftp_server.ts"
 import { parsePermissions } from "./ftp_file_system.ts";
 import { readFtpTlsConfig } from "./ftps.ts";
 
-/** The FTP part of the config: whether to run it, and the server options. */
+/**
+ * The FTP part of the config: whether to run it, and the server options.
+ *
+ * @example
+ * ```ts
+ * const { enabled, options }: FtpConfig = readFtpSection(root.section("ftp"));
+ * if (enabled) await new FtpServer(options).listen();
+ * ```
+ */
 export interface FtpConfig {
+  /** `[ftp] enabled` (default true); the options are still read and checked when false. */
   enabled: boolean;
+  /** The server options, defaults filled in. */
   options: FtpServerOptions;
 }
 

@@ -8,10 +8,27 @@
  * @module
  */
 
-/** Field values a log line accepts. */
+/**
+ * Field values a log line accepts; undefined fields are left out.
+ *
+ * @example
+ * ```ts
+ * const fields: Record<string, LogValue> = { user: "pi", bytes: 1024, tls: true, error: undefined };
+ * new Logger("ftp").info("upload.done", fields);
+ * ```
+ */
 export type LogValue = string | number | boolean | bigint | null | undefined;
 
-/** Where log lines go; tests replace it to capture or silence output. */
+/**
+ * Where log lines go (one complete line, without the newline); tests replace it to capture or silence output.
+ *
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * const sink: LogSink = (line) => lines.push(line);
+ * setLogSink(sink);
+ * ```
+ */
 export type LogSink = (line: string) => void;
 
 const encoder = new TextEncoder();
@@ -84,7 +101,9 @@ export function formatLogLine(
  * ```
  */
 export class Logger {
+  /** The area name printed on every line (e.g. "ftp", "smtp", "alerts"). */
   readonly component: string;
+  /** Makes a logger for `component`; cheap, so modules keep one at top level. */
   constructor(component: string) {
     this.component = component;
   }

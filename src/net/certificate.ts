@@ -16,7 +16,15 @@
 
 import { createHash, randomBytes } from "node:crypto";
 
-/** A certificate and its private key, PEM-encoded, with the certificate's SHA-256 fingerprint. */
+/**
+ * A certificate and its private key, PEM-encoded, with the certificate's SHA-256 fingerprint.
+ *
+ * @example
+ * ```ts
+ * const pair: CertificatePair = await createSelfSignedCertificate({ hostname: "pi-freezer" });
+ * console.log(`Check this fingerprint in your FTP client: ${pair.fingerprint}`);
+ * ```
+ */
 export interface CertificatePair {
   /** PEM certificate. */
   certPem: string;
@@ -26,7 +34,15 @@ export interface CertificatePair {
   fingerprint: string;
 }
 
-/** Options for {@link createSelfSignedCertificate}. */
+/**
+ * Options for {@link createSelfSignedCertificate}.
+ *
+ * @example
+ * ```ts
+ * const opts: SelfSignedOptions = { hostname: "pi-freezer", days: 365 };
+ * const pair = await createSelfSignedCertificate(opts);
+ * ```
+ */
 export interface SelfSignedOptions {
   /** The board's host name (e.g. "pi-freezer"); it becomes the subject CN and the first SAN. */
   hostname: string;
@@ -40,9 +56,18 @@ const HOST_RE =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
-/** A subject alternative name: a DNS name or an IP address. */
+/**
+ * A subject alternative name: a DNS name or an IP address.
+ *
+ * @example
+ * ```ts
+ * const san: SanEntry = { type: "ip", value: "127.0.0.1" };
+ * ```
+ */
 export interface SanEntry {
+  /** Whether `value` is a DNS name or an IP address. */
   type: "dns" | "ip";
+  /** The name, or the IP address in text form (IPv4 dotted or IPv6). */
   value: string;
 }
 
@@ -155,9 +180,18 @@ export async function createSelfSignedCertificate(opts: SelfSignedOptions): Prom
   return { certPem, keyPem, fingerprint: certificateFingerprint(certPem) };
 }
 
-/** Where {@link writeCertificateFiles} put the files. */
+/**
+ * Where {@link writeCertificateFiles} put the files.
+ *
+ * @example
+ * ```ts
+ * const { certPath, keyPath }: CertificatePaths = await writeCertificateFiles("/var/lib/outpost/tls", pair);
+ * ```
+ */
 export interface CertificatePaths {
+  /** `<dir>/cert.pem`: the PEM certificate. */
   certPath: string;
+  /** `<dir>/key.pem`: the PEM private key (mode 0600). */
   keyPath: string;
 }
 
@@ -212,8 +246,17 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-/** What {@link ensureCertificate} found or made. */
+/**
+ * What {@link ensureCertificate} found or made.
+ *
+ * @example
+ * ```ts
+ * const c: EnsuredCertificate = await ensureCertificate("/var/lib/outpost/tls", "pi-freezer");
+ * if (c.created) console.log(`New FTPS certificate, fingerprint ${c.fingerprint}`);
+ * ```
+ */
 export interface EnsuredCertificate extends CertificatePaths {
+  /** SHA-256 fingerprint of the certificate, "AB:CD:..." (what FTP clients show on first connect). */
   fingerprint: string;
   /** True when the files were created by this call. */
   created: boolean;

@@ -28,6 +28,7 @@ const decoder = new TextDecoder("utf-8", { fatal: false });
 export class LineTooLongError extends Error {
   /** The limit that was exceeded, in bytes, without the line ending. */
   readonly limit: number;
+  /** Makes the error for a line longer than `limit` bytes. */
   constructor(limit: number) {
     super(`Line rejected: it is longer than ${limit} bytes.`);
     this.name = "LineTooLongError";
@@ -35,7 +36,15 @@ export class LineTooLongError extends Error {
   }
 }
 
-/** Options for {@link LineReader}. */
+/**
+ * Options for {@link LineReader}.
+ *
+ * @example
+ * ```ts
+ * const opts: LineReaderOptions = { maxLineLength: 512, acceptBareCr: (p) => p.length === 5 };
+ * const reader = new LineReader(conn, opts);
+ * ```
+ */
 export interface LineReaderOptions {
   /** Longest accepted line in bytes, without its line ending. Default 4096. */
   maxLineLength?: number;
@@ -69,6 +78,10 @@ export class LineReader {
   #skipLf = false;
   #discarding = false;
 
+  /**
+   * Makes a reader over `src` with one buffer of `maxLineLength + 2` bytes; throws a RangeError when
+   * `maxLineLength` is not a positive integer.
+   */
   constructor(src: Pick<ByteConn, "read">, options: LineReaderOptions = {}) {
     this.#src = src;
     this.#max = options.maxLineLength ?? 4096;
