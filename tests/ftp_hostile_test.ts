@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { FtpControl, type FtpReply, readAllText, startFtp } from "./helpers/ftp_fixture.ts";
+import { FtpControl, type FtpReply, PASS, readAllText, startFtp } from "./helpers/ftp_fixture.ts";
 
 const HOST = "127.0.0.1";
 
@@ -336,7 +336,7 @@ Deno.test("hostile: 500 failed logins, a temporary ban, then good logins after i
         if (g === null || g.code !== 220) return true;
         const u = await b.cmd("USER alice");
         if (u.code !== 331) return true;
-        return (await b.cmd("PASS s3cret-pw")).code !== 230;
+        return (await b.cmd(`PASS ${PASS}`)).code !== 230;
       } finally {
         b.close();
       }
@@ -450,7 +450,7 @@ Deno.test("hostile: commands split across TCP segments and several in one segmen
     c.conn.setNoDelay(true);
     assert.equal((await c.reply()).code, 220);
     // Several commands in one segment, answered in order.
-    await c.send("USER alice\r\nPASS s3cret-pw\r\nPWD\r\nNOOP\r\nSYST\r\n");
+    await c.send(`USER alice\r\nPASS ${PASS}\r\nPWD\r\nNOOP\r\nSYST\r\n`);
     const codes = [];
     for (let i = 0; i < 5; i++) codes.push((await c.reply()).code);
     assert.deepEqual(codes, [331, 230, 257, 200, 215]);

@@ -3,7 +3,7 @@
  * never used or used from another address, and shutdown.
  */
 import assert from "node:assert/strict";
-import { runPython, startFtp } from "./helpers/ftp_session_fixture.ts";
+import { runPython, startFtp } from "./helpers/ftp_fixture.ts";
 import { findPeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
 
 const ignore = skipWithout(findPeer(SYSTEM_PYTHON));
@@ -47,7 +47,7 @@ Deno.test({
   name: "ftp limits: idle timeout, max sessions, max sessions per address",
   ignore,
   fn: async () => {
-    const fx = await startFtp({ idleTimeoutMs: 300, maxSessions: 3, maxSessionsPerIp: 2 });
+    const fx = await startFtp({ server: { idleTimeoutMs: 300, maxSessions: 3, maxSessionsPerIp: 2 } });
     try {
       await runPython(
         fx,
@@ -67,7 +67,7 @@ except ftplib.error_temp as e:
 a.quit(); b.quit()
 `,
       );
-      const fx2 = await startFtp({ maxSessions: 1 });
+      const fx2 = await startFtp({ server: { maxSessions: 1 } });
       try {
         await runPython(
           fx2,
@@ -101,7 +101,10 @@ Deno.test({
     "ftp limits: failed logins from one address ban it; another address and the end of the ban still log in",
   ignore,
   fn: async () => {
-    const fx = await startFtp({ loginFailDelayMs: 0, maxLoginFailures: 5, banMs: 1500 }, "0.0.0.0");
+    const fx = await startFtp({
+      hostname: "0.0.0.0",
+      server: { loginFailDelayMs: 0, maxLoginFailures: 5, banMs: 1500 },
+    });
     try {
       await runPython(
         fx,
@@ -147,7 +150,7 @@ Deno.test({
     "ftp limits: a PASV never connected times out (425); a data connection from another address is refused",
   ignore,
   fn: async () => {
-    const fx = await startFtp({ dataTimeoutMs: 400 }, "0.0.0.0");
+    const fx = await startFtp({ hostname: "0.0.0.0", server: { dataTimeoutMs: 400 } });
     try {
       await Deno.writeTextFile(`${fx.root}/f.txt`, "data");
       await runPython(
@@ -203,7 +206,7 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir();
     const xferlog = `${dir}/xferlog`;
-    const fx = await startFtp({ xferlogPath: xferlog });
+    const fx = await startFtp({ anonymous: true, server: { xferlogPath: xferlog } });
     try {
       await runPython(
         fx,
@@ -227,7 +230,7 @@ f.quit()
         /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} \d+ 127\.0\.0\.1 5 \/x\.bin b _ i r alice ftp 0 \* c$/,
       );
       assert.match(log[1], / \/x\.bin b _ o r alice ftp 0 \* c$/);
-      const conn = await Deno.connect({ hostname: fx.host, port: fx.port });
+      const conn = await Deno.connect({ hostname: fx.hostname, port: fx.port });
       const buf = new Uint8Array(200);
       const n = await conn.read(buf);
       assert.match(new TextDecoder().decode(buf.subarray(0, n ?? 0)), /^220 /);

@@ -2,7 +2,7 @@
  * FTP protocol tests driving the server with Python's ftplib over loopback.
  */
 import assert from "node:assert/strict";
-import { runPython, startFtp } from "./helpers/ftp_session_fixture.ts";
+import { runPython, startFtp } from "./helpers/ftp_fixture.ts";
 import { findPeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
 
 const ignore = skipWithout(findPeer(SYSTEM_PYTHON));

@@ -3,7 +3,7 @@
  * IPv6, UTF-8 names, ABOR and STAT mid-transfer, and 100 concurrent downloads.
  */
 import assert from "node:assert/strict";
-import { runPython, startFtp } from "./helpers/ftp_session_fixture.ts";
+import { runPython, startFtp } from "./helpers/ftp_fixture.ts";
 import { findPeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
 
 const ignore = skipWithout(findPeer(SYSTEM_PYTHON));
@@ -144,7 +144,7 @@ Deno.test({
   name: "ftp transfer: IPv6 on ::1 with EPSV and EPRT",
   ignore,
   fn: async () => {
-    const fx = await startFtp({}, "::1");
+    const fx = await startFtp({ hostname: "::1" });
     try {
       const out = await runPython(
         fx,
@@ -272,7 +272,7 @@ Deno.test({
   name: "ftp transfer: 100 concurrent ftplib clients each download a file intact",
   ignore,
   fn: async () => {
-    const fx = await startFtp({ maxSessionsPerIp: 200, maxSessions: 200 });
+    const fx = await startFtp({ server: { maxSessionsPerIp: 200, maxSessions: 200 } });
     try {
       const data = crypto.getRandomValues(new Uint8Array(65536));
       const file = new Uint8Array(2 << 20);

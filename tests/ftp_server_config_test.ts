@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { parseTomlDocument } from "../src/config/config.ts";
 import { Section } from "../src/config/section.ts";
 import { readFtpSection } from "../src/ftp/ftp_config.ts";
-import { runPython, startFtp } from "./helpers/ftp_session_fixture.ts";
+import { runPython, startFtp } from "./helpers/ftp_fixture.ts";
 import { findPeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
 
 const HASH = "pbkdf2-sha256$1000$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -112,12 +112,14 @@ Deno.test({
   ignore: skipWithout(findPeer(SYSTEM_PYTHON)),
   fn: async () => {
     const fx = await startFtp({
-      allowActive: false,
-      passive: {
-        portMin: 0,
-        portMax: 0,
-        address: "198.51.100.1",
-        addressMap: [{ subnet: "127.0.0.0/8", address: "10.9.8.7" }],
+      server: {
+        allowActive: false,
+        passive: {
+          portMin: 0,
+          portMax: 0,
+          address: "198.51.100.1",
+          addressMap: [{ subnet: "127.0.0.0/8", address: "10.9.8.7" }],
+        },
       },
     });
     try {

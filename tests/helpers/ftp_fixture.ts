@@ -1,6 +1,7 @@
 /**
- * Test fixture for FTP interop tests: an in-process {@link FtpServer} on loopback in a temp dir, a raw control
- * client for hostile cases, child-process running with a safety bound, and file hashing/generation helpers.
+ * The FTP test fixture: an in-process {@link FtpServer} on loopback in a temp dir, a runner for Python ftplib
+ * scripts against it, a raw control client for hostile cases, child-process running with a safety bound, and
+ * file hashing/generation helpers.
  *
  * @module
  */
@@ -8,40 +9,48 @@
 import { createHash } from "node:crypto";
 import { hashPassword } from "../../src/config/password.ts";
 import { Accounts } from "../../src/ftp/accounts.ts";
-import { FULL_ACCESS } from "../../src/ftp/ftp_file_system.ts";
+import { FULL_ACCESS, READ_ONLY } from "../../src/ftp/ftp_file_system.ts";
 import { defaultFtpServerOptions, FtpServer, type FtpServerOptions } from "../../src/ftp/ftp_server.ts";
 import { LineReader } from "../../src/net/line_reader.ts";
+import { SYSTEM_PYTHON } from "./peers.ts";
 
 /** Login of the fixture's full-access user. */
 export const USER = "alice";
-/** Password of the fixture's full-access user. */
-export const PASS = "s3cret-pw";
+/** Password of both fixture users (alice, full access; reader, read-only). */
+export const PASS = "secret";
 
 /** A running server and its temp directories. */
 export interface FtpFixture {
+  /** The server. */
   server: FtpServer;
+  /** Its control port. */
   port: number;
+  /** The address it listens on, as given ("127.0.0.1", "::1", "0.0.0.0"). */
+  hostname: string;
   /** Host name for URLs: "127.0.0.1" or "[::1]". */
   urlHost: string;
   /** Temp dir holding root/, pub/ and any scratch files of the test. */
   base: string;
-  /** The user's root. */
+  /** The root of alice and reader. */
   root: string;
   /** The anonymous root. */
   pub: string;
   /** "ftp://alice:pw@host:port" (no trailing slash). */
   url: string;
+  /** Closes the server and removes the temp dir. */
   close(): Promise<void>;
 }
 
-let cachedHash: string | null = null;
+let cachedHash: Promise<string> | null = null;
 
 /**
- * Starts a server on loopback port 0 with user alice (full access) and, if asked, anonymous read-only access.
+ * Starts a server on `hostname` (default 127.0.0.1) port 0 with users alice (full access) and reader
+ * (read-only), both with password {@link PASS} and root `root/`, and, if asked, anonymous read-only access to
+ * `pub/`. Failed logins are delayed 10 ms (not the server's 1 s) unless `server` says otherwise.
  *
  * @example
  * ```ts
- * const fx = await startFtp();
+ * const fx = await startFtp({ anonymous: true, server: { maxSessions: 3 } });
  * try {
  *   // drive fx.port
  * } finally {
@@ -52,18 +61,28 @@ let cachedHash: string | null = null;
 export async function startFtp(
   opts: { anonymous?: boolean; hostname?: string; server?: Partial<FtpServerOptions> } = {},
 ): Promise<FtpFixture> {
+  cachedHash ??= hashPassword(PASS, 1000);
+  const hash = await cachedHash;
   const base = await Deno.makeTempDir({ prefix: "outpost_ftp_it_" });
   const root = `${base}/root`;
   const pub = `${base}/pub`;
   await Deno.mkdir(root);
   await Deno.mkdir(pub);
-  cachedHash ??= await hashPassword(PASS, 1000);
   const accounts = new Accounts({
-    users: [{ name: USER, passwordHash: cachedHash, root, perms: FULL_ACCESS }],
+    users: [
+      { name: USER, passwordHash: hash, root, perms: FULL_ACCESS },
+      { name: "reader", passwordHash: hash, root, perms: READ_ONLY },
+    ],
     anonymous: opts.anonymous ? { enabled: true, root: pub } : null,
   });
   const hostname = opts.hostname ?? "127.0.0.1";
-  const server = new FtpServer({ ...defaultFtpServerOptions(accounts), hostname, port: 0, ...opts.server });
+  const server = new FtpServer({
+    ...defaultFtpServerOptions(accounts),
+    hostname,
+    port: 0,
+    loginFailDelayMs: 10,
+    ...opts.server,
+  });
   try {
     await server.listen();
   } catch (e) {
@@ -74,6 +93,7 @@ export async function startFtp(
   return {
     server,
     port: server.port,
+    hostname,
     urlHost,
     base,
     root,
@@ -399,3 +419,85 @@ export async function readAllText(conn: Deno.Conn, maxBytes = 16 << 20): Promise
   }
   return new TextDecoder().decode(all);
 }
+
+/**
+ * Runs a Python script (ftplib) with FTP_HOST/FTP_PORT/FTP_DIR/FTP_ROOT/FTP_PASS in its environment; resolves to its stdout and
+ * throws with its stderr when it exits non-zero.
+ *
+ * @example
+ * ```ts
+ * const out = await runPython(fx, "import ftplib, os\nprint('ok')");
+ * ```
+ */
+export async function runPython(
+  fx: FtpFixture,
+  script: string,
+  env: Record<string, string> = {},
+): Promise<string> {
+  const file = `${fx.base}/script-${crypto.randomUUID()}.py`;
+  await Deno.writeTextFile(file, PRELUDE + script);
+  const out = await new Deno.Command(SYSTEM_PYTHON, {
+    args: [file],
+    env: {
+      FTP_HOST: fx.hostname,
+      FTP_PORT: String(fx.port),
+      FTP_DIR: fx.base,
+      FTP_ROOT: fx.root,
+      FTP_PASS: PASS,
+      ...env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  await Deno.remove(file);
+  const stdout = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(
+      `Python script failed (${out.code}):\n${new TextDecoder().decode(out.stderr)}\nstdout:\n${stdout}`,
+    );
+  }
+  return stdout;
+}
+
+const PRELUDE = `
+import ftplib, os, sys, json, hashlib, socket, time, threading, io
+HOST = os.environ["FTP_HOST"]; PORT = int(os.environ["FTP_PORT"]); DIR = os.environ["FTP_DIR"]
+ROOT = os.environ["FTP_ROOT"]; PASSWORD = os.environ["FTP_PASS"]
+
+REPLIES = []
+
+class RecFTP(ftplib.FTP):
+    """Records every reply, so a script can check that no reply leaks a host path."""
+    def getmultiline(self):
+        r = super().getmultiline()
+        REPLIES.append(r)
+        return r
+
+def no_host_paths():
+    for r in REPLIES:
+        assert DIR not in r and ROOT not in r, f"reply leaks a host path: {r!r}"
+
+def connect(user="alice", password=PASSWORD, encoding="utf-8", timeout=30, host=None):
+    f = RecFTP(encoding=encoding, timeout=timeout)
+    f.connect(host or HOST, PORT)
+    if user is not None:
+        f.login(user, password)
+    return f
+
+def expect(code, fn, *args):
+    try:
+        r = fn(*args)
+    except ftplib.Error as e:
+        r = str(e)
+    assert r.startswith(str(code)), f"expected {code}, got {r!r} for {fn.__name__}{args!r}"
+    return r
+
+def sha_file(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        while True:
+            b = fh.read(1 << 20)
+            if not b: break
+            h.update(b)
+    return h.hexdigest()
+`;
