@@ -26,6 +26,7 @@
  */
 
 import * as net from "node:net";
+import process from "node:process";
 import * as tls from "node:tls";
 import type { ByteConn } from "./byte_conn.ts";
 
@@ -74,25 +75,86 @@ export function createServerTlsContext(opts: ServerTlsOptions): ServerTlsContext
 }
 
 /**
- * Unread decrypted bytes a {@link TlsConn} holds before it pauses its socket.
+ * Decrypted bytes a {@link TlsConn} holds unread before it stops reading the TCP socket beneath the TLS layer.
  *
  * @example
  * ```ts
- * console.log(TLS_READ_HIGH_WATER); // 8388608
+ * console.log(TLS_READ_HIGH_WATER); // 131072
  * ```
  */
-export const TLS_READ_HIGH_WATER = 8 << 20;
+export const TLS_READ_HIGH_WATER = 128 << 10;
+
+/** Size of the per-connection buffers: ciphertext from TCP, plaintext from TLS, and the unread-bytes queue. */
+const CIPHER_BUF = 64 << 10;
+const PLAIN_BUF = 64 << 10;
+const QUEUE_BUF = 2 * TLS_READ_HIGH_WATER;
+
+/** The internals of Deno's node:tls that allow reads into buffers we own; null when this Deno lacks them. */
+interface ReadHooks {
+  /** net.Socket's symbols for the `onread: { buffer, callback }` option. */
+  kBuffer: symbol;
+  kBufferCb: symbol;
+  kBufferGen: symbol;
+  /** stream_wrap's shared state array and the index of the last read's byte count. */
+  state: Int32Array;
+  kNread: number;
+}
+
+let hooksCache: ReadHooks | null | undefined;
+
+/** Finds (once) the net.Socket `onread` symbols and the stream_wrap read state; null when any is missing. */
+function readHooks(): ReadHooks | null {
+  if (hooksCache !== undefined) return hooksCache;
+  hooksCache = null;
+  try {
+    const buf = new Uint8Array(1), cb = () => true, gen = () => buf;
+    const a = new net.Socket({ onread: { buffer: buf, callback: cb } });
+    const b = new net.Socket({ onread: { buffer: gen, callback: cb } });
+    const rec = (o: object) => o as Record<symbol, unknown>;
+    const find = (o: object, v: unknown) => Object.getOwnPropertySymbols(o).find((k) => rec(o)[k] === v);
+    const kBuffer = find(a, buf), kBufferCb = find(a, cb), kBufferGen = find(b, gen);
+    a.destroy();
+    b.destroy();
+    const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
+    const sw = binding?.("stream_wrap");
+    const state = sw?.streamBaseState, kNread = sw?.kReadBytesOrError;
+    if (
+      kBuffer && kBufferCb && kBufferGen && state instanceof Int32Array && typeof kNread === "number"
+    ) {
+      hooksCache = { kBuffer, kBufferCb, kBufferGen, state, kNread };
+    }
+  } catch {
+    // Not this Deno's internals: fall back to 'data' events.
+  }
+  return hooksCache;
+}
+
+/** The slice of a native stream handle (TCPWrap, TLSWrap) this module drives. */
+interface NativeHandle {
+  readStart(): number;
+  readStop(): number;
+  useUserBuffer?(buf: Uint8Array): void;
+  receive?(data: Uint8Array): void;
+  onread?: (buf?: unknown) => unknown;
+  _nativeTcpHandle?: NativeHandle | null;
+}
 
 /**
  * A {@link ByteConn} over a server-side `TLSSocket`.
  *
- * Reads copy decrypted chunks into the caller's buffer and keep the remainder (node:tls allocates the decrypted
- * chunks itself). This adapter uses the flowing mode (`'data'` events) instead of paused-mode `read()`, because
- * Deno 2.9's server-side TLSSocket never reports the end of the stream (close_notify or FIN) in paused mode, nor
- * when the end arrives while the socket is paused: an upload would never finish. So the socket is paused only when
- * more than {@link TLS_READ_HIGH_WATER} bytes wait unread (a consumer slower than the network), and resumed below
- * a quarter of it; memory per connection stays bounded, and in that overload case a lost end of stream is caught
- * by the caller's stall timeout instead of hanging.
+ * Deno 2.9's server-side TLSSocket mishandles the usual node ways of reading: `pause()` neither stops the TCP
+ * reads beneath it (the decrypted data keeps piling up in the stream's buffer) nor keeps the end of the stream
+ * (close_notify or FIN arriving while paused is never reported, so an upload never finishes), and every chunk is
+ * a fresh buffer that V8 collects only after hundreds of megabytes. So this adapter:
+ *
+ * - never pauses the TLSSocket; backpressure stops and restarts reading on the **TCP handle** beneath the TLS
+ *   layer when more than {@link TLS_READ_HIGH_WATER} decrypted bytes wait unread, so the peer is held back by
+ *   TCP flow control and the end of the stream is always seen;
+ * - reads into buffers it owns (node's `onread: { buffer, callback }` mode on the TLS handle, and a user buffer
+ *   on the TCP handle), allocated once per connection: ciphertext goes kernel -> our 64 KiB buffer -> rustls,
+ *   plaintext rustls -> our 64 KiB buffer -> the caller's buffer (one copy in JS), or into a fixed 256 KiB
+ *   queue when no read is waiting. When this Deno lacks those internals it falls back to `'data'` events (one
+ *   allocation per chunk) with the same TCP-level backpressure.
  *
  * {@link TlsConn.write} resolves once the TLS layer has consumed the bytes, so a data transfer can refill the same
  * buffer right after each write (the one-reused-buffer rule).
@@ -112,35 +174,70 @@ export class TlsConn implements ByteConn {
   readonly #remoteAddress: string;
   readonly #remotePort: number;
   readonly #localAddress: string;
-  readonly #reused: boolean;
-  readonly #protocol: string | null;
-  readonly #chunks: Uint8Array[] = [];
-  #queued = 0;
-  #paused = false;
+  readonly #tcp: NativeHandle | null;
+  #reused = false;
+  #protocol: string | null = null;
+  /** Unread plaintext: [#head, #tail) of #queue, then #overflow (only if the TCP stop came too late). */
+  #queue: Uint8Array | null = null;
+  #head = 0;
+  #tail = 0;
+  readonly #overflow: Uint8Array[] = [];
+  #overflowBytes = 0;
+  #peakQueued = 0;
+  /** The caller's buffer of the read in progress, filled straight from the TLS layer. */
+  #target: Uint8Array | null = null;
+  #targetN = 0;
+  #tcpStopped = false;
   #ended = false;
   #closed = false;
   #draining = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
 
-  constructor(socket: tls.TLSSocket, remote: { address: string; port: number; local: string }) {
+  /**
+   * Wraps a TLSSocket made over `raw` (a connected, paused node:net socket) before its handshake, so that no
+   * byte is read another way. {@link upgradeServerSocket} is the usual way to get one.
+   */
+  constructor(
+    socket: tls.TLSSocket,
+    raw: net.Socket,
+    remote: { address: string; port: number; local: string },
+  ) {
     this.tlsSocket = socket;
     this.#remoteAddress = remote.address;
     this.#remotePort = remote.port;
     this.#localAddress = remote.local;
-    // Read once at handshake time: node:tls forgets both once the socket is destroyed.
-    this.#reused = socket.isSessionReused();
-    this.#protocol = socket.getProtocol?.() ?? null;
-    socket.on("data", (chunk: Uint8Array) => {
-      if (this.#draining || this.#closed) return;
-      this.#chunks.push(chunk);
-      this.#queued += chunk.length;
-      if (this.#queued > TLS_READ_HIGH_WATER && !this.#paused) {
-        this.#paused = true;
-        socket.pause();
-      }
-      this.#notify();
-    });
+    const wrap = (socket as unknown as { _handle?: NativeHandle })._handle;
+    this.#tcp = wrap?._nativeTcpHandle ?? (raw as unknown as { _handle?: NativeHandle })._handle ?? null;
+    const hooks = readHooks();
+    const tcp = this.#tcp;
+    const nodeOnread = tcp?.onread;
+    if (hooks && wrap?.useUserBuffer && wrap.receive && tcp?.useUserBuffer && nodeOnread) {
+      // Plaintext: node's onread mode on the TLSSocket; the TLS handle decrypts into `plain`.
+      const plain = new Uint8Array(PLAIN_BUF);
+      const rec = socket as unknown as Record<symbol, unknown>;
+      rec[hooks.kBuffer] = plain;
+      rec[hooks.kBufferGen] = null;
+      rec[hooks.kBufferCb] = (n: number) => {
+        this.#onPlain(plain, n);
+        return true; // never let node pause the TLS handle: backpressure is ours, on the TCP handle
+      };
+      wrap.useUserBuffer(plain);
+      // Ciphertext: the TCP handle reads into `cipher`; positive reads go to rustls, EOF and errors to node.
+      const cipher = new Uint8Array(CIPHER_BUF);
+      const receive = wrap.receive.bind(wrap);
+      tcp.useUserBuffer(cipher);
+      tcp.onread = function (this: unknown, b?: unknown): unknown {
+        const n = hooks.state[hooks.kNread];
+        if (n > 0) {
+          receive(cipher.subarray(0, n));
+          return undefined;
+        }
+        return nodeOnread.call(this, b);
+      };
+    } else {
+      socket.on("data", (chunk: Uint8Array) => this.#onPlain(chunk, chunk.length));
+    }
     const onEnd = () => {
       this.#ended = true;
       this.#notify();
@@ -153,10 +250,90 @@ export class TlsConn implements ByteConn {
     });
   }
 
+  /** Records what the handshake negotiated (node:tls forgets both once the socket is destroyed). */
+  secured(): void {
+    this.#reused = this.tlsSocket.isSessionReused();
+    this.#protocol = this.tlsSocket.getProtocol?.() ?? null;
+  }
+
+  /** Decrypted bytes `src[0..n)` arrived: fill the waiting read, queue the rest, stop TCP above the high water. */
+  #onPlain(src: Uint8Array, n: number): void {
+    if (this.#draining || this.#closed || n <= 0) return;
+    let off = 0;
+    const t = this.#target;
+    if (t !== null && this.#queued() === 0) {
+      off = Math.min(n, t.length);
+      t.set(off === src.length ? src : src.subarray(0, off));
+      this.#target = null;
+      this.#targetN = off;
+    }
+    if (off < n) this.#enqueue(src.subarray(off, n));
+    const q = this.#queued();
+    if (q > this.#peakQueued) this.#peakQueued = q;
+    if (q >= TLS_READ_HIGH_WATER && !this.#tcpStopped && this.#tcp) {
+      this.#tcpStopped = true;
+      this.#tcp.readStop();
+    }
+    this.#notify();
+  }
+
+  #queued(): number {
+    return this.#tail - this.#head + this.#overflowBytes;
+  }
+
+  #enqueue(data: Uint8Array): void {
+    if (this.#overflowBytes === 0) {
+      const q = this.#queue ??= new Uint8Array(QUEUE_BUF);
+      if (this.#tail + data.length > q.length && this.#head > 0) {
+        q.copyWithin(0, this.#head, this.#tail);
+        this.#tail -= this.#head;
+        this.#head = 0;
+      }
+      if (this.#tail + data.length <= q.length) {
+        q.set(data, this.#tail);
+        this.#tail += data.length;
+        return;
+      }
+    }
+    // Only when bytes already in flight arrive after the TCP stop: a copy, bounded by one TCP read.
+    this.#overflow.push(data.slice());
+    this.#overflowBytes += data.length;
+  }
+
+  /** Copies queued bytes into `buf`; returns the count (0 when nothing is queued). */
+  #dequeue(buf: Uint8Array): number {
+    if (this.#tail > this.#head) {
+      const n = Math.min(buf.length, this.#tail - this.#head);
+      buf.set(this.#queue!.subarray(this.#head, this.#head + n));
+      this.#head += n;
+      if (this.#head === this.#tail) this.#head = this.#tail = 0;
+      return n;
+    }
+    const head = this.#overflow[0];
+    if (head === undefined) return 0;
+    const n = Math.min(head.length, buf.length);
+    buf.set(n === head.length ? head : head.subarray(0, n));
+    if (n === head.length) this.#overflow.shift();
+    else this.#overflow[0] = head.subarray(n);
+    this.#overflowBytes -= n;
+    return n;
+  }
+
+  #restartTcp(): void {
+    if (!this.#tcpStopped || this.#closed) return;
+    this.#tcpStopped = false;
+    this.#tcp?.readStart();
+  }
+
   #notify(): void {
     const w = this.#wake;
     this.#wake = null;
     w?.();
+  }
+
+  /** The most decrypted bytes that were ever waiting unread (bounded by the high water plus one TCP read). */
+  get peakQueued(): number {
+    return this.#peakQueued;
   }
 
   /** The peer's address as seen at accept time (IPv4-mapped form normalised to plain IPv4); kept after close. */
@@ -200,25 +377,27 @@ export class TlsConn implements ByteConn {
 
   /** Reads into `buf`; resolves to the byte count, or `null` at the end of the stream or after close(). */
   async read(buf: Uint8Array): Promise<number | null> {
+    if (buf.length === 0) return 0;
     for (;;) {
-      const head = this.#chunks[0];
-      if (head !== undefined) {
-        const n = Math.min(head.length, buf.length);
-        buf.set(n === head.length ? head : head.subarray(0, n));
-        if (n === head.length) this.#chunks.shift();
-        else this.#chunks[0] = head.subarray(n);
-        this.#queued -= n;
-        if (this.#paused && this.#queued < TLS_READ_HIGH_WATER / 4) {
-          this.#paused = false;
-          this.tlsSocket.resume();
-        }
+      if (this.#closed) return null;
+      const n = this.#dequeue(buf);
+      if (n > 0) {
+        if (this.#queued() <= TLS_READ_HIGH_WATER / 2) this.#restartTcp();
         return n;
       }
-      if (this.#closed) return null;
       // A reset is an error, not an end: an upload cut short must not be committed as complete.
       if (this.#error) throw this.#error;
       if (this.#ended) return null;
+      this.#restartTcp();
+      this.#target = buf;
+      this.#targetN = 0;
       await new Promise<void>((resolve) => this.#wake = resolve);
+      this.#target = null;
+      if (this.#targetN > 0) {
+        const got = this.#targetN;
+        this.#targetN = 0;
+        return got;
+      }
     }
   }
 
@@ -253,8 +432,9 @@ export class TlsConn implements ByteConn {
     if (this.#closed) return;
     const s = this.tlsSocket;
     this.#draining = true;
-    this.#chunks.length = 0;
-    this.#queued = 0;
+    this.#head = this.#tail = this.#overflowBytes = 0;
+    this.#overflow.length = 0;
+    this.#restartTcp();
     let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
       if (s.destroyed) return resolve();
@@ -291,7 +471,9 @@ export class TlsConn implements ByteConn {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#chunks.length = 0;
+    this.#head = this.#tail = this.#overflowBytes = 0;
+    this.#overflow.length = 0;
+    this.#queue = null;
     this.tlsSocket.destroy();
     this.#notify();
   }
@@ -340,6 +522,7 @@ export function upgradeServerSocket(
     secureContext: ctx.secureContext,
     requestCert: false,
   } as tls.TLSSocketOptions);
+  const conn = new TlsConn(t, socket, remote);
   return new Promise<TlsConn>((resolve, reject) => {
     let settled = false;
     const finish = (err: Error | null) => {
@@ -350,11 +533,12 @@ export function upgradeServerSocket(
       t.off("error", onError);
       t.off("close", onClose);
       if (err) {
-        t.destroy();
+        conn.close();
         socket.destroy();
         reject(err);
       } else {
-        resolve(new TlsConn(t, remote));
+        conn.secured();
+        resolve(conn);
       }
     };
     const onSecure = () => finish(null);
