@@ -457,14 +457,28 @@ export class FtpFileSystem {
    * ```
    */
   async openRead(vpath: string, offset: number): Promise<Deno.FsFile> {
+    return (await this.openDownload(vpath, offset)).file;
+  }
+
+  /**
+   * Like {@link FtpFileSystem.openRead}, also giving the file's size from the open handle, so RETR needs no
+   * separate stat (each async fs call is a thread-pool hop). An offset past the end is
+   * not refused here (the caller compares it with `size`).
+   *
+   * @example
+   * ```ts
+   * const { file, size } = await fs.openDownload("/a.bin", 0);
+   * ```
+   */
+  async openDownload(vpath: string, offset: number): Promise<{ file: Deno.FsFile; size: number }> {
     const real = await this.hostPath(vpath);
     let file: Deno.FsFile | null = null;
     try {
       file = await Deno.open(real, { read: true });
       const st = await file.stat();
-      if (!st.isFile) throw new FtpFsError(550, "Not a plain file.");
+      if (!st.isFile) throw new FtpFsError(550, "Not a regular file.");
       if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
-      return file;
+      return { file, size: st.size };
     } catch (e) {
       try {
         file?.close();
