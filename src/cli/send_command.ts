@@ -5,13 +5,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { ConfigError } from "../config/section.ts";
 import { DataWriter } from "../smtp/dot_stuffing.ts";
 import { HeaderInjectionError, type MailMessage, prepareMessage } from "../smtp/mail_message.ts";
-import { fileMessageSource, Outbox, OutboxFullError } from "../smtp/outbox.ts";
-import { loadMailConfig } from "../smtp/smtp_config.ts";
+import { fileMessageSource, Outbox } from "../smtp/outbox.ts";
 import { writeAll } from "../net/byte_conn.ts";
-import { deliverNow, EX } from "./sendmail_command.ts";
+import { deliverNow, enqueueFailed, EX, loadSendConfig, readStdin } from "./sendmail_command.ts";
 
 const HELP = `Usage: outpost send --to ADDR [--to ADDR ...] --subject TEXT [options]
 
@@ -36,23 +34,9 @@ Options:
 Exit status: 0 ok, 64 usage, 65 bad message, 69 refused by the server, 75 temporary failure, 78 config error.`;
 
 async function readAllStdin(limit: number): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  const buf = new Uint8Array(65536);
-  let total = 0;
-  for (;;) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) break;
-    total += n;
-    if (total > limit) {
-      throw new HeaderInjectionError("Message refused: the body on standard input is too large.");
-    }
-    chunks.push(buf.slice(0, n));
-  }
-  const all = new Uint8Array(total);
-  let o = 0;
-  for (const c of chunks) {
-    all.set(c, o);
-    o += c.length;
+  const all = await readStdin(limit);
+  if (all === null) {
+    throw new HeaderInjectionError("Message refused: the body on standard input is too large.");
   }
   return new TextDecoder().decode(all);
 }
@@ -98,18 +82,9 @@ export async function sendCommand(args: string[]): Promise<number> {
     console.error('outpost send: --to and --subject are required. Run "outpost send --help".');
     return EX.USAGE;
   }
-  let mail;
-  try {
-    mail = await loadMailConfig(values.config);
-  } catch (e) {
-    console.error(`outpost send: ${e instanceof ConfigError ? e.message : (e as Error).message}`);
-    return EX.CONFIG;
-  }
+  const mail = await loadSendConfig(values.config, "outpost send");
+  if (typeof mail === "number") return mail;
   const smtp = mail.smtp;
-  if (!smtp) {
-    console.error("outpost send: the config has no [smtp] table, so mail cannot be sent.");
-    return EX.CONFIG;
-  }
   const defaults = { from: smtp.from, fromName: smtp.fromName, domain: smtp.heloName };
   let msg: MailMessage;
   try {
@@ -137,10 +112,7 @@ export async function sendCommand(args: string[]): Promise<number> {
       console.log(`Queued as ${id}; the outpost daemon delivers it (see "outpost outbox list").`);
       return EX.OK;
     } catch (e) {
-      console.error(`outpost send: ${(e as Error).message}`);
-      if (e instanceof HeaderInjectionError) return EX.DATAERR;
-      if (e instanceof OutboxFullError) return EX.TEMPFAIL;
-      return EX.IOERR;
+      return enqueueFailed(e, "outpost send");
     }
   }
   let prepared;

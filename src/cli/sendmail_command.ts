@@ -11,7 +11,7 @@
 
 import { ConfigError } from "../config/section.ts";
 import { HeaderInjectionError } from "../smtp/mail_message.ts";
-import { loadMailConfig } from "../smtp/smtp_config.ts";
+import { loadMailConfig, type MailConfig } from "../smtp/smtp_config.ts";
 import { Outbox, OutboxFullError } from "../smtp/outbox.ts";
 import { completeRawMessage } from "../smtp/mail_message.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
@@ -114,7 +114,16 @@ export function parseSendmailArgs(args: string[]): SendmailArgs | string | "help
   return out;
 }
 
-async function readStdin(limit: number): Promise<Uint8Array | null> {
+/**
+ * Reads all of standard input; resolves to null as soon as it exceeds `limit` bytes (the rest is not read).
+ *
+ * @example
+ * ```ts
+ * const raw = await readStdin(25 << 20);
+ * if (raw === null) console.error("too large");
+ * ```
+ */
+export async function readStdin(limit: number): Promise<Uint8Array | null> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   const buf = new Uint8Array(65536);
@@ -169,17 +178,8 @@ export async function sendmailCommand(args: string[]): Promise<number> {
     console.error("outpost sendmail: no recipients: give them as arguments or use -t.");
     return EX.USAGE;
   }
-  let mail;
-  try {
-    mail = await loadMailConfig(parsed.config);
-  } catch (e) {
-    console.error(`outpost sendmail: ${e instanceof ConfigError ? e.message : (e as Error).message}`);
-    return EX.CONFIG;
-  }
-  if (!mail.smtp) {
-    console.error("outpost sendmail: the config has no [smtp] table, so mail cannot be sent.");
-    return EX.CONFIG;
-  }
+  const mail = await loadSendConfig(parsed.config, "outpost sendmail");
+  if (typeof mail === "number") return mail;
   const raw = await readStdin(mail.outbox.maxMessageBytes);
   if (raw === null) {
     console.error(
@@ -222,12 +222,55 @@ export async function sendmailCommand(args: string[]): Promise<number> {
   try {
     await outbox.enqueue(done.bytes, { envelope: done.envelope, tag: "sendmail" });
   } catch (e) {
-    console.error(`outpost sendmail: ${(e as Error).message}`);
-    if (e instanceof HeaderInjectionError) return EX.DATAERR;
-    if (e instanceof OutboxFullError) return EX.TEMPFAIL;
-    return EX.IOERR;
+    return enqueueFailed(e, "outpost sendmail");
   }
   return EX.OK;
+}
+
+/**
+ * Loads the mail settings for `outpost send`/`sendmail`; on a config error or a missing `[smtp]` table prints
+ * why (prefixed with `prog`) and resolves to {@link EX}.CONFIG instead.
+ *
+ * @example
+ * ```ts
+ * const mail = await loadSendConfig(undefined, "outpost send");
+ * if (typeof mail === "number") return mail;
+ * mail.smtp.host;
+ * ```
+ */
+export async function loadSendConfig(
+  path: string | undefined,
+  prog: string,
+): Promise<(MailConfig & { smtp: SmtpClientOptions }) | number> {
+  let mail: MailConfig;
+  try {
+    mail = await loadMailConfig(path);
+  } catch (e) {
+    console.error(`${prog}: ${e instanceof ConfigError ? e.message : (e as Error).message}`);
+    return EX.CONFIG;
+  }
+  const smtp = mail.smtp;
+  if (!smtp) {
+    console.error(`${prog}: the config has no [smtp] table, so mail cannot be sent.`);
+    return EX.CONFIG;
+  }
+  return { ...mail, smtp };
+}
+
+/**
+ * Prints why {@link Outbox.enqueue} failed (prefixed with `prog`) and maps it to a sysexits status: 65 for a bad
+ * message, 75 for a full outbox (try again later), 74 for anything else (an I/O error).
+ *
+ * @example
+ * ```ts
+ * try { await outbox.enqueue(msg); } catch (e) { return enqueueFailed(e, "outpost send"); }
+ * ```
+ */
+export function enqueueFailed(e: unknown, prog: string): number {
+  console.error(`${prog}: ${(e as Error).message}`);
+  if (e instanceof HeaderInjectionError) return EX.DATAERR;
+  if (e instanceof OutboxFullError) return EX.TEMPFAIL;
+  return EX.IOERR;
 }
 
 /**
