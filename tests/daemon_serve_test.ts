@@ -6,17 +6,11 @@
 import assert from "node:assert/strict";
 import { findPeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
 import { startSink } from "./helpers/smtp_sink.ts";
+import { freePort } from "./helpers/test_util.ts";
 import { hashPassword } from "../src/config/password.ts";
 
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
 const python = findPeer(SYSTEM_PYTHON);
-
-async function freePort(): Promise<number> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** A running `outpost serve` whose stdout is collected. */
 class Daemon {
@@ -124,7 +118,7 @@ Deno.test({
       await Deno.mkdir(root);
       const sensor = `${dir}/freezer`;
       await Deno.writeTextFile(sensor, "-18\n");
-      const port = await freePort();
+      const port = freePort();
       const o = {
         state: `${dir}/state`,
         root,

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { bundleOutpost, BUNDLES } from "../scripts/bundle_outpost.ts";
 import { fetchDenoArm64 } from "../scripts/deno_arm64.ts";
 import { findPeer, requirePeer, skipWithout, SYSTEM_PYTHON } from "./helpers/peers.ts";
+import { freePort, sha256File } from "./helpers/test_util.ts";
 
 const QEMU = findPeer("qemu-aarch64-static");
 const CURL = findPeer("curl");
@@ -66,15 +67,6 @@ class Daemon {
     await this.#done;
     return status;
   }
-}
-
-async function sha256(path: string): Promise<string> {
-  const data = await Deno.readFile(path);
-  return Array.from(
-    new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
 }
 
 async function curl(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -135,7 +127,7 @@ Deno.test({
           const got = `${dir}/got-${name}`;
           const r = await curl(["-o", got, `ftp://127.0.0.1:${port}/${name}`]);
           assert.equal(r.code, 0, `curl downloads ${name}: ${r.stderr}\n${daemon.output}`);
-          assert.equal(await sha256(got), await sha256(`${root}/${name}`), `${name} arrives intact`);
+          assert.equal(await sha256File(got), await sha256File(`${root}/${name}`), `${name} arrives intact`);
         }
         const listing = `${dir}/listing.txt`;
         const r = await curl(["-o", listing, `ftp://127.0.0.1:${port}/`]);
@@ -160,13 +152,6 @@ Deno.test({
     }
   },
 });
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 async function hasAiosmtpd(): Promise<string | null> {
   if (!findPeer(SYSTEM_PYTHON)) return null;
@@ -276,7 +261,7 @@ above = -10
         if (r.code !== 0) await new Promise((res) => setTimeout(res, 500));
       }
       assert.equal(r.code, 0, `curl via serve: ${r.stderr}\n${daemon.output}`);
-      assert.equal(await sha256(got), await sha256(`${dir}/ftp/report.csv`));
+      assert.equal(await sha256File(got), await sha256File(`${dir}/ftp/report.csv`));
 
       await Deno.writeTextFile(`${dir}/freezer.txt`, "-3\n"); // above -10: alert
       await sink.waitFor(/Subject: .*freezer/i, 120_000).catch((e) => {

@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { findPeer, requirePeer, skipWithout } from "./helpers/peers.ts";
-import { PASS, run, sha256File, startFtp, USER, writeRandomFile } from "./helpers/ftp_fixture.ts";
+import { PASS, startFtp, USER, writeRandomFile } from "./helpers/ftp_fixture.ts";
+import { run, sha256File } from "./helpers/test_util.ts";
 
 const CURL = findPeer("curl");
 const ignore = skipWithout(CURL);

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { findPeer, requirePeer, skipWithout } from "./helpers/peers.ts";
-import { run } from "./helpers/ftp_fixture.ts";
+import { run } from "./helpers/test_util.ts";
 
 const UNSHARE = findPeer("unshare");
 const CURL = findPeer("curl");

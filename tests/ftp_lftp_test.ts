@@ -4,16 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { findPeer, requirePeer, skipWithout } from "./helpers/peers.ts";
-import {
-  type FtpFixture,
-  PASS,
-  run,
-  sha256File,
-  startFtp,
-  treeHashes,
-  USER,
-  writeRandomFile,
-} from "./helpers/ftp_fixture.ts";
+import { type FtpFixture, PASS, startFtp, treeHashes, USER, writeRandomFile } from "./helpers/ftp_fixture.ts";
+import { run, sha256File } from "./helpers/test_util.ts";
 
 const LFTP = findPeer("lftp");
 const ignore = skipWithout(LFTP);

@@ -1,7 +1,8 @@
 /** Interop: wget -r of a small tree from the in-process FTP server, SHA-256 per file. */
 import assert from "node:assert/strict";
 import { findPeer, requirePeer, skipWithout } from "./helpers/peers.ts";
-import { PASS, run, startFtp, treeHashes, USER, writeRandomFile } from "./helpers/ftp_fixture.ts";
+import { PASS, startFtp, treeHashes, USER, writeRandomFile } from "./helpers/ftp_fixture.ts";
+import { run } from "./helpers/test_util.ts";
 
 const WGET = findPeer("wget");
 

@@ -1,18 +1,18 @@
 /**
  * The FTP test fixture: an in-process {@link FtpServer} on loopback in a temp dir, a runner for Python ftplib
- * scripts against it, a raw control client for hostile cases, child-process running with a safety bound, and
- * file hashing/generation helpers.
+ * scripts against it, a raw control client for hostile cases, and file generation and tree hashing helpers
+ * (child processes and single-file hashes: `test_util.ts`).
  *
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { hashPassword } from "../../src/config/password.ts";
 import { Accounts } from "../../src/ftp/accounts.ts";
 import { FULL_ACCESS, READ_ONLY } from "../../src/ftp/ftp_file_system.ts";
 import { defaultFtpServerOptions, FtpServer, type FtpServerOptions } from "../../src/ftp/ftp_server.ts";
 import { LineReader } from "../../src/net/line_reader.ts";
 import { SYSTEM_PYTHON } from "./peers.ts";
+import { sha256File } from "./test_util.ts";
 
 /** Login of the fixture's full-access user. */
 export const USER = "alice";
@@ -104,77 +104,6 @@ export async function startFtp(
       await Deno.remove(base, { recursive: true });
     },
   };
-}
-
-/** Result of a child process. */
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/**
- * Runs a command with a safety bound (kills only this child when it is exceeded; no timing is asserted).
- *
- * @example
- * ```ts
- * const r = await run("curl", ["-s", "ftp://127.0.0.1:2121/"]);
- * ```
- */
-export async function run(
-  cmd: string,
-  args: string[],
-  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string> } = {},
-): Promise<RunResult> {
-  const child = new Deno.Command(cmd, {
-    args,
-    cwd: opts.cwd,
-    env: opts.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-  }, opts.timeoutMs ?? 120_000);
-  try {
-    const out = await child.output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr), timedOut };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * SHA-256 of a file, streamed with one buffer.
- *
- * @example
- * ```ts
- * const h = await sha256File("/tmp/x");
- * ```
- */
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash("sha256");
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(256 * 1024);
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    f.close();
-  }
-  return h.digest("hex");
 }
 
 /**
