@@ -57,6 +57,47 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "FTPS curl: 64 MiB PROT P upload and download keep every byte and the server's memory bounded",
+  ignore: skipWithout(CURL),
+  fn: async () => {
+    // Guards the Deno 2.9 server-TLS read bugs: a paused TLSSocket lost the end of an upload (426 after the stall
+    // timeout) and kept buffering what it read, and every decrypted chunk was a fresh buffer.
+    const curl = requirePeer("curl");
+    const fx = await startFtps({ mode: "required", requireSessionReuse: true });
+    const size = 64 * 1024 * 1024;
+    let peak = 0;
+    const sample = () => peak = Math.max(peak, Deno.memoryUsage().rss);
+    let timer: ReturnType<typeof setInterval> | undefined;
+    try {
+      const src = `${fx.dir}/big.bin`;
+      await writeRandom(src, size);
+      const want = await sha256File(src);
+      const base = ["-sS", "--fail", "-k", "-u", "alice:secret", "--max-time", "300", "--ssl-reqd"];
+      const before = Deno.memoryUsage().rss;
+      timer = setInterval(sample, 20);
+      let r = await run(curl, [...base, "-T", src, `ftp://127.0.0.1:${fx.port}/big.bin`]);
+      assert.equal(r.code, 0, r.out);
+      r = await run(curl, [...base, "-o", `${fx.dir}/big.out`, `ftp://127.0.0.1:${fx.port}/big.bin`]);
+      assert.equal(r.code, 0, r.out);
+      sample();
+      clearInterval(timer);
+      timer = undefined;
+      assert.equal(await sha256File(`${fx.root}/big.bin`), want, "upload");
+      assert.equal(await sha256File(`${fx.dir}/big.out`), want, "download");
+      // A generous sanity bound, not a benchmark: the broken reader grew by more than the file size.
+      const growthMiB = (peak - before) / (1024 * 1024);
+      assert.ok(
+        growthMiB < 100,
+        `server RSS grew by ${growthMiB.toFixed(0)} MiB during 64 MiB TLS transfers`,
+      );
+    } finally {
+      if (timer !== undefined) clearInterval(timer);
+      await fx.close();
+    }
+  },
+});
+
 async function makeTree(root: string): Promise<Map<string, string>> {
   const sums = new Map<string, string>();
   for (let d = 0; d < 3; d++) {
@@ -122,6 +163,8 @@ f.connect(HOST, PORT)
 f.auth()
 f.login("alice", "secret")
 f.prot_p()
+if os.environ.get("ACTIVE") == "1":
+    f.set_pasv(False)  # PORT/EPRT: the server connects out and is the TLS server on that connection
 with open(SRC, "rb") as fh:
     f.storbinary("STOR py.bin", fh)
 h = hashlib.sha256()
@@ -134,10 +177,11 @@ print(h.hexdigest())
 
 Deno.test({
   name:
-    "FTPS Python ftplib.FTP_TLS prot_p(): plain FTP_TLS with reuse off, session-passing subclass with reuse on",
+    "FTPS Python ftplib.FTP_TLS prot_p(): plain FTP_TLS with reuse off, session-passing subclass with reuse on, " +
+    "passive and active",
   ignore: skipWithout(PYTHON),
   fn: async () => {
-    for (const reuse of [false, true]) {
+    for (const [reuse, active] of [[false, false], [true, false], [false, true], [true, true]]) {
       const fx = await startFtps({ mode: "required", requireSessionReuse: reuse });
       try {
         const src = `${fx.dir}/py-src.bin`;
@@ -146,9 +190,15 @@ Deno.test({
         const script = `${fx.dir}/ftps.py`;
         await Deno.writeTextFile(script, PY_FTPS);
         const r = await run(SYSTEM_PYTHON, [script], {
-          env: { FTP_HOST: "127.0.0.1", FTP_PORT: String(fx.port), SRC: src, REUSE: reuse ? "1" : "0" },
+          env: {
+            FTP_HOST: "127.0.0.1",
+            FTP_PORT: String(fx.port),
+            SRC: src,
+            REUSE: reuse ? "1" : "0",
+            ACTIVE: active ? "1" : "0",
+          },
         });
-        assert.equal(r.code, 0, r.out);
+        assert.equal(r.code, 0, `reuse ${reuse}, active ${active}: ${r.out}`);
         assert.equal(r.out.trim().split("\n").at(-1), want);
         assert.equal(await sha256File(`${fx.root}/py.bin`), want);
       } finally {

@@ -13,6 +13,7 @@ import {
   connectTlsData,
   createServerTlsContext,
   type ServerTlsContext,
+  TLS_READ_HIGH_WATER,
   TlsListener,
   upgradeServerSocket,
 } from "../src/net/tls_server.ts";
@@ -145,6 +146,62 @@ Deno.test("TlsListener: 4 MiB each way with one reused buffer per connection kee
   down.close();
   assert.equal(got, total);
   assert.equal(h2.digest("hex"), want);
+  await l.close();
+});
+
+/** `p`, or a rejection with `msg` when it has not settled in `ms` (a guard against hanging, not a timing test). */
+async function withDeadline<T>(p: Promise<T>, ms: number, msg: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => timer = setTimeout(() => reject(new Error(msg)), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("TlsConn: a slow reader holds the sender back (bounded queue) and still sees the end of the stream", async () => {
+  // The Deno 2.9 bug this guards against: a paused server TLSSocket kept reading (memory grew with the upload)
+  // and lost the client's close_notify/FIN, so an upload to a slow disk never finished.
+  const l = new TlsListener({ hostname: "127.0.0.1", port: 0, context: ctx });
+  await l.listen();
+  const total = 24 * 1024 * 1024;
+  const client = await Deno.connectTls({ hostname: "127.0.0.1", port: l.port, caCerts: [pair.certPem] });
+  const conn = (await l.accept())!;
+  const block = new Uint8Array(256 * 1024);
+  for (let i = 0; i < block.length; i++) block[i] = pattern(i);
+  const hSent = createHash("sha256");
+  const sending = (async () => {
+    for (let off = 0; off < total; off += block.length) {
+      await writeAll(client, block);
+      hSent.update(block);
+    }
+    await client.closeWrite(); // close_notify + FIN, the way curl ends an upload
+  })();
+  const buf = new Uint8Array(64 * 1024);
+  const h = createHash("sha256");
+  let got = 0, reads = 0;
+  for (let i = 0; i < 100_000; i++) {
+    const n = await withDeadline(conn.read(buf), 30_000, `read ${reads} after ${got} bytes never finished`);
+    if (n === null) break;
+    h.update(buf.subarray(0, n));
+    got += n;
+    // Much slower than the sender at first (a disk slower than the network): the queue fills up to the high
+    // water and the TCP reads stop; then fast, so the end of the stream arrives while they may be stopped.
+    if (++reads % 16 === 0 && reads < 256) await new Promise((r) => setTimeout(r, 20));
+  }
+  await sending;
+  assert.equal(got, total, "every byte and then the end of the stream");
+  assert.equal(h.digest("hex"), hSent.digest("hex"));
+  // Bounded by the high water plus what was in flight when the TCP reads stopped (one read of 64 KiB).
+  assert.ok(
+    conn.peakQueued <= TLS_READ_HIGH_WATER + 128 * 1024,
+    `queued ${conn.peakQueued} bytes, more than the high water ${TLS_READ_HIGH_WATER} allows`,
+  );
+  await conn.end(1000);
+  client.close();
   await l.close();
 });
 
