@@ -90,3 +90,8 @@ Deno.test("config: the FTPS certificate folder defaults to <state_dir>/tls", () 
   );
   assert.equal(own.ftp?.tls?.certDir, "/etc/outpost/tls");
 });
+
+Deno.test("config: uploads are synced to the medium unless sync_uploads = false", () => {
+  assert.equal(parseConfig("", "/etc/outpost.toml").ftp?.syncUploads, true);
+  assert.equal(parseConfig("[ftp]\nsync_uploads = false\n", "/etc/outpost.toml").ftp?.syncUploads, false);
+});

@@ -309,3 +309,20 @@ Deno.test("mkdir, rmdir, remove, rename, chmod, exists, uniqueName", async () =>
     await cleanup();
   }
 });
+
+Deno.test("jail: with syncUploads off an upload still lands atomically", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${root}/a.txt`, "old");
+    const fs = await FtpFileSystem.open(root, { syncUploads: false });
+    assert.equal(fs.syncUploads, false);
+    const up = await fs.openUpload("/a.txt", { mode: "replace", offset: 0 });
+    await up.file.write(new TextEncoder().encode("new"));
+    assert.equal(await Deno.readTextFile(`${root}/a.txt`), "old");
+    await up.commit();
+    assert.equal(await Deno.readTextFile(`${root}/a.txt`), "new");
+    assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name), ["a.txt"]);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

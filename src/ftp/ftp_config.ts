@@ -9,6 +9,7 @@
  * banner = "outpost FTP server ready."
  * active = true                  # allow PORT/EPRT (only to the client's own address, port >= 1024)
  * xferlog = "/var/log/outpost-xferlog"   # optional wu-ftpd style transfer log
+ * sync_uploads = true            # fdatasync each upload before it replaces the target (SD cards lose power)
  *
  * [[ftp.users]]
  * name = "alice"
@@ -104,6 +105,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
   if (/[\r\n\0]/.test(banner)) ftp.problem("banner", "must be one line");
   const allowActive = ftp.bool("active", true);
   const xferlogPath = ftp.filePath("xferlog");
+  const syncUploads = ftp.bool("sync_uploads", true);
 
   const users: FtpUser[] = [];
   const names = new Set<string>();
@@ -175,6 +177,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
     banner,
     allowActive,
     xferlogPath,
+    syncUploads,
     passive: { portMin, portMax, address, addressMap },
     maxSessions: limits.int("max_sessions", { default: d.maxSessions, min: 1, max: 100_000 }),
     maxSessionsPerIp: limits.int("max_sessions_per_ip", {

@@ -256,10 +256,13 @@ export class FtpFileSystem {
   /** Real path of the root (no trailing slash unless it is "/"). */
   readonly root: string;
   readonly #prefix: string;
+  /** Whether a finished upload is flushed to the medium (`fdatasync`) before it is renamed into place. */
+  readonly syncUploads: boolean;
 
-  private constructor(root: string) {
+  private constructor(root: string, syncUploads: boolean) {
     this.root = root;
     this.#prefix = root === "/" ? "/" : root + "/";
+    this.syncUploads = syncUploads;
   }
 
   /**
@@ -271,7 +274,7 @@ export class FtpFileSystem {
    * const fs = await FtpFileSystem.open("/srv/ftp");
    * ```
    */
-  static async open(root: string): Promise<FtpFileSystem> {
+  static async open(root: string, opts: { syncUploads?: boolean } = {}): Promise<FtpFileSystem> {
     let real: string;
     try {
       real = await Deno.realPath(root);
@@ -280,7 +283,7 @@ export class FtpFileSystem {
     }
     const st = await Deno.stat(real);
     if (!st.isDirectory) throw new Error(`FTP root ${root} cannot be used: it is not a directory.`);
-    return new FtpFileSystem(real);
+    return new FtpFileSystem(real, opts.syncUploads ?? true);
   }
 
   /**
@@ -554,7 +557,7 @@ export class FtpFileSystem {
         if (state !== "open") throw new FtpFsError(451, "Upload already finished.");
         state = "done";
         try {
-          await file.syncData();
+          if (this.syncUploads) await file.syncData();
           file.close();
           await Deno.rename(temp, target);
         } catch (e) {

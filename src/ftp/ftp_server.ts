@@ -50,6 +50,11 @@ export interface FtpServerOptions {
   banner?: string;
   /** Append a wu-ftpd style xferlog line per file transfer to this file. */
   xferlogPath?: string;
+  /**
+   * Flush each finished upload to the medium before renaming it into place (default true). Off makes uploads about
+   * 1.5x faster, but a power cut shortly after an upload may leave the file empty or short.
+   */
+  syncUploads?: boolean;
   /** Bytes of the one buffer each running transfer uses (default {@link TRANSFER_BUFFER_SIZE}). */
   transferBufferSize?: number;
   /** Bytes of the bigger buffer the first few concurrent file transfers get (default 1 MiB). */

@@ -599,7 +599,7 @@ export class FtpSession {
     }
     let fs: FtpFileSystem;
     try {
-      fs = await FtpFileSystem.open(user.root);
+      fs = await FtpFileSystem.open(user.root, { syncUploads: this.#ctx.opts.syncUploads ?? true });
     } catch (e) {
       log.error("login.root_missing", { id: this.id, user: user.name, error: String(e) });
       await this.reply("530 Login refused: the home folder is not available.");
