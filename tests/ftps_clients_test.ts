@@ -18,7 +18,7 @@ Deno.test({
     const curl = requirePeer("curl");
     const fx = await startFtps({ mode: "required", requireSessionReuse: true });
     try {
-      const src = `${fx.dir}/src.bin`;
+      const src = `${fx.base}/src.bin`;
       await writeRandom(src, 3 * 1024 * 1024 + 17);
       const want = await sha256File(src);
       const base = ["-sS", "--fail", "-k", "-u", "alice:secret", "--max-time", "60"];
@@ -30,11 +30,11 @@ Deno.test({
         ...base,
         "--ssl-reqd",
         "-o",
-        `${fx.dir}/e.out`,
+        `${fx.base}/e.out`,
         `ftp://127.0.0.1:${fx.port}/explicit.bin`,
       ]);
       assert.equal(r.code, 0, r.out);
-      assert.equal(await sha256File(`${fx.dir}/e.out`), want);
+      assert.equal(await sha256File(`${fx.base}/e.out`), want);
 
       r = await run(curl, [...base, "-T", src, `ftps://127.0.0.1:${fx.implicitPort}/implicit.bin`]);
       assert.equal(r.code, 0, r.out);
@@ -42,14 +42,14 @@ Deno.test({
       r = await run(curl, [
         ...base,
         "-o",
-        `${fx.dir}/i.out`,
+        `${fx.base}/i.out`,
         `ftps://127.0.0.1:${fx.implicitPort}/implicit.bin`,
       ]);
       assert.equal(r.code, 0, r.out);
-      assert.equal(await sha256File(`${fx.dir}/i.out`), want);
+      assert.equal(await sha256File(`${fx.base}/i.out`), want);
 
       // Plain FTP is refused by a server that requires TLS.
-      r = await run(curl, [...base, "-o", `${fx.dir}/p.out`, `ftp://127.0.0.1:${fx.port}/explicit.bin`]);
+      r = await run(curl, [...base, "-o", `${fx.base}/p.out`, `ftp://127.0.0.1:${fx.port}/explicit.bin`]);
       assert.notEqual(r.code, 0);
     } finally {
       await fx.close();
@@ -70,7 +70,7 @@ Deno.test({
     const sample = () => peak = Math.max(peak, Deno.memoryUsage().rss);
     let timer: ReturnType<typeof setInterval> | undefined;
     try {
-      const src = `${fx.dir}/big.bin`;
+      const src = `${fx.base}/big.bin`;
       await writeRandom(src, size);
       const want = await sha256File(src);
       const base = ["-sS", "--fail", "-k", "-u", "alice:secret", "--max-time", "300", "--ssl-reqd"];
@@ -78,13 +78,13 @@ Deno.test({
       timer = setInterval(sample, 20);
       let r = await run(curl, [...base, "-T", src, `ftp://127.0.0.1:${fx.port}/big.bin`]);
       assert.equal(r.code, 0, r.out);
-      r = await run(curl, [...base, "-o", `${fx.dir}/big.out`, `ftp://127.0.0.1:${fx.port}/big.bin`]);
+      r = await run(curl, [...base, "-o", `${fx.base}/big.out`, `ftp://127.0.0.1:${fx.port}/big.bin`]);
       assert.equal(r.code, 0, r.out);
       sample();
       clearInterval(timer);
       timer = undefined;
       assert.equal(await sha256File(`${fx.root}/big.bin`), want, "upload");
-      assert.equal(await sha256File(`${fx.dir}/big.out`), want, "download");
+      assert.equal(await sha256File(`${fx.base}/big.out`), want, "download");
       // A generous sanity bound, not a benchmark: the broken reader grew by more than the file size.
       const growthMiB = (peak - before) / (1024 * 1024);
       assert.ok(
@@ -118,7 +118,7 @@ Deno.test({
     const lftp = requirePeer("lftp");
     const fx = await startFtps({ mode: "required", requireSessionReuse: true });
     try {
-      const local = `${fx.dir}/local`;
+      const local = `${fx.base}/local`;
       await Deno.mkdir(local);
       const sums = await makeTree(local);
       const settings =
@@ -131,7 +131,7 @@ Deno.test({
       let r = await run(lftp, ["-c", `${settings} ${open} mirror -R ${local} up`]);
       assert.equal(r.code, 0, r.out);
       for (const [rel, sum] of sums) assert.equal(await sha256File(`${fx.root}/up/${rel}`), sum, rel);
-      const back = `${fx.dir}/back`;
+      const back = `${fx.base}/back`;
       r = await run(lftp, ["-c", `${settings} ${open} mirror up ${back}`]);
       assert.equal(r.code, 0, r.out);
       for (const [rel, sum] of sums) assert.equal(await sha256File(`${back}/${rel}`), sum, rel);
@@ -184,10 +184,10 @@ Deno.test({
     for (const [reuse, active] of [[false, false], [true, false], [false, true], [true, true]]) {
       const fx = await startFtps({ mode: "required", requireSessionReuse: reuse });
       try {
-        const src = `${fx.dir}/py-src.bin`;
+        const src = `${fx.base}/py-src.bin`;
         await writeRandom(src, 1024 * 1024 + 3);
         const want = await sha256File(src);
-        const script = `${fx.dir}/ftps.py`;
+        const script = `${fx.base}/ftps.py`;
         await Deno.writeTextFile(script, PY_FTPS);
         const r = await run(SYSTEM_PYTHON, [script], {
           env: {

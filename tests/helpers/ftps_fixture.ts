@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { createSelfSignedCertificate, writeCertificateFiles } from "../../src/net/certificate.ts";
 import type { FtpServerOptions } from "../../src/ftp/ftp_server.ts";
 import { defaultFtpTlsOptions, type FtpTlsOptions } from "../../src/ftp/ftps.ts";
-import { type FtpFixture, startFtp } from "./ftp_session_fixture.ts";
+import { type FtpFixture, startFtp } from "./ftp_fixture.ts";
 
 /** A running FTPS test server. */
 export interface FtpsFixture extends FtpFixture {
@@ -38,15 +38,18 @@ export async function startFtps(
   const certDir = await Deno.makeTempDir({ prefix: "outpost-ftps-cert-" });
   const { certPath, keyPath } = await writeCertificateFiles(certDir, pair);
   const fx = await startFtp({
-    ...overrides,
-    tls: {
-      ...defaultFtpTlsOptions(),
-      mode: "optional",
-      certPath,
-      keyPath,
-      certDir,
-      implicitPort: 0,
-      ...tls,
+    anonymous: true,
+    server: {
+      ...overrides,
+      tls: {
+        ...defaultFtpTlsOptions(),
+        mode: "optional",
+        certPath,
+        keyPath,
+        certDir,
+        implicitPort: 0,
+        ...tls,
+      },
     },
   });
   return {
