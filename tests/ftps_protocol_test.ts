@@ -303,4 +303,18 @@ Deno.test("FTPS config: [ftp.tls] is read and validated", async () => {
   assert.ok(p2.some((p) => p.startsWith("ftp.tls.bogus: unknown key")), p2.join("\n"));
   const p3: string[] = [];
   assert.equal(readFtpConfig(new Section({}, "ftp", p3)).tls?.mode, "off");
+  assert.equal(
+    readFtpConfig(new Section({}, "ftp", p3)).tls?.maxVersion,
+    "1.2",
+    "TLS 1.2 at most by default",
+  );
+  assert.deepEqual(p3, []);
+  for (const [v, want] of [["1.3", "1.3"], [1.3, "1.3"], ["1.2", "1.2"], [1.2, "1.2"]] as const) {
+    const p4: string[] = [];
+    assert.equal(readFtpConfig(new Section({ tls: { max_version: v } }, "ftp", p4)).tls?.maxVersion, want);
+    assert.deepEqual(p4, []);
+  }
+  const p5: string[] = [];
+  readFtpConfig(new Section({ tls: { max_version: "1.1" } }, "ftp", p5));
+  assert.ok(p5.some((p) => p.startsWith('ftp.tls.max_version: must be "1.2" or "1.3"')), p5.join("\n"));
 });

@@ -10,7 +10,23 @@
  * implicit_port = 990                # implicit FTPS (ftps://) listener; 0 = off. Default 990 when mode != "off"
  * cert_dir = "/var/lib/outpost/tls"  # where the self-signed pair is created when cert/key are not given
  * require_tls_session_reuse = true   # data connections must resume the control connection's TLS session
+ * max_version = "1.2"                # newest TLS offered: "1.2" (default) or "1.3"
  * ```
+ *
+ * Why TLS 1.2 by default: a TLS 1.3 server sends session tickets after every handshake, data connections
+ * included, and Deno's node:tls cannot be told not to. Clients that close a data connection without reading
+ * them (lftp/GnuTLS does) leave those bytes unread, so their kernel answers with a TCP reset instead of a clean
+ * close, and a reset makes this server's kernel throw away the end of an upload it had not read yet: the upload
+ * is cut short (refused, never committed). TLS 1.2 resumes by session id with no bytes after the handshake, which
+ * is also how FTPS data-channel session reuse (vsftpd's require_ssl_reuse) is most widely tested. TLS 1.2 here is
+ * still strong: rustls offers only ECDHE key exchange with AEAD ciphers (AES-GCM, ChaCha20-Poly1305), no RSA key
+ * exchange, no CBC, no RC4/3DES.
+ *
+ * The cost: Deno's TLS server resumes TLS 1.2 sessions by session ticket only, not by session id. Clients with
+ * TLS 1.2 tickets (lftp and FileZilla via GnuTLS, Python's ftplib via OpenSSL) resume fine; curl turns TLS 1.2
+ * tickets off, so with `require_tls_session_reuse` its data connections are refused over TLS 1.2 (the log line
+ * says so and names the fix). For curl, set `max_version = "1.3"` (curl reads TLS 1.3 tickets and resumes) or
+ * turn `require_tls_session_reuse` off.
  *
  * A data connection belongs to the session that set it up only when all of these hold: its peer address is the
  * control connection's (checked before the handshake), it arrived on the passive port this session opened (a
@@ -53,10 +69,12 @@ export interface FtpTlsOptions {
   implicitHost?: string;
   /** Data connections must resume a TLS session (vsftpd's require_ssl_reuse). */
   requireSessionReuse: boolean;
+  /** Newest TLS version offered (`max_version`): "1.2" by default, see the module notes. */
+  maxVersion: "1.2" | "1.3";
 }
 
 /**
- * Defaults: TLS off; when turned on, implicit FTPS on 990 and session reuse required.
+ * Defaults: TLS off; when turned on, implicit FTPS on 990, session reuse required, TLS 1.2 at most.
  *
  * @example
  * ```ts
@@ -64,7 +82,13 @@ export interface FtpTlsOptions {
  * ```
  */
 export function defaultFtpTlsOptions(): FtpTlsOptions {
-  return { mode: "off", certDir: "/var/lib/outpost/tls", implicitPort: null, requireSessionReuse: true };
+  return {
+    mode: "off",
+    certDir: "/var/lib/outpost/tls",
+    implicitPort: null,
+    requireSessionReuse: true,
+    maxVersion: "1.2",
+  };
 }
 
 /**
@@ -90,8 +114,19 @@ export function readFtpTlsConfig(tls: Section): FtpTlsOptions {
   const implicitPort = port === 0 || mode === "off" ? null : port;
   const requireSessionReuse = tls.bool("require_tls_session_reuse", true);
   const certDir = tls.filePath("cert_dir", { default: d.certDir });
+  const maxVersion = readMaxVersion(tls, d.maxVersion);
   tls.finish();
-  return { mode, certPath, keyPath, certDir, implicitPort, requireSessionReuse };
+  return { mode, certPath, keyPath, certDir, implicitPort, requireSessionReuse, maxVersion };
+}
+
+/** `max_version`: "1.2" or "1.3"; a bare TOML number (1.2, 1.3) is accepted too. */
+function readMaxVersion(tls: Section, fallback: "1.2" | "1.3"): "1.2" | "1.3" {
+  const v = tls.raw("max_version");
+  if (v === undefined) return fallback;
+  const s = typeof v === "number" ? v.toFixed(1) : v;
+  if (s === "1.2" || s === "1.3") return s;
+  tls.problem("max_version", `must be "1.2" or "1.3", got ${JSON.stringify(v)}`);
+  return fallback;
 }
 
 /**
@@ -117,8 +152,16 @@ export async function loadFtpTlsContext(opts: FtpTlsOptions, log: Logger): Promi
   } catch (e) {
     throw new Error(`FTPS not started: the certificate or key cannot be read (${(e as Error).message}).`);
   }
-  const ctx = createServerTlsContext({ cert, key });
-  log.info("tls.certificate", { path: certPath, sha256: certificateFingerprint(cert) });
+  const ctx = createServerTlsContext({
+    cert,
+    key,
+    maxVersion: opts.maxVersion === "1.3" ? "TLSv1.3" : "TLSv1.2",
+  });
+  log.info("tls.certificate", {
+    path: certPath,
+    sha256: certificateFingerprint(cert),
+    max_version: opts.maxVersion,
+  });
   return ctx;
 }
 
@@ -194,10 +237,7 @@ export class TlsPassiveSlot {
         timeoutMs: o.timeoutMs,
         backlog: 2,
         admit: (ip) => ip === o.peerIp,
-        verify: (c) =>
-          o.requireSessionReuse && !c.sessionReused
-            ? "the data connection did not resume the control connection's TLS session"
-            : null,
+        verify: (c) => o.requireSessionReuse && !c.sessionReused ? notResumed(c.protocol) : null,
         onReject: (ip, why) =>
           o.onRefused(ip, ip === o.peerIp ? why : "the data peer is not the control peer"),
       });
@@ -242,6 +282,17 @@ export class TlsPassiveSlot {
   }
 }
 
+/** The refusal reason for the log; over TLS 1.2 it names the likely cause and the fix. */
+function notResumed(protocol: string | null): string {
+  const why = "the data connection did not resume the control connection's TLS session";
+  // Deno's TLS server resumes TLS 1.2 sessions by ticket only; clients that turn TLS 1.2 tickets off and resume
+  // by session id (curl) resume over TLS 1.3.
+  return protocol === "TLSv1.2"
+    ? `${why} (over TLS 1.2 only clients with session tickets can resume, curl cannot: set [ftp.tls] ` +
+      `max_version = "1.3" or require_tls_session_reuse = false)`
+    : why;
+}
+
 /**
  * Active mode with PROT P: connects to the client and is the TLS server on that connection, then applies the
  * same session-reuse rule.
@@ -254,7 +305,7 @@ export class TlsPassiveSlot {
 export async function connectTlsActive(host: string, port: number, o: TlsDataOptions): Promise<ByteConn> {
   const conn = await connectTlsData(host, port, o.context, { timeoutMs: o.timeoutMs });
   if (o.requireSessionReuse && !conn.sessionReused) {
-    o.onRefused(host, "the data connection did not resume the control connection's TLS session");
+    o.onRefused(host, notResumed(conn.protocol));
     conn.close();
     throw new TlsDataRefused(
       "Can't open data connection: it did not resume the control connection's TLS session.",

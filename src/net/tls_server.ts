@@ -38,6 +38,13 @@ export interface ServerTlsOptions {
   key: string;
   /** Oldest protocol accepted; default and floor "TLSv1.2". */
   minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * Newest protocol offered; default "TLSv1.3". "TLSv1.2" keeps a server from sending TLS 1.3 session tickets
+   * after each handshake (Deno's node:tls has no switch for those), which FTPS data connections need: see
+   * `src/ftp/ftps.ts`. With rustls, TLS 1.2 offers only ECDHE key exchange with AEAD ciphers (AES-GCM,
+   * ChaCha20-Poly1305).
+   */
+  maxVersion?: "TLSv1.2" | "TLSv1.3";
   /** How long a session can be resumed, in seconds; default 3600. */
   sessionTimeoutS?: number;
 }
@@ -51,20 +58,31 @@ export interface ServerTlsContext {
 }
 
 /**
- * Builds the shared TLS context (TLS 1.2 minimum, session tickets and ids on).
- * Throws with a sentence-case message when the certificate or key cannot be used.
+ * Builds the shared TLS context (TLS 1.2 to 1.3 unless limited, session resumption on).
+ * Throws with a sentence-case message when the certificate or key cannot be used or the versions conflict.
  *
  * @example
  * ```ts
- * const ctx = createServerTlsContext({ cert: await Deno.readTextFile("cert.pem"), key: await Deno.readTextFile("key.pem") });
+ * const ctx = createServerTlsContext({
+ *   cert: await Deno.readTextFile("cert.pem"),
+ *   key: await Deno.readTextFile("key.pem"),
+ *   maxVersion: "TLSv1.2",
+ * });
  * ```
  */
 export function createServerTlsContext(opts: ServerTlsOptions): ServerTlsContext {
+  const minVersion = opts.minVersion ?? "TLSv1.2", maxVersion = opts.maxVersion ?? "TLSv1.3";
+  if (minVersion === "TLSv1.3" && maxVersion === "TLSv1.2") {
+    throw new Error(
+      "TLS not configured: the oldest allowed version (TLS 1.3) is newer than the newest (TLS 1.2).",
+    );
+  }
   try {
     const secureContext = tls.createSecureContext({
       cert: opts.cert,
       key: opts.key,
-      minVersion: opts.minVersion ?? "TLSv1.2",
+      minVersion,
+      maxVersion,
       sessionTimeout: opts.sessionTimeoutS ?? 3600,
       sessionIdContext: "outpost-ftps",
     });
