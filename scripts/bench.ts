@@ -243,8 +243,11 @@ async function main(): Promise<number> {
   });
   results.notes.push(
     "outpost ran as its own `deno run` of scripts/bench/outpost_ftp_server.ts (FtpServer with the default " +
-      "options except 1000 sessions in total and per address; logging off; `--v8-flags=--expose-gc,--trace-gc` " +
-      "to count GCs); its user's hash has 1000 PBKDF2 iterations so logins do not dominate.",
+      "options except 1000 sessions in total and per address and passive ports 20000-20999; logging off; " +
+      "`--v8-flags=--expose-gc,--trace-gc` to count GCs) with the board unit's memory settings " +
+      "(`MALLOC_ARENA_MAX=2`, `--max-semi-space-size=1`); its user's hash has 1000 PBKDF2 iterations so logins " +
+      "do not dominate. Uploads are fsynced before the rename (`sync_uploads = true`, the default); vsftpd and " +
+      "pyftpdlib do not sync.",
     "vsftpd: anonymous user (ftp_username=daemon, privilege separation on), no xferlog; pyftpdlib: async " +
       "FTPServer (sendfile) with logging at WARNING.",
     "Server CPU: utime+stime+cutime+cstime over the server's process tree from /proc/PID/stat, sampled every " +

@@ -108,7 +108,7 @@ Deno.test({
         "--allow-net=127.0.0.1",
         "--allow-env=OUTPOST_LOG,OUTPOST_CONFIG,NOTIFY_SOCKET,WATCHDOG_USEC,WATCHDOG_PID",
         "--allow-sys=hostname",
-        "--v8-flags=--max-old-space-size=160",
+        "--v8-flags=--max-old-space-size=160,--max-semi-space-size=1",
         bundle,
         "ftp",
         "--root",

@@ -88,7 +88,7 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
   assert.deepEqual(perms.run.sort(), ["/usr/local/bin/read-probe", "systemd-notify"]);
   assert.ok(!perms.env.includes("HOME") && perms.env.includes("NOTIFY_SOCKET"));
   const flags = denoPermissionFlags(perms, { v8MaxOldSpaceMb: 128 });
-  assert.ok(flags.includes("--v8-flags=--max-old-space-size=128"));
+  assert.ok(flags.includes("--v8-flags=--max-old-space-size=128,--max-semi-space-size=1"));
   assert.ok(!flags.some((f) => f === "--allow-all" || f === "-A" || f === "--allow-net"));
 });
 

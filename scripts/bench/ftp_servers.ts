@@ -75,7 +75,7 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
     Deno.execPath(),
     "run",
     "--allow-all",
-    "--v8-flags=--expose-gc,--trace-gc",
+    `--v8-flags=--expose-gc,--trace-gc,--max-semi-space-size=1${extraV8Flags()}`,
     `${HERE}outpost_ftp_server.ts`,
     root,
     user,
@@ -86,7 +86,8 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
   const child = BenchChild.spawn(cmd, {
     args,
     stdin: true,
-    env: { OUTPOST_LOG: "off" },
+    // The runtime settings the board's systemd unit uses (scripts/make_unit.ts, scripts/derive_permissions.ts).
+    env: { OUTPOST_LOG: "off", MALLOC_ARENA_MAX: "2" },
     onLine: (line) => {
       const gc = /: (?:Scavenge|Mark-Compact|Mark-sweep|Minor Mark[^ ]*)\S*\s+([\d.]+) \([\d.]+\) -> ([\d.]+)/
         .exec(line);
@@ -219,4 +220,10 @@ export function startFtpServer(name: FtpServerName, root: string, tmp: string): 
   if (name === "outpost") return startOutpost(root);
   if (name === "vsftpd") return startVsftpd(root, tmp);
   return startPyftpdlib(root);
+}
+
+/** Extra V8 flags for the outpost server from `OUTPOST_BENCH_V8_FLAGS` (experiments, e.g. the board unit's flags). */
+function extraV8Flags(): string {
+  const extra = Deno.env.get("OUTPOST_BENCH_V8_FLAGS") ?? "";
+  return extra ? `,${extra}` : "";
 }
