@@ -4,6 +4,8 @@
  */
 
 import assert from "node:assert/strict";
+import * as net from "node:net";
+import * as tls from "node:tls";
 import { setLogSink } from "../src/log/logger.ts";
 import { writeAll } from "../src/net/byte_conn.ts";
 import { LineReader } from "../src/net/line_reader.ts";
@@ -232,6 +234,98 @@ Deno.test("FTPS: a passive port serves one connection of its own session only", 
   } finally {
     a.close();
     await fx.close();
+  }
+});
+
+/** Logs in over explicit TLS with PROT P; returns the client. */
+async function loginProtP(port: number, certPem: string): Promise<RawClient> {
+  const c = await RawClient.open(port);
+  assert.match(await c.send("AUTH TLS"), /^234 /);
+  await c.startTls(certPem);
+  assert.match(await c.send("USER alice"), /^331 /);
+  assert.match(await c.send("PASS secret"), /^230 /);
+  assert.match(await c.send("PBSZ 0"), /^200 /);
+  assert.match(await c.send("PROT P"), /^200 /);
+  return c;
+}
+
+/** Connects from `localAddress` and tries a TLS handshake; resolves to true if it completed, false if refused. */
+function tlsFrom(localAddress: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    // Deno.connect has no local-address option: bind the source with node:net, then start TLS over it.
+    const raw = net.connect({ host: "127.0.0.1", port, localAddress });
+    const sock = tls.connect({ socket: raw, rejectUnauthorized: false });
+    const timer = setTimeout(() => finish(false), 5000);
+    const finish = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      raw.destroy();
+      resolve(ok);
+    };
+    sock.once("secureConnect", () => finish(true));
+    sock.once("error", () => finish(false));
+    sock.once("close", () => finish(false));
+  });
+}
+
+Deno.test("FTPS: a data connection from another peer address is refused; the session's own transfer works", async () => {
+  const lines: string[] = [];
+  const restore = setLogSink((l) => lines.push(l));
+  // Session reuse off: this test isolates the address check (Deno's client cannot resume a session).
+  const fx = await startFtps({ requireSessionReuse: false });
+  const a = await loginProtP(fx.port, fx.certPem);
+  try {
+    await Deno.writeTextFile(`${fx.root}/mine.txt`, "only for the control peer\n");
+    const port = epsvPort(await a.send("EPSV"));
+    // 127.0.0.2 is loopback too, but not the control connection's peer address.
+    assert.equal(await tlsFrom("127.0.0.2", port), false, "a TLS connection from 127.0.0.2 was accepted");
+    assert.ok(
+      lines.some((l) => /tls\.data_refused .*ip=127\.0\.0\.2 .*not the control peer/.test(l)),
+      lines.join("\n"),
+    );
+    // The port is still the session's: its own client connects and the transfer completes.
+    const data = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [fx.certPem] });
+    assert.match(await a.send("TYPE I"), /^200 /);
+    assert.match(await a.send("RETR mine.txt"), /^150 /);
+    assert.equal(await readAll(data), "only for the control peer\n");
+    data.close();
+    assert.match(await a.reply(), /^226 /);
+  } finally {
+    a.close();
+    await fx.close();
+    setLogSink(restore);
+  }
+});
+
+Deno.test("FTPS: another logged-in session cannot use this session's passive port", async () => {
+  const lines: string[] = [];
+  const restore = setLogSink((l) => lines.push(l));
+  const fx = await startFtps({ requireSessionReuse: true }, { dataTimeoutMs: 3000 });
+  const a = await loginProtP(fx.port, fx.certPem);
+  const b = await loginProtP(fx.port, fx.certPem);
+  try {
+    await Deno.writeTextFile(`${fx.root}/a.txt`, "session a's file\n");
+    const portA = epsvPort(await a.send("EPSV"));
+    const portB = epsvPort(await b.send("EPSV"));
+    assert.notEqual(portA, portB);
+    // Session B, from the same address, connects to A's port: its handshake resumes nothing of A's.
+    const stolen = await Deno.connectTls({ hostname: "127.0.0.1", port: portA, caCerts: [fx.certPem] });
+    assert.equal(await readAll(stolen), "", "B's connection to A's port got no data");
+    stolen.close();
+    assert.ok(lines.some((l) => /tls\.data_refused id=1 .*did not resume/.test(l)), lines.join("\n"));
+    // A's transfer does not go to B; with no acceptable data connection it ends cleanly with 425.
+    assert.match(await a.send("TYPE I"), /^200 /);
+    assert.match(await a.send("RETR a.txt"), /^150 /);
+    assert.match(await a.reply(), /^425 /);
+    // A's port is gone once A's transfer is over: B cannot come back to it.
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: portA }));
+    // B's own session is unaffected.
+    assert.match(await b.send("NOOP"), /^200 /);
+  } finally {
+    a.close();
+    b.close();
+    await fx.close();
+    setLogSink(restore);
   }
 });
 
