@@ -87,7 +87,7 @@ async function startOutpost(root: string): Promise<BenchFtpServer> {
     args,
     stdin: true,
     // The runtime settings the board's systemd unit uses (scripts/make_unit.ts, scripts/derive_permissions.ts).
-    env: { OUTPOST_LOG: "off", MALLOC_ARENA_MAX: "2" },
+    env: { OUTPOST_LOG: "off", MALLOC_ARENA_MAX: "2", ...benchEnv() },
     onLine: (line) => {
       const gc = /: (?:Scavenge|Mark-Compact|Mark-sweep|Minor Mark[^ ]*)\S*\s+([\d.]+) \([\d.]+\) -> ([\d.]+)/
         .exec(line);
@@ -226,4 +226,11 @@ export function startFtpServer(name: FtpServerName, root: string, tmp: string): 
 function extraV8Flags(): string {
   const extra = Deno.env.get("OUTPOST_BENCH_V8_FLAGS") ?? "";
   return extra ? `,${extra}` : "";
+}
+
+/** Experiment switches passed through to the outpost bench server (`OUTPOST_BENCH_*`). */
+function benchEnv(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(Deno.env.toObject())) if (k.startsWith("OUTPOST_BENCH_")) out[k] = v;
+  return out;
 }

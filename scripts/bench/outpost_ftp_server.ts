@@ -37,6 +37,8 @@ opts.passive = { ...opts.passive, portMin: 20000, portMax: 20999 };
 // For experiments only (the bench leaves it unset): another transfer buffer size, in bytes.
 const bufferSize = Number(Deno.env.get("OUTPOST_BENCH_TRANSFER_BUFFER") ?? "0");
 if (bufferSize > 0) opts.transferBufferSize = bufferSize;
+// For the STOR comparison without fsync (vsftpd and pyftpdlib never sync): OUTPOST_BENCH_SYNC_UPLOADS=0.
+if (Deno.env.get("OUTPOST_BENCH_SYNC_UPLOADS") === "0") opts.syncUploads = false;
 const server = new FtpServer(opts);
 await server.listen();
 console.log(`PORT ${server.port}`);
