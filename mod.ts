@@ -46,7 +46,8 @@ export {
   parsePermissions,
   READ_ONLY,
 } from "./src/ftp/ftp_file_system.ts";
-export type { FtpFileInfo, FtpPermissions, FtpUpload } from "./src/ftp/ftp_file_system.ts";
+export type { FtpFileInfo, FtpFsErrorCode, FtpPermissions, FtpUpload } from "./src/ftp/ftp_file_system.ts";
+export type { FtpTlsOptions } from "./src/ftp/ftps.ts";
 export { readFtpConfig } from "./src/ftp/ftp_config.ts";
 export { certificateFingerprint, ensureCertificate } from "./src/net/certificate.ts";
 export type { CertificatePaths, EnsuredCertificate } from "./src/net/certificate.ts";

@@ -13,15 +13,31 @@
  * @module
  */
 
-/** What a user may do. Checked by the session before it calls the file system. */
+/**
+ * What a user may do. Checked by the session before it calls the file system; a command whose permission is
+ * missing is answered with 550 "Permission denied.".
+ *
+ * @example
+ * ```ts
+ * const uploader: FtpPermissions = { ...READ_ONLY, write: true, mkdir: true };
+ * ```
+ */
 export interface FtpPermissions {
+  /** LIST, NLST, MLSD, MLST, STAT with a path, SIZE and MDTM. */
   list: boolean;
+  /** RETR (download). */
   read: boolean;
+  /** STOR and STOU (upload; replaces an existing file). */
   write: boolean;
+  /** APPE (append to a file, or create it). */
   append: boolean;
+  /** DELE (files) and RMD/XRMD (empty folders). */
   delete: boolean;
+  /** MKD/XMKD. */
   mkdir: boolean;
+  /** RNFR + RNTO. */
   rename: boolean;
+  /** SITE CHMOD (permission bits). */
   chmod: boolean;
 }
 
@@ -103,7 +119,15 @@ export function parsePermissions(words: string[]): FtpPermissions | string {
   return p;
 }
 
-/** Reply codes an {@link FtpFsError} carries. */
+/**
+ * Reply codes an {@link FtpFsError} carries: 450/550 file unavailable (transient/permanent), 451 local error,
+ * 452/552 out of storage (transient/permanent), 553 file name not allowed.
+ *
+ * @example
+ * ```ts
+ * const code: FtpFsErrorCode = 550;
+ * ```
+ */
 export type FtpFsErrorCode = 450 | 451 | 452 | 550 | 552 | 553;
 
 /**
@@ -121,6 +145,15 @@ export type FtpFsErrorCode = 450 | 451 | 452 | 550 | 552 | 553;
 export class FtpFsError extends Error {
   /** The FTP reply code to answer with. */
   readonly code: FtpFsErrorCode;
+
+  /**
+   * Makes a refusal; `message` is sent to the client after the code, so it must never contain a host path.
+   *
+   * @example
+   * ```ts
+   * throw new FtpFsError(550, "No such file or directory.");
+   * ```
+   */
   constructor(code: FtpFsErrorCode, message: string) {
     super(message);
     this.name = "FtpFsError";
@@ -128,27 +161,64 @@ export class FtpFsError extends Error {
   }
 }
 
-/** One directory entry or stat result, in virtual terms. */
+/**
+ * One directory entry or stat result, in virtual terms (no host paths).
+ *
+ * @example
+ * ```ts
+ * const info: FtpFileInfo = await fs.stat("/a.txt");
+ * if (info.type === "file") console.log(`${info.name}: ${info.size} bytes`);
+ * ```
+ */
 export interface FtpFileInfo {
   /** Base name (for the root: "/"). */
   name: string;
   /** "link" only for a symlink whose target is missing; links inside the root report their target's type. */
   type: "file" | "dir" | "link" | "other";
+  /** Size in bytes (of the target, for a symlink inside the root). */
   size: number;
+  /** Last modification time, or null where the platform does not report one. */
   mtime: Date | null;
   /** Raw st_mode (type and permission bits), or null where the platform has none. */
   mode: number | null;
+  /** Hard link count (1 where the platform does not report one). */
   nlink: number;
+  /** Owner's numeric user id, or null where the platform has none. */
   uid: number | null;
+  /** Owner's numeric group id, or null where the platform has none. */
   gid: number | null;
   /** "<dev hex>g<ino hex>", for the MLSx unique fact. */
   uniqueId: string;
 }
 
-/** An upload in progress; write to `file`, then `commit()` or `abort()` exactly once. */
+/**
+ * An upload in progress (from {@link FtpFileSystem.openUpload}); write to `file`, then `commit()` or
+ * `abort()` exactly once.
+ *
+ * @example
+ * ```ts
+ * const up: FtpUpload = await fs.openUpload("/in.bin", { mode: "replace", offset: 0 });
+ * try {
+ *   await up.file.write(chunk);
+ *   await up.commit();
+ * } catch {
+ *   await up.abort();
+ * }
+ * ```
+ */
 export interface FtpUpload {
+  /**
+   * The hidden temp file in the target directory, open for writing and positioned at its end (after any data
+   * copied for APPE or REST). Do not close it: `commit()` and `abort()` do.
+   */
   file: Deno.FsFile;
+  /**
+   * Flushes the temp file (`fdatasync`, unless uploads are not synced), closes it and renames it over the
+   * target. On failure the temp file is removed and an {@link FtpFsError} is thrown (552 when the disk is
+   * full); a second call throws 451.
+   */
   commit(): Promise<void>;
+  /** Closes and deletes the temp file, leaving the target untouched; does nothing after a commit or abort. */
   abort(): Promise<void>;
 }
 

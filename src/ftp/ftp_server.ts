@@ -18,16 +18,32 @@ import { normalizeIp } from "./address.ts";
 import { FtpSession, type SessionContext, type XferEntry } from "./ftp_session.ts";
 import { BufferPool, TRANSFER_BUFFER_SIZE } from "./transfer.ts";
 
-/** Everything the FTP server can be told. */
+/**
+ * Everything the FTP server can be told. Start from {@link defaultFtpServerOptions} (or read the `[ftp]`
+ * config table with `readFtpConfig`) and override what you need.
+ *
+ * @example
+ * ```ts
+ * const opts: FtpServerOptions = {
+ *   ...defaultFtpServerOptions(accounts),
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   passive: { portMin: 50000, portMax: 50100 },
+ * };
+ * ```
+ */
 export interface FtpServerOptions {
   /** Address to listen on: "127.0.0.1", "::1", "0.0.0.0", "::". */
   hostname: string;
   /** Port to listen on; 0 picks a free one (tests). */
   port: number;
+  /** Who may log in, with which password, root directory and permissions. */
   accounts: Accounts;
+  /** Passive mode (PASV/EPSV) data connections. */
   passive: {
-    /** Passive port range; 0/0 means any free port. */
+    /** Lowest passive data port; `portMin` and `portMax` both 0 means any free port. */
     portMin: number;
+    /** Highest passive data port (inclusive). */
     portMax: number;
     /** Advertised IPv4 address for PASV (default: the address the client connected to). */
     address?: string;
@@ -36,13 +52,22 @@ export interface FtpServerOptions {
   };
   /** Allow PORT/EPRT (only ever to the control peer's address and a port >= 1024). */
   allowActive: boolean;
+  /** Most control connections at once (default 300); more are answered "421 Too many users" and closed. */
   maxSessions: number;
+  /** Most control connections from one address (default 50); more get 421 and are closed. */
   maxSessionsPerIp: number;
+  /** Milliseconds without a command or a running transfer before a session is closed (default 5 min). */
   idleTimeoutMs: number;
+  /**
+   * Milliseconds a data connection may take to connect or go without progress, and a TLS handshake may take,
+   * before it is given up (default 30 s).
+   */
   dataTimeoutMs: number;
+  /** Milliseconds to wait before answering a wrong password with 530, to slow guessing (default 1000). */
   loginFailDelayMs: number;
   /** Failed logins from one address before it is banned for `banMs`. */
   maxLoginFailures: number;
+  /** Milliseconds an address stays banned (connections refused) after too many failures (default 5 min). */
   banMs: number;
   /** Longest accepted command line in bytes; an overlong line gets 500 and the session closes. */
   maxLineLength: number;
@@ -203,6 +228,15 @@ export class FtpServer {
   #closing = false;
   #xferChain: Promise<void> = Promise.resolve();
 
+  /**
+   * Makes a server; nothing is bound or loaded until {@link FtpServer.listen}. The options object is kept,
+   * not copied.
+   *
+   * @example
+   * ```ts
+   * const server = new FtpServer(defaultFtpServerOptions(accounts));
+   * ```
+   */
   constructor(opts: FtpServerOptions) {
     this.#opts = opts;
     this.#buffers = new BufferPool(
