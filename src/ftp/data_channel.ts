@@ -17,24 +17,53 @@ import { closeQuietly } from "../net/byte_conn.ts";
 import { normalizeIp } from "./address.ts";
 import { connectTlsActive, type TlsDataOptions, TlsPassiveSlot } from "./ftps.ts";
 
-/** A data connection could not be set up; the message is safe to show the client. */
+/**
+ * A data connection could not be set up; the message is safe to show the client (the session answers 425).
+ *
+ * @example
+ * ```ts
+ * throw new DataChannelError("Cannot open data connection: use PASV or PORT first.");
+ * ```
+ */
 export class DataChannelError extends Error {
+  /**
+   * Makes the error; `message` goes to the client after "425 ", so it must not contain host details.
+   *
+   * @example
+   * ```ts
+   * const e = new DataChannelError("Data connection timed out.");
+   * ```
+   */
   constructor(message: string) {
     super(message);
     this.name = "DataChannelError";
   }
 }
 
-/** How one session opens its data connections. */
+/**
+ * How one session opens its data connections.
+ *
+ * @example
+ * ```ts
+ * const opts: DataChannelOptions = {
+ *   peerIp: "192.168.1.7",
+ *   bindHost: "192.168.1.20",
+ *   portMin: 50000,
+ *   portMax: 50100,
+ *   timeoutMs: 30_000,
+ * };
+ * ```
+ */
 export interface DataChannelOptions {
   /** The control connection's peer address (normalised); data peers must match it. */
   peerIp: string;
   /** The address passive listeners bind to (normally the control connection's local address). */
   bindHost: string;
-  /** Passive port range; 0/0 means any free port. */
+  /** Lowest passive port; `portMin` and `portMax` both 0 means any free port. */
   portMin: number;
+  /** Highest passive port (inclusive). */
   portMax: number;
-  /** How long a passive listener waits for its connection, and an active connect may take. */
+  /** Milliseconds a passive listener waits for its connection, and an active connect may take. */
   timeoutMs: number;
   /** Turns a fresh TCP connection into the connection transfers use (FTPS puts TLS here). */
   wrap?: (conn: Deno.Conn) => Promise<ByteConn>;
@@ -133,6 +162,20 @@ export class DataChannel {
   #active: { host: string; port: number } | null = null;
   #connecting: Promise<Deno.Conn> | null = null;
 
+  /**
+   * Makes an idle channel (the options are copied); nothing is opened until PASV/EPSV or PORT/EPRT.
+   *
+   * @example
+   * ```ts
+   * const dc = new DataChannel({
+   *   peerIp: "127.0.0.1",
+   *   bindHost: "127.0.0.1",
+   *   portMin: 0,
+   *   portMax: 0,
+   *   timeoutMs: 30_000,
+   * });
+   * ```
+   */
   constructor(opts: DataChannelOptions) {
     this.#opts = { ...opts };
   }

@@ -59,10 +59,28 @@ import {
   type TransferProgress,
 } from "./transfer.ts";
 
-/** What a session needs from its server. */
+/**
+ * What a session needs from its server (`FtpServer` builds one and shares it between all sessions).
+ *
+ * @example
+ * ```ts
+ * const ctx: SessionContext = {
+ *   opts,
+ *   log: new Logger("ftp"),
+ *   buffers: new BufferPool(TRANSFER_BUFFER_SIZE, 4),
+ *   loginFailed: () => false,
+ *   loginSucceeded: () => {},
+ *   xferlog: () => {},
+ *   tls: null,
+ * };
+ * ```
+ */
 export interface SessionContext {
+  /** The server's options (limits, timeouts, accounts, passive ports, TLS). */
   readonly opts: FtpServerOptions;
+  /** The server's "ftp" logger; sessions log one line per event through it. */
   readonly log: Logger;
+  /** Transfer buffers shared by all sessions; each running transfer borrows one and returns it. */
   readonly buffers: BufferPool;
   /** Records a failed login from `ip`; true when the address is now banned. */
   loginFailed(ip: string): boolean;
@@ -74,16 +92,42 @@ export interface SessionContext {
   tls: { opts: FtpTlsOptions; context: ServerTlsContext } | null;
 }
 
-/** One finished transfer, for the xferlog. */
+/**
+ * One finished file transfer (RETR, STOR, APPE, STOU; not listings), for the xferlog.
+ *
+ * @example
+ * ```ts
+ * const entry: XferEntry = {
+ *   ip: "127.0.0.1",
+ *   user: "bob",
+ *   anonymous: false,
+ *   path: "/a.txt",
+ *   bytes: 3,
+ *   ms: 10,
+ *   ascii: false,
+ *   incoming: false,
+ *   complete: true,
+ * };
+ * ```
+ */
 export interface XferEntry {
+  /** The client's (normalised) address. */
   ip: string;
+  /** The login name ("" if none). */
   user: string;
+  /** Whether the user logged in anonymously. */
   anonymous: boolean;
+  /** The file's virtual path (never a host path). */
   path: string;
+  /** Bytes sent or received over the data connection. */
   bytes: number;
+  /** Milliseconds the transfer took. */
   ms: number;
+  /** TYPE A (ASCII) rather than TYPE I (binary). */
   ascii: boolean;
+  /** An upload (STOR, APPE, STOU) rather than a download (RETR). */
   incoming: boolean;
+  /** The transfer finished successfully (226); false when it failed or was aborted. */
   complete: boolean;
 }
 
@@ -127,23 +171,29 @@ function errorReply(e: unknown): string | null {
  *
  * @example
  * ```ts
- * const session = new FtpSession(1, new NodeConn(socket), context);
+ * const session = new FtpSession(1, new NodeConn(socket), "192.168.1.7", "192.168.1.20", context);
  * await session.run(); // resolves when the connection ends
  * ```
  */
 export class FtpSession {
+  /** Session number, unique within the server (1, 2, ...), used in log lines. */
   readonly id: number;
   /** The control connection; `conn.socket` is the raw socket an AUTH TLS upgrade wraps. */
   readonly conn: NodeConn | TlsConn;
-  /** The normalised peer and local addresses of the control connection. */
+  /** The normalised peer address of the control connection. */
   readonly peerIp: string;
+  /** The normalised local address of the control connection (passive listeners bind to it). */
   readonly localIp: string;
   /** Where replies go and commands come from; an upgrade replaces both (see {@link FtpSession.setControl}). */
   control: ByteConn;
+  /** Reads command lines from `control`, at most `maxLineLength` bytes each. */
   readonly reader: LineReader;
+  /** Where the login stands: waiting for USER, for PASS, or logged in with a jailed file system. */
   state: AuthState = { kind: "awaiting-user" };
+  /** Current working directory, a virtual path ("/" is the user's root). */
   cwd = "/";
-  lastActivity = Date.now();
+  /** When the last command arrived (ms since the epoch); the idle timeout counts from it. */
+  lastActivity: number = Date.now();
   readonly #ctx: SessionContext;
   readonly #data: DataChannel;
   #ascii = true;
@@ -158,6 +208,16 @@ export class FtpSession {
   /** PROT P: data connections use TLS. */
   #protP = false;
 
+  /**
+   * Sets up a session on an accepted control connection; nothing is sent until {@link FtpSession.run}.
+   * `peerIp` and `localIp` must be normalised. With `implicitTls` the connection is already TLS (implicit FTPS
+   * port), so data connections are protected (PROT P) until the client asks for PROT C.
+   *
+   * @example
+   * ```ts
+   * const session = new FtpSession(7, conn, "192.168.1.7", "192.168.1.20", ctx, { implicitTls: true });
+   * ```
+   */
   constructor(
     id: number,
     conn: NodeConn | TlsConn,
