@@ -173,21 +173,52 @@ function safeHostname(): string {
   }
 }
 
-/** A refusal of a TLS data connection, with the reason for the log. */
+/**
+ * A TLS data connection could not be made or was refused (no port free, timed out, not resumed); the message
+ * is safe for the client, and `DataChannel` sends it with 425.
+ *
+ * @example
+ * ```ts
+ * throw new TlsDataRefused("Can't open data connection: it was already used.");
+ * ```
+ */
 export class TlsDataRefused extends Error {
+  /**
+   * Makes the refusal; `reason` becomes the message, so it must not contain host details.
+   *
+   * @example
+   * ```ts
+   * const e = new TlsDataRefused("Can't open data connection: no secure data connection arrived in time.");
+   * ```
+   */
   constructor(reason: string) {
     super(reason);
     this.name = "TlsDataRefused";
   }
 }
 
-/** How one session's TLS data connections are made and checked. */
+/**
+ * How one session's TLS data connections are made and checked (after PROT P).
+ *
+ * @example
+ * ```ts
+ * const tlsData: TlsDataOptions = {
+ *   context,
+ *   peerIp: "192.168.1.7",
+ *   requireSessionReuse: true,
+ *   timeoutMs: 30_000,
+ *   onRefused: (ip, reason) => log.warn("tls.data_refused", { ip, reason }),
+ * };
+ * ```
+ */
 export interface TlsDataOptions {
+  /** The server's shared TLS context (certificate, key, TLS versions, session lifetime). */
   context: ServerTlsContext;
   /** The control peer's normalised address. */
   peerIp: string;
+  /** Refuse a data connection that does not resume the control connection's TLS session (425). */
   requireSessionReuse: boolean;
-  /** Handshake and connect time limit. */
+  /** Handshake and connect time limit, in milliseconds. */
   timeoutMs: number;
   /** A line for each refused data connection. */
   onRefused: (ip: string, reason: string) => void;
@@ -205,6 +236,7 @@ export interface TlsDataOptions {
  * ```
  */
 export class TlsPassiveSlot {
+  /** The bound port, for the PASV/EPSV reply. */
   readonly port: number;
   readonly #listener: TlsListener;
   readonly #timer: ReturnType<typeof setTimeout>;

@@ -52,7 +52,9 @@ export interface TransferProgress {
  * ```
  */
 export class BufferPool {
+  /** Bytes of a normal buffer. */
   readonly size: number;
+  /** Bytes of a large buffer (large buffers are off when this is not bigger than `size`). */
   readonly largeSize: number;
   readonly #maxFree: number;
   readonly #maxLarge: number;
@@ -60,6 +62,16 @@ export class BufferPool {
   readonly #freeLarge: Uint8Array[] = [];
   #largeInUse = 0;
 
+  /**
+   * Makes an empty pool (buffers are allocated on first use): `size` bytes per normal buffer (default
+   * 128 KiB), at most `maxFree` idle ones kept (default 4), and at most `maxLarge` buffers of `largeSize`
+   * bytes in use at once (defaults 4 and 1 MiB; 0 turns large buffers off).
+   *
+   * @example
+   * ```ts
+   * const pool = new BufferPool(128 * 1024, 4, 1024 * 1024, 4);
+   * ```
+   */
   constructor(
     size = TRANSFER_BUFFER_SIZE,
     maxFree = 4,
@@ -103,7 +115,21 @@ export class BufferPool {
  * ```
  */
 export class LocalIoError extends Error {
+  /** The file system's error as thrown (map it with `toFtpFsError` for the reply). */
   readonly original: unknown;
+
+  /**
+   * Wraps a failed read or write of the local file.
+   *
+   * @example
+   * ```ts
+   * try {
+   *   await file.write(chunk);
+   * } catch (e) {
+   *   throw new LocalIoError(e);
+   * }
+   * ```
+   */
   constructor(original: unknown) {
     super(
       `Transfer failed on the local file: ${original instanceof Error ? original.message : String(original)}`,
@@ -231,6 +257,15 @@ export class LineWriter {
   readonly #progress: TransferProgress;
   #used = 0;
 
+  /**
+   * Writes to `conn` through `buf` (the caller's transfer buffer; a line too long for it is encoded and sent
+   * on its own), adding every byte sent to `progress.bytes`.
+   *
+   * @example
+   * ```ts
+   * const out = new LineWriter(conn, pool.acquire(), { bytes: 0 });
+   * ```
+   */
   constructor(conn: ByteConn, buf: Uint8Array, progress: TransferProgress) {
     this.#conn = conn;
     this.#buf = buf;

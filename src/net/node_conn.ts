@@ -50,6 +50,15 @@ export class NodeConn implements ByteConn {
     this.#failWrites(e);
   };
 
+  /**
+   * Adapts `socket`, which must be paused (accepted with `pauseOnConnect: true`). The adapter listens to it
+   * until {@link NodeConn.detach}; `close()` destroys it.
+   *
+   * @example
+   * ```ts
+   * const conn = new NodeConn(socket);
+   * ```
+   */
   constructor(socket: Socket) {
     this.socket = socket;
     socket.on("readable", this.#onReadable);

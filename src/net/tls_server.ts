@@ -617,6 +617,14 @@ export class TlsListener {
   #closed = false;
   #port = 0;
 
+  /**
+   * Makes a listener; nothing is bound until {@link TlsListener.listen}.
+   *
+   * @example
+   * ```ts
+   * const l = new TlsListener({ hostname: "127.0.0.1", port: 0, context: ctx });
+   * ```
+   */
   constructor(opts: TlsListenerOptions) {
     this.#opts = opts;
     this.#server = net.createServer({ pauseOnConnect: true }, (sock) => this.#onSocket(sock));
