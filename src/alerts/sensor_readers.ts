@@ -21,6 +21,14 @@ import { statfs } from "node:fs/promises";
  * ```
  */
 export class SensorReadError extends Error {
+  /**
+   * Makes the error; `message` says which sensor file could not be read or parsed, and why.
+   *
+   * @example
+   * ```ts
+   * throw new SensorReadError("/sys/class/thermal/thermal_zone0/temp is empty.");
+   * ```
+   */
   constructor(message: string) {
     super(message);
     this.name = "SensorReadError";

@@ -101,7 +101,9 @@ interface Resolved {
  * ```
  */
 export class SensorSource {
+  /** The sensor's `[[sensors]]` settings (type, path, scale, offset, ...). */
   readonly config: SensorConfig;
+  /** The file system root sysfs paths are read under ("/" on a board, a temp dir in tests). */
   readonly root: string;
   #resolved: Resolved | null = null;
   /** file_changed: last fingerprint (restored from the state file by the monitor). */
@@ -110,6 +112,14 @@ export class SensorSource {
   /** One buffer for every sysfs read of this sensor (sensors are read sequentially). */
   readonly #buf = new Uint8Array(4096);
 
+  /**
+   * Makes a source; nothing is read or resolved until the first {@link SensorSource.read}.
+   *
+   * @example
+   * ```ts
+   * const src = new SensorSource(sensorConfig, await Deno.makeTempDir());
+   * ```
+   */
   constructor(config: SensorConfig, root = "/") {
     this.config = config;
     this.root = root;

@@ -172,8 +172,11 @@ export function readOutboxConfig(outbox: Section, stateDir: string): OutboxOptio
  * ```
  */
 export interface MailConfig {
+  /** `[device]`: the board's name (default sender name and HELO) and its state directory. */
   device: { name: string; stateDir: string };
+  /** `[smtp]`: how to reach the mail server, or null when the table is absent. */
   smtp: SmtpClientOptions | null;
+  /** `[outbox]`: where queued mail is kept and its limits. */
   outbox: OutboxOptions;
 }
 

@@ -47,6 +47,7 @@ export interface SmtpTlsOptions {
  * ```
  */
 export class SocketConn implements ByteConn {
+  /** The wrapped `node:net` or `node:tls` socket. */
   readonly socket: net.Socket;
   #rest: Uint8Array | null = null;
   #ended = false;
@@ -63,6 +64,14 @@ export class SocketConn implements ByteConn {
     this.#notify();
   };
 
+  /**
+   * Adapts a socket; a plain socket is paused here, a TLS one must be paused right after it is created.
+   *
+   * @example
+   * ```ts
+   * const conn = new SocketConn(net.connect({ host: "127.0.0.1", port: 25 }));
+   * ```
+   */
   constructor(socket: net.Socket) {
     // Deno's node:tls stops delivering data when pause() is called on a TLS socket after its handshake (it is
     // paused right after creation instead); a plain socket is paused here.
