@@ -270,9 +270,12 @@ export interface DiskSpace {
 export async function readSmallFile(path: string, buf: Uint8Array = new Uint8Array(4096)): Promise<string> {
   let file: Deno.FsFile;
   try {
+    // Opening a named pipe blocks until a writer appears (forever, for a mistyped sensor path): refuse it first.
+    if (!(await Deno.stat(path)).isFile) throw new SensorReadError(`${path} is not a regular file.`);
     file = await Deno.open(path, { read: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new SensorReadError(`${path} does not exist.`);
+    if (e instanceof SensorReadError) throw e;
     throw new SensorReadError(`${path} could not be opened: ${(e as Error).message}.`);
   }
   try {
@@ -418,6 +421,8 @@ export async function fingerprintFile(
     if (e instanceof Deno.errors.NotFound) throw new SensorReadError(`${path} does not exist.`);
     throw new SensorReadError(`${path} could not be examined: ${(e as Error).message}.`);
   }
+  // A named pipe would block the open until a writer appears; a directory cannot be hashed.
+  if (!st.isFile) throw new SensorReadError(`${path} is not a regular file.`);
   const mtimeMs = st.mtime?.getTime() ?? 0;
   if (previous && previous.mtimeMs === mtimeMs && previous.size === st.size) return previous;
   const hash = createHash("sha256");
