@@ -83,40 +83,60 @@ for f in outpost.js outpost-prepare.js outpost-make-unit.js; do
   [ -f "$bundle_dir/$f" ] || die "$bundle_dir/$f is missing (make the bundles with scripts/bundle_outpost.ts)."
 done
 
-# 3. Files.
+# 3. The config on the boot partition: the given one, else the one already there (kept on upgrades), else the
+# board's template. It is checked with the new runtime and bundle BEFORE anything is installed or replaced, so a
+# bad config leaves the board (and a running outpost) as it was.
+if [ -d /boot/firmware ]; then boot=/boot/firmware; elif [ -d /boot ]; then boot=/boot; else boot=/etc/outpost; fi
+target="$boot/outpost.toml"
+if [ -n "$config" ]; then
+  [ -f "$config" ] || die "$config does not exist."
+  candidate=$config
+elif [ -f "$target" ]; then
+  candidate=$target
+else
+  candidate="$REPO/boards/$board.outpost.toml"
+  [ -f "$candidate" ] || die "no config template boards/$board.outpost.toml."
+fi
+step "Checking the config $candidate"
+if ! OUTPOST_BOARDS_DIR="$REPO/boards" DENO_DIR="$work/deno-dir" "$deno_bin" run --no-config --no-npm --no-remote \
+  --no-prompt -A "$bundle_dir/outpost.js" check-config "$candidate" >/dev/null; then
+  die "$candidate is not valid (the lines above say why); fix it and run this again. Nothing was changed."
+fi
+
+# 4. Files.
 step "Installing into $PREFIX"
 install -d -m 0755 -o root -g root "$PREFIX" "$PREFIX/bin" "$PREFIX/boards"
-install -m 0755 -o root -g root "$deno_bin" "$PREFIX/bin/deno.new" && mv -f "$PREFIX/bin/deno.new" "$PREFIX/bin/deno"
+install -m 0755 -o root -g root "$deno_bin" "$PREFIX/bin/deno.new"
+mv -f "$PREFIX/bin/deno.new" "$PREFIX/bin/deno"
 for f in outpost.js outpost-prepare.js outpost-make-unit.js; do
   install -m 0644 -o root -g root "$bundle_dir/$f" "$PREFIX/$f"
 done
 install -m 0644 -o root -g root "$REPO"/boards/*.toml "$PREFIX/boards/"
-[ -f "$REPO/README.md" ] && install -m 0644 -o root -g root "$REPO/README.md" "$PREFIX/README.md"
+if [ -f "$REPO/README.md" ]; then install -m 0644 -o root -g root "$REPO/README.md" "$PREFIX/README.md"; fi
 
-# 4. The config on the boot partition (kept if present).
-if [ -d /boot/firmware ]; then boot=/boot/firmware; elif [ -d /boot ]; then boot=/boot; else boot=/etc/outpost; fi
-target="$boot/outpost.toml"
-if [ -n "$config" ]; then
+install -d -m 0755 "$boot"
+if [ "$candidate" = "$target" ]; then
+  step "Config: keeping $target"
+elif [ -n "$config" ]; then
   install -m 0644 "$config" "$target"
   step "Config: $config copied to $target"
-elif [ -f "$target" ]; then
-  step "Config: keeping $target"
 else
-  install -d "$boot"
-  install -m 0644 "$REPO/boards/$board.outpost.toml" "$target"
+  install -m 0644 "$candidate" "$target"
   step "Config: $target created from the $board template (edit it, then: systemctl restart outpost)"
 fi
 
-cat >/usr/local/bin/outpost <<EOF
+install -d -m 0755 /usr/local/bin
+cat >/usr/local/bin/outpost.new <<EOF
 #!/bin/sh
 # outpost CLI for administrators (check-config, sensors, passwd, ...).
 export OUTPOST_BOARDS_DIR=$PREFIX/boards OUTPOST_CONFIG=\${OUTPOST_CONFIG:-$target}
 exec $PREFIX/bin/deno run --no-config --no-npm --no-remote --no-prompt -A $PREFIX/outpost.js "\$@"
 EOF
-chmod 0755 /usr/local/bin/outpost
+chmod 0755 /usr/local/bin/outpost.new
+mv -f /usr/local/bin/outpost.new /usr/local/bin/outpost
 
-step "Checking the config"
-/usr/local/bin/outpost check-config "$target" >/dev/null || die "$target is not valid (outpost check-config $target lists why); fix it and run this again."
+step "Checking the installed CLI"
+/usr/local/bin/outpost check-config "$target" >/dev/null || die "the installed outpost CLI cannot validate $target."
 
 # 5. Units, user and start.
 step "Generating the systemd units for this config"

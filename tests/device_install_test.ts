@@ -286,6 +286,44 @@ Deno.test({
         calls2.includes("daemon-reload") && calls2.includes("restart outpost.service"),
         calls2.join("\n"),
       );
+
+      // A bad --config is refused before anything is touched: the boot config, the files and the service stay.
+      const bad = `${d}/bad.toml`;
+      await Deno.writeTextFile(bad, edited.replace(/^port = 2121\b/m, 'port = "twenty-one"'));
+      const jsMtime = (await Deno.stat(sb.host("/opt/outpost/outpost.js"))).mtime?.getTime();
+      await Deno.writeTextFile(`${d}/systemctl.log`, "");
+      const third = await sb.run([...install, "--config", bad]);
+      assert.notEqual(third.code, 0, show(third));
+      assert.match(third.stderr, /bad\.toml is not valid.*Nothing was changed/, show(third));
+      assert.match(third.stderr, /ftp\.port/, `check-config says which key is wrong:\n${show(third)}`);
+      assert.equal(
+        await Deno.readTextFile(sb.host("/boot/firmware/outpost.toml")),
+        edited,
+        "boot config kept",
+      );
+      assert.equal(
+        (await Deno.stat(sb.host("/opt/outpost/outpost.js"))).mtime?.getTime(),
+        jsMtime,
+        "not reinstalled",
+      );
+      assert.equal(await Deno.readTextFile(`${d}/systemctl.log`), "", "the service was not touched");
+
+      // A good --config replaces the boot config.
+      const good = `${d}/good.toml`;
+      await Deno.writeTextFile(good, edited.replace(/^port = 2121\b/m, "port = 2200"));
+      const fourth = await sb.run([...install, "--config", good, "--no-start"]);
+      assert.equal(fourth.code, 0, show(fourth));
+      assert.match(fourth.stdout, /good\.toml copied to \/boot\/firmware\/outpost\.toml/);
+      assert.equal(
+        await Deno.readTextFile(sb.host("/boot/firmware/outpost.toml")),
+        await Deno.readTextFile(good),
+      );
+      const calls4 = (await Deno.readTextFile(`${d}/systemctl.log`)).trim().split("\n");
+      assert.ok(calls4.includes("enable outpost.service"), calls4.join("\n"));
+      assert.ok(
+        !calls4.some((c) => /^(re)?start /.test(c)),
+        `--no-start starts nothing:\n${calls4.join("\n")}`,
+      );
     } finally {
       await sb.remove();
     }
