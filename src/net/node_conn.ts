@@ -1,16 +1,37 @@
 /**
- * Adapts a paused `node:net` (or `node:tls`) socket to {@link ByteConn}.
+ * Adapts a paused `node:net` (or `node:tls`) socket to {@link ByteConn}; the one adapter for the FTP control
+ * connection and the SMTP client.
  *
  * The FTP control connection is accepted with `node:net` because a later `AUTH TLS` must wrap the raw socket with
- * `new tls.TLSSocket(socket, { isServer: true })`, which Deno's own TLS API cannot do on the server side. The
- * adapter keeps the socket in paused mode (no `'data'` events): `read(buf)` waits for `'readable'`, takes one chunk
- * with `socket.read()`, copies what fits into the caller's buffer and keeps the remainder for the next call.
+ * `new tls.TLSSocket(socket, { isServer: true })`, which Deno's own TLS API cannot do on the server side; the SMTP
+ * client uses `node:net`/`node:tls` for STARTTLS and its certificate pin (see `smtp_socket.ts`). The adapter keeps
+ * the socket in paused mode (no `'data'` events): `read(buf)` waits for `'readable'`, takes one chunk with
+ * `socket.read()`, copies what fits into the caller's buffer and keeps the remainder for the next call. `write`
+ * resolves only once node's write callback fired, so the caller may reuse its buffer right away.
  *
  * @module
  */
 
 import type { Socket } from "node:net";
 import type { ByteConn } from "./byte_conn.ts";
+
+/**
+ * How a {@link NodeConn} reports socket errors to its reader.
+ *
+ * @example
+ * ```ts
+ * const smtp = new NodeConn(socket, { throwPeerErrors: true });
+ * ```
+ */
+export interface NodeConnOptions {
+  /**
+   * `true`: `read` throws a socket error as soon as it happened, a reset peer included, before any bytes still
+   * buffered (the SMTP client reports it with the stage). Default `false`: buffered bytes are read first, and a
+   * peer that reset or vanished (ECONNRESET, EPIPE, ETIMEDOUT) reads as end of stream (an FTP client that goes away
+   * has simply left).
+   */
+  throwPeerErrors?: boolean;
+}
 
 /**
  * A {@link ByteConn} over a `node:net` socket in paused mode.
@@ -28,12 +49,14 @@ import type { ByteConn } from "./byte_conn.ts";
 export class NodeConn implements ByteConn {
   /** The wrapped socket; an upgrade calls {@link NodeConn.detach} first and then wraps this socket. */
   readonly socket: Socket;
+  readonly #throwPeerErrors: boolean;
   #rest: Uint8Array | null = null;
   #ended = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
   readonly #writes = new Set<{ reject: (e: Error) => void }>();
   #closed = false;
+  #detached = false;
   readonly #onReadable = () => this.#notify();
   readonly #onEnd = () => {
     this.#ended = true;
@@ -51,16 +74,18 @@ export class NodeConn implements ByteConn {
   };
 
   /**
-   * Adapts `socket`, which must be paused (accepted with `pauseOnConnect: true`). The adapter listens to it
-   * until {@link NodeConn.detach}; `close()` destroys it.
+   * Adapts `socket`, which must be paused: accepted with `pauseOnConnect: true`, or `pause()`d right after
+   * `net.connect`/`tls.connect` (Deno's `node:tls` stops delivering data when a TLS socket is paused after its
+   * handshake). The adapter listens to it until {@link NodeConn.detach}; `close()` destroys it.
    *
    * @example
    * ```ts
    * const conn = new NodeConn(socket);
    * ```
    */
-  constructor(socket: Socket) {
+  constructor(socket: Socket, opts: NodeConnOptions = {}) {
     this.socket = socket;
+    this.#throwPeerErrors = opts.throwPeerErrors ?? false;
     socket.on("readable", this.#onReadable);
     socket.on("end", this.#onEnd);
     socket.on("close", this.#onClose);
@@ -98,7 +123,8 @@ export class NodeConn implements ByteConn {
         this.#rest = n === r.length ? null : r.subarray(n);
         return n;
       }
-      if (this.#closed) return null;
+      if (this.#closed || this.#detached) return null;
+      if (this.#error && this.#throwPeerErrors) throw this.#error;
       const chunk = this.socket.read() as Uint8Array | null;
       if (chunk !== null && chunk.length > 0) {
         this.#rest = chunk;
@@ -117,10 +143,11 @@ export class NodeConn implements ByteConn {
 
   /**
    * Writes all of `data` and resolves once the socket has handed it to the kernel (so closing afterwards does not
-   * drop it). Rejects when the connection closes first.
+   * drop it) and node no longer holds `data`, so the caller may reuse its buffer. Rejects when the connection
+   * closes first, or after {@link NodeConn.detach}.
    */
   write(data: Uint8Array): Promise<number> {
-    if (this.#closed || this.socket.destroyed) {
+    if (this.#closed || this.#detached || this.socket.destroyed) {
       return Promise.reject(new Error("Write failed: the connection is closed."));
     }
     if (this.#error) return Promise.reject(this.#error);
@@ -142,6 +169,11 @@ export class NodeConn implements ByteConn {
    */
   async end(timeoutMs: number): Promise<void> {
     if (this.#closed) return;
+    if (this.#detached) {
+      // The socket belongs to its new owner now: no FIN or draining through this adapter.
+      this.close();
+      return;
+    }
     try {
       this.socket.end();
     } catch {
@@ -170,7 +202,10 @@ export class NodeConn implements ByteConn {
 
   /**
    * Stops listening to the socket and hands it back paused, with any bytes this adapter had buffered discarded;
-   * the caller (a TLS upgrade) then owns it.
+   * the caller (a TLS upgrade: FTP `AUTH TLS` with `new tls.TLSSocket(socket)`, SMTP STARTTLS with
+   * `tls.connect({ socket })`) then owns it. Pausing keeps the bytes the peer sends next (its TLS handshake) for
+   * the TLS layer. Afterwards reads resolve to `null` and writes reject; `close()` still destroys the socket, so
+   * a shutdown in the middle of the handshake aborts it.
    */
   detach(): Socket {
     this.socket.pause();
@@ -179,6 +214,7 @@ export class NodeConn implements ByteConn {
     this.socket.off("close", this.#onClose);
     this.socket.off("error", this.#onError);
     this.#rest = null;
+    this.#detached = true;
     this.#notify();
     return this.socket;
   }

@@ -27,7 +27,8 @@ import {
   type SmtpReply,
   type SmtpStage,
 } from "./smtp_reply.ts";
-import { connectSocket, type SmtpTlsOptions, type SocketConn, upgradeSocket } from "./smtp_socket.ts";
+import type { NodeConn } from "../net/node_conn.ts";
+import { connectSocket, type SmtpTlsOptions, upgradeSocket } from "./smtp_socket.ts";
 
 export { SmtpError } from "./smtp_reply.ts";
 export type { SmtpReply, SmtpStage } from "./smtp_reply.ts";
@@ -169,7 +170,7 @@ export function checkArgument(arg: string, stage: SmtpStage): void {
  * ```
  */
 export class SmtpClient {
-  #conn: SocketConn;
+  #conn: NodeConn;
   readonly #reader: LineReader;
   readonly #replyTimeoutMs: number;
   readonly #dataTimeoutMs: number;
@@ -179,7 +180,7 @@ export class SmtpClient {
   readonly greeting: SmtpReply;
 
   private constructor(
-    conn: SocketConn,
+    conn: NodeConn,
     tls: boolean,
     greeting: SmtpReply,
     reader: LineReader,
@@ -195,7 +196,7 @@ export class SmtpClient {
 
   /** Connects (with implicit TLS when `opts.tls` is set) and reads the 220 greeting. */
   static async connect(opts: SmtpConnectOptions): Promise<SmtpClient> {
-    let conn: SocketConn;
+    let conn: NodeConn;
     try {
       conn = await connectSocket(opts.host, opts.port, null, opts.connectTimeoutMs);
     } catch (e) {
@@ -415,7 +416,7 @@ function errText(e: unknown): string {
 }
 
 async function readWithTimeout(
-  conn: SocketConn,
+  conn: NodeConn,
   reader: LineReader,
   stage: SmtpStage,
   ms: number,

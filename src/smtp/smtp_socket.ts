@@ -1,6 +1,6 @@
 /**
  * The SMTP client's transport: TCP via `node:net`, implicit TLS and STARTTLS via `node:tls`, each adapted to
- * {@link ByteConn} so the protocol code reads replies with the shared `LineReader`.
+ * `ByteConn` (`src/net/byte_conn.ts`) so the protocol code reads replies with the shared `LineReader`.
  *
  * Why `node:tls` rather than `Deno.startTls`: outpost supports a SHA-256 certificate fingerprint pin, and a
  * `Deno.TlsConn` does not expose the peer certificate. `tls.connect({ socket })` upgrades the existing TCP socket
@@ -8,15 +8,23 @@
  * TLS. Certificates are verified against the configured CA file, else the runtime's root store; with a pin set the
  * pin alone decides (as msmtp's `tls_fingerprint`), so a self-signed relay can be pinned.
  *
- * The adapter reads in paused mode (`'readable'` + `socket.read()`, no `'data'` events) and its `write` resolves
- * only once the socket has taken the bytes, so callers may reuse their buffer right after `await write(...)`.
+ * Sockets are adapted by the shared {@link NodeConn} (paused mode, `'readable'` + `socket.read()`, no `'data'`
+ * events; `write` resolves only once the socket has taken the bytes, so callers may reuse their buffer right after
+ * `await write(...)`), with `throwPeerErrors` so a reset server surfaces as an error naming the stage. Every socket
+ * is paused right after it is created: Deno's `node:tls` stops delivering data when a TLS socket is paused after
+ * its handshake.
  *
  * @module
  */
 
 import * as net from "node:net";
 import * as tls from "node:tls";
-import type { ByteConn } from "../net/byte_conn.ts";
+import { NodeConn } from "../net/node_conn.ts";
+
+/** The SMTP client's connection: a {@link NodeConn} that throws socket errors (see `throwPeerErrors`). */
+function adapt(socket: net.Socket): NodeConn {
+  return new NodeConn(socket, { throwPeerErrors: true });
+}
 
 /**
  * TLS settings for {@link connectSocket} and {@link upgradeSocket}.
@@ -33,115 +41,6 @@ export interface SmtpTlsOptions {
   ca?: string;
   /** Expected SHA-256 fingerprint of the server certificate, hex with or without colons. */
   fingerprintSha256?: string;
-}
-
-/**
- * A {@link ByteConn} over a paused `node:net` or `node:tls` socket.
- *
- * @example
- * ```ts
- * const conn = await connectSocket("127.0.0.1", 25, null, 10_000);
- * const buf = new Uint8Array(512);
- * const n = await conn.read(buf);
- * conn.close();
- * ```
- */
-export class SocketConn implements ByteConn {
-  /** The wrapped `node:net` or `node:tls` socket. */
-  readonly socket: net.Socket;
-  #rest: Uint8Array | null = null;
-  #ended = false;
-  #error: Error | null = null;
-  #wake: (() => void) | null = null;
-  #closed = false;
-  readonly #onReadable = () => this.#notify();
-  readonly #onEnd = () => {
-    this.#ended = true;
-    this.#notify();
-  };
-  readonly #onError = (e: Error) => {
-    this.#error = e;
-    this.#notify();
-  };
-
-  /**
-   * Adapts a socket; a plain socket is paused here, a TLS one must be paused right after it is created.
-   *
-   * @example
-   * ```ts
-   * const conn = new SocketConn(net.connect({ host: "127.0.0.1", port: 25 }));
-   * ```
-   */
-  constructor(socket: net.Socket) {
-    // Deno's node:tls stops delivering data when pause() is called on a TLS socket after its handshake (it is
-    // paused right after creation instead); a plain socket is paused here.
-    this.socket = socket;
-    if (!(socket instanceof tls.TLSSocket)) socket.pause();
-    socket.on("readable", this.#onReadable);
-    socket.on("end", this.#onEnd);
-    socket.on("close", this.#onEnd);
-    socket.on("error", this.#onError);
-  }
-
-  #notify(): void {
-    const w = this.#wake;
-    this.#wake = null;
-    w?.();
-  }
-
-  /** Reads into `buf`; resolves to the byte count, or null at end of stream or once closed. */
-  async read(buf: Uint8Array): Promise<number | null> {
-    for (;;) {
-      if (this.#rest) {
-        const r = this.#rest;
-        const n = Math.min(r.length, buf.length);
-        buf.set(n === r.length ? r : r.subarray(0, n));
-        this.#rest = n === r.length ? null : r.subarray(n);
-        return n;
-      }
-      if (this.#closed) return null;
-      if (this.#error) throw this.#error;
-      const chunk = this.socket.read() as Uint8Array | null;
-      if (chunk !== null && chunk.length > 0) {
-        this.#rest = chunk;
-        continue;
-      }
-      if (this.#ended || this.socket.destroyed) return null;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-  }
-
-  /** Writes all of `data` and resolves once the socket has consumed it (the caller may then reuse `data`). */
-  write(data: Uint8Array): Promise<number> {
-    if (this.#closed || this.socket.destroyed) {
-      return Promise.reject(new Error("Write failed: the connection is closed."));
-    }
-    if (this.#error) return Promise.reject(this.#error);
-    return new Promise((resolve, reject) => {
-      this.socket.write(data, (err?: Error | null) => err ? reject(err) : resolve(data.length));
-    });
-  }
-
-  /** Stops listening and hands the socket over (for a TLS upgrade); buffered bytes are dropped. */
-  detach(): net.Socket {
-    this.socket.off("readable", this.#onReadable);
-    this.socket.off("end", this.#onEnd);
-    this.socket.off("close", this.#onEnd);
-    this.socket.off("error", this.#onError);
-    this.#rest = null;
-    this.#closed = true;
-    this.#notify();
-    return this.socket;
-  }
-
-  /** Destroys the socket; pending reads resolve to null. Safe to call twice. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#rest = null;
-    this.socket.destroy();
-    this.#notify();
-  }
 }
 
 /**
@@ -177,7 +76,7 @@ function tlsConnectOptions(opts: SmtpTlsOptions): tls.ConnectionOptions {
   return o;
 }
 
-function handshake(sock: tls.TLSSocket, opts: SmtpTlsOptions, timeoutMs: number): Promise<SocketConn> {
+function handshake(sock: tls.TLSSocket, opts: SmtpTlsOptions, timeoutMs: number): Promise<NodeConn> {
   return new Promise((resolve, reject) => {
     let done = false;
     const finish = (err: Error | null) => {
@@ -190,7 +89,7 @@ function handshake(sock: tls.TLSSocket, opts: SmtpTlsOptions, timeoutMs: number)
         sock.destroy();
         reject(err);
       } else {
-        resolve(new SocketConn(sock));
+        resolve(adapt(sock));
       }
     };
     const onSecure = () => {
@@ -228,7 +127,7 @@ export function connectSocket(
   port: number,
   tlsOpts: SmtpTlsOptions | null,
   timeoutMs: number,
-): Promise<SocketConn> {
+): Promise<NodeConn> {
   if (tlsOpts) {
     const sock = tls.connect({ host, port, ...tlsConnectOptions(tlsOpts) });
     sock.pause();
@@ -248,7 +147,7 @@ export function connectSocket(
         sock.destroy();
         reject(err);
       } else {
-        resolve(new SocketConn(sock));
+        resolve(adapt(sock));
       }
     };
     const onConnect = () => finish(null);
@@ -268,10 +167,10 @@ export function connectSocket(
  * ```
  */
 export function upgradeSocket(
-  conn: SocketConn,
+  conn: NodeConn,
   opts: SmtpTlsOptions,
   timeoutMs: number,
-): Promise<SocketConn> {
+): Promise<NodeConn> {
   const raw = conn.detach();
   const sock = tls.connect({ socket: raw, ...tlsConnectOptions(opts) });
   sock.pause();
