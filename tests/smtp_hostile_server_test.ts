@@ -248,3 +248,46 @@ Deno.test("smtp hostile server: the outbox keeps the message through every failu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("hostile server: stops reading the body after 354: the DATA timeout names itself", async () => {
+  const net = await import("node:net");
+  const sockets: import("node:net").Socket[] = [];
+  const srv = net.createServer((s) => {
+    sockets.push(s);
+    s.on("error", () => {});
+    s.write("220 stall.test ESMTP\r\n");
+    let pending = "";
+    const onData = (d: Uint8Array) => {
+      pending += new TextDecoder("latin1").decode(d);
+      for (let nl = pending.indexOf("\r\n"); nl >= 0; nl = pending.indexOf("\r\n")) {
+        const verb = pending.slice(0, 4).toUpperCase();
+        pending = pending.slice(nl + 2);
+        if (verb === "DATA") {
+          s.off("data", onData);
+          s.pause(); // never read the body: the client's writes block
+          s.write("354 go ahead\r\n");
+          return;
+        }
+        s.write(verb === "QUIT" ? "221 bye\r\n" : "250 ok\r\n");
+      }
+    };
+    s.on("data", onData);
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as { port: number }).port;
+  try {
+    const line = "x".repeat(998) + "\r\n";
+    const body = new TextEncoder().encode(`Subject: big\r\n\r\n${line.repeat(32 * 1024)}`);
+    const err = await deliver(
+      clientOptions(port, { dataTimeoutMs: 300 }),
+      { from: "a@example.com", to: ["b@example.com"] },
+      bytesSource(body),
+    ).then(() => null, (e) => e);
+    assert.ok(err instanceof SmtpError, String(err));
+    assert.equal(err.stage, "DATA");
+    assert.match(err.message, /did not take the message within 300 ms/);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => srv.close(() => r()));
+  }
+});

@@ -349,13 +349,15 @@ export class SmtpClient {
             conn.write(d),
             new Promise<never>((_, reject) => {
               timer = setTimeout(() => {
-                conn.close();
+                // Reject first: closing makes the blocked write fail with ECANCELED at once, and the race must
+                // report the timeout, not that.
                 reject(
                   new SmtpError(
                     "DATA",
                     `SMTP DATA failed: the server did not take the message within ${ms} ms.`,
                   ),
                 );
+                conn.close();
               }, ms);
             }),
           ]);
