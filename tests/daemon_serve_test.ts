@@ -33,9 +33,9 @@ class Daemon {
     this.#done = Promise.all([collect(this.child.stdout), collect(this.child.stderr)]).then(() => {});
   }
 
-  async waitFor(text: string, timeoutMs = 30_000): Promise<void> {
+  async waitFor(text: string, timeoutMs = 30_000, times = 1): Promise<void> {
     for (let waited = 0; waited < timeoutMs; waited += 50) {
-      if (this.output.includes(text)) return;
+      if (this.output.split(text).length - 1 >= times) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`Daemon output never showed "${text}". Output:\n${this.output}`);
@@ -167,12 +167,36 @@ Deno.test({
       await d.waitFor("reload.refused");
       assert.match(await ftpGreeting(port), /^220 /);
 
+      // 2b. SIGHUP with an alert change only: the FTP part is not restarted, an open session survives.
+      const session = await Deno.connect({ hostname: "127.0.0.1", port });
+      const sbuf = new Uint8Array(512);
+      assert.match(new TextDecoder().decode(sbuf.subarray(0, (await session.read(sbuf)) ?? 0)), /^220 /);
+      await Deno.writeTextFile(cfgPath, good.replace('interval = "1s"', 'interval = "2s"'));
+      d.child.kill("SIGHUP");
+      await d.waitFor("reload.done");
+      assert.match(d.output, /reload\.begin .*restart=monitor/);
+      await session.write(new TextEncoder().encode("NOOP\r\n"));
+      assert.match(new TextDecoder().decode(sbuf.subarray(0, (await session.read(sbuf)) ?? 0)), /^200 /);
+      session.close();
+
+      // 2c. SIGHUP with a valid config whose FTP port is taken: the old FTP server comes back.
+      const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const taken = (blocker.addr as Deno.NetAddr).port;
+      await Deno.writeTextFile(cfgPath, good.replace(`port = ${port}`, `port = ${taken}`));
+      d.child.kill("SIGHUP");
+      await d.waitFor("reload.failed");
+      await d.waitFor("reload.kept_old_config", 30_000, 2);
+      blocker.close();
+      assert.match(await ftpGreeting(port), /^220 /);
+      await Deno.writeTextFile(cfgPath, good);
+
       // 3. SIGTERM: clean exit.
       d.child.kill("SIGTERM");
       assert.equal((await d.exit()).code, 0);
       assert.match(d.output, /daemon stopped/);
 
       // 4. Bad config at start: runs the last good copy.
+      await Deno.writeTextFile(cfgPath, good.replace("port = " + port, "port = 99999"));
       d = new Daemon(cfgPath);
       await d.waitFor("config.fallback");
       await d.waitFor("FTP listening");

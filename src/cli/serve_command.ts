@@ -270,7 +270,6 @@ export async function serveCommand(args: string[]): Promise<number> {
         const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
         for (const p of problems) log.error("reload.refused", { problem: p });
         log.warn("reload.kept_old_config");
-        if (!(e instanceof ConfigError)) await daemon.reload(daemon.config).catch(() => {});
       }
       await notifier.send("READY=1");
     });

@@ -72,25 +72,38 @@ export class OutpostDaemon {
   }
 
   async #startParts(): Promise<void> {
+    for (const part of PARTS) await this.#startPart(part);
     const cfg = this.#config;
-    await Deno.mkdir(cfg.device.stateDir, { recursive: true });
-    this.#outbox = await Outbox.open(cfg.outbox);
-    if (cfg.smtp) {
-      this.#worker = new DeliveryWorker(this.#outbox, cfg.smtp);
-      this.#worker.start();
-      this.#watchQueue(this.#outbox.queueDir, this.#worker);
-    } else {
-      this.#outbox.setDefaults({ from: `outpost@${cfg.device.name}.local`, domain: cfg.device.name });
-      log.warn("smtp.unconfigured", { note: "mail is kept in the outbox until [smtp] is configured" });
-    }
-    if (cfg.ftp) {
-      this.#ftp = new FtpServer(cfg.ftp);
-      await this.#ftp.listen();
+    log.info("started", {
+      ftp: this.#ftp ? `${this.#ftp.hostname}:${this.#ftp.port}` : "off",
+      smtp: cfg.smtp ? `${cfg.smtp.host}:${cfg.smtp.port}` : "off",
+      sensors: cfg.alerts.sensors.length,
+      rules: cfg.alerts.rules.length,
+    });
+  }
+
+  async #startPart(part: Part): Promise<void> {
+    const cfg = this.#config;
+    if (part === "mail") {
+      await Deno.mkdir(cfg.device.stateDir, { recursive: true });
+      this.#outbox = await Outbox.open(cfg.outbox);
+      if (cfg.smtp) {
+        this.#worker = new DeliveryWorker(this.#outbox, cfg.smtp);
+        this.#worker.start();
+        this.#watchQueue(this.#outbox.queueDir, this.#worker);
+      } else {
+        this.#outbox.setDefaults({ from: `outpost@${cfg.device.name}.local`, domain: cfg.device.name });
+        log.warn("smtp.unconfigured", { note: "mail is kept in the outbox until [smtp] is configured" });
+      }
+    } else if (part === "ftp") {
+      if (!cfg.ftp) return;
+      const ftp = new FtpServer(cfg.ftp);
+      await ftp.listen();
+      this.#ftp = ftp;
       if (cfg.ftp.accounts.users.length === 0 && !cfg.ftp.accounts.anonymousEnabled) {
         log.warn("ftp.no_users", { note: "no [[ftp.users]] and anonymous is off: nobody can log in" });
       }
-    }
-    if (cfg.alerts.enabled && (cfg.alerts.sensors.length > 0 || cfg.alerts.rules.length > 0)) {
+    } else if (cfg.alerts.enabled && (cfg.alerts.sensors.length > 0 || cfg.alerts.rules.length > 0)) {
       this.#monitor = await AlertMonitor.open({
         config: cfg.alerts,
         mailer: this.#mailer(),
@@ -100,12 +113,25 @@ export class OutpostDaemon {
       });
       this.#monitor.start();
     }
-    log.info("started", {
-      ftp: this.#ftp ? `${this.#ftp.hostname}:${this.#ftp.port}` : "off",
-      smtp: cfg.smtp ? `${cfg.smtp.host}:${cfg.smtp.port}` : "off",
-      sensors: cfg.alerts.sensors.length,
-      rules: cfg.alerts.rules.length,
-    });
+  }
+
+  async #stopPart(part: Part, graceMs: number): Promise<void> {
+    if (part === "mail") {
+      const worker = this.#worker;
+      this.#worker = null;
+      this.#watcher?.close();
+      this.#watcher = null;
+      await worker?.stop();
+      this.#outbox = null;
+    } else if (part === "ftp") {
+      const ftp = this.#ftp;
+      this.#ftp = null;
+      await ftp?.close({ graceMs });
+    } else {
+      const monitor = this.#monitor;
+      this.#monitor = null;
+      await monitor?.stop();
+    }
   }
 
   /**
@@ -162,12 +188,28 @@ export class OutpostDaemon {
     this.#worker?.kick();
   }
 
-  /** Replaces the running parts with ones built from `next` (already validated). */
+  /**
+   * Applies `next` (already validated): only the parts whose tables changed are restarted, so editing an alert rule
+   * does not cut FTP sessions. If a changed part cannot start (say the new FTP port is taken), the old config's parts
+   * are started again and the error is thrown: the daemon keeps serving the old config.
+   */
   async reload(next: OutpostConfig): Promise<void> {
-    log.info("reload.begin", { file: next.path ?? "embedded" });
-    await this.#stopParts(5_000);
+    const prev = this.#config;
+    const before = partKeys(prev);
+    const after = partKeys(next);
+    const changed = PARTS.filter((p) => before[p] !== after[p]);
+    log.info("reload.begin", { file: next.path ?? "embedded", restart: changed.join(",") || "nothing" });
+    for (const part of [...changed].reverse()) await this.#stopPart(part, 5_000);
     this.#config = next;
-    await this.#startParts();
+    try {
+      for (const part of changed) await this.#startPart(part);
+    } catch (e) {
+      log.error("reload.failed", { reason: (e as Error).message, note: "the previous config keeps running" });
+      for (const part of [...changed].reverse()) await this.#stopPart(part, 0);
+      this.#config = prev;
+      for (const part of changed) await this.#startPart(part);
+      throw e;
+    }
     log.info("reload.done");
   }
 
@@ -178,19 +220,22 @@ export class OutpostDaemon {
   }
 
   async #stopParts(graceMs: number): Promise<void> {
-    const ftp = this.#ftp;
-    const monitor = this.#monitor;
-    const worker = this.#worker;
-    this.#ftp = null;
-    this.#monitor = null;
-    this.#worker = null;
-    this.#watcher?.close();
-    this.#watcher = null;
-    await Promise.allSettled([
-      ftp?.close({ graceMs }),
-      monitor?.stop(),
-    ]);
-    await worker?.stop();
-    this.#outbox = null;
+    await Promise.allSettled([this.#stopPart("ftp", graceMs), this.#stopPart("monitor", graceMs)]);
+    await this.#stopPart("mail", graceMs);
   }
+}
+
+/** The daemon's independently restartable parts, in start order (mail first: the monitor hands mail to it). */
+const PARTS = ["mail", "ftp", "monitor"] as const;
+type Part = typeof PARTS[number];
+
+/** What each part is built from, as text: a part restarts on reload only when its text changed. */
+function partKeys(cfg: OutpostConfig): Record<Part, string> {
+  const d = cfg.document;
+  const j = (v: unknown) => JSON.stringify(v ?? null);
+  return {
+    mail: j([d.smtp, d.outbox, cfg.device]),
+    ftp: j([d.ftp, cfg.device.stateDir]),
+    monitor: j([d.alerts, d.sensors, d.rules, cfg.device]),
+  };
 }
