@@ -108,6 +108,12 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
     const wildcard = host === "0.0.0.0" || host === "::" || host === "[::]";
     const on = (p: number) => wildcard ? `:${p}` : `${netHost(host)}:${p}`;
     net.add(on(port));
+    // Implicit FTPS (ftps://, 990 by default when [ftp.tls] is on) listens on its own port.
+    const tlsOpts = config.ftp.tls;
+    if (tlsOpts && tlsOpts.mode !== "off" && tlsOpts.implicitPort) {
+      net.add(on(tlsOpts.implicitPort));
+      if (tlsOpts.implicitPort < 1024) privileged = true;
+    }
     const range = { min: passive.portMin, max: passive.portMax };
     if (range.min > 0 && range.max >= range.min && range.max - range.min < MAX_LISTED_PORTS) {
       for (let p = range.min; p <= range.max; p++) net.add(on(p));

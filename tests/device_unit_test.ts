@@ -109,6 +109,25 @@ Deno.test("device unit: active FTP mode widens net access and says so; no [ftp] 
   assert.ok(denoPermissionFlags(off).includes("--deny-net"));
 });
 
+Deno.test("device unit: implicit FTPS adds its port, and the bind capability below 1024", () => {
+  const tls = derivePermissions(
+    parseConfig(
+      '[ftp]\nhost = "127.0.0.1"\nport = 2121\nactive = false\n[ftp.tls]\nmode = "optional"\n',
+      "/b.toml",
+    ),
+  );
+  assert.ok(Array.isArray(tls.net) && tls.net.includes("127.0.0.1:990"), JSON.stringify(tls.net));
+  assert.ok(tls.bindsPrivilegedPort, "990 needs CAP_NET_BIND_SERVICE");
+  const high = derivePermissions(
+    parseConfig(
+      '[ftp]\nhost = "127.0.0.1"\nport = 2121\nactive = false\n[ftp.tls]\nmode = "required"\nimplicit_port = 9990\n',
+      "/b.toml",
+    ),
+  );
+  assert.ok(Array.isArray(high.net) && high.net.includes("127.0.0.1:9990"), JSON.stringify(high.net));
+  assert.ok(!high.bindsPrivilegedPort);
+});
+
 Deno.test("device unit: the bind capability only below port 1024, and the hardening directives", () => {
   const low = makeUnits(parseConfig(config(21), "/x/outpost.toml"), PROFILE).service;
   const high = makeUnits(parseConfig(config(2121), "/x/outpost.toml"), PROFILE).service;
