@@ -13,11 +13,12 @@ const LFTP = findPeer("lftp");
 const PYTHON = findPeer(SYSTEM_PYTHON);
 
 // curl turns TLS 1.2 session tickets off and resumes TLS 1.2 by session id, which Deno's TLS server cannot do:
-// with the default max_version "1.2" its data connections resume nothing, so reuse is required only over 1.3.
-for (const [maxVersion, reuse] of [["1.2", false], ["1.3", true]] as const) {
+// with a forced max_version "1.2" its data connections resume nothing, so reuse is required only over 1.3, and
+// by default ("auto", no setting) the server sees curl's ClientHello has no session_ticket and picks TLS 1.3.
+for (const [maxVersion, reuse] of [["1.2", false], ["1.3", true], [null, true]] as const) {
   Deno.test({
-    name: `FTPS curl, max_version ${maxVersion}, session reuse ${reuse ? "required" : "off"}: explicit ` +
-      "(--ssl-reqd) and implicit (ftps://) upload and download",
+    name: `FTPS curl, max_version ${maxVersion ?? "not set"}, session reuse ${reuse ? "required" : "off"}: ` +
+      "explicit (--ssl-reqd) and implicit (ftps://) upload and download",
     ignore: skipWithout(CURL),
     fn: () => curlExplicitAndImplicit(maxVersion, reuse),
   });
@@ -54,11 +55,15 @@ Deno.test({
   },
 });
 
-async function curlExplicitAndImplicit(maxVersion: "1.2" | "1.3", reuse: boolean): Promise<void> {
+async function curlExplicitAndImplicit(maxVersion: "1.2" | "1.3" | null, reuse: boolean): Promise<void> {
   const curl = requirePeer("curl");
   const lines: string[] = [];
   const restore = setLogSink((l) => lines.push(l));
-  const fx = await startFtps({ mode: "required", requireSessionReuse: reuse, maxVersion });
+  const fx = await startFtps({
+    mode: "required",
+    requireSessionReuse: reuse,
+    ...maxVersion ? { maxVersion } : {},
+  });
   try {
     const src = `${fx.base}/src.bin`;
     await writeRandom(src, 3 * 1024 * 1024 + 17);
@@ -93,11 +98,12 @@ async function curlExplicitAndImplicit(maxVersion: "1.2" | "1.3", reuse: boolean
     // Plain FTP is refused by a server that requires TLS.
     r = await run(curl, [...base, "-o", `${fx.base}/p.out`, `ftp://127.0.0.1:${fx.port}/explicit.bin`]);
     assert.notEqual(r.code, 0);
-    // The explicit sessions negotiated the configured version (curl offers both 1.2 and 1.3).
+    // The explicit sessions negotiated the configured version (curl offers both 1.2 and 1.3); unset, curl gets
+    // TLS 1.3 (its ClientHello has no TLS 1.2 session_ticket extension).
     const upgrades = lines.filter((l) => /tls\.upgrade /.test(l));
     assert.ok(upgrades.length >= 2, lines.join("\n"));
     for (const l of upgrades) {
-      assert.match(l, new RegExp(`protocol=TLSv${maxVersion.replace(".", "\\.")}\\b`));
+      assert.match(l, new RegExp(`protocol=TLSv${(maxVersion ?? "1.3").replace(".", "\\.")}\\b`));
     }
   } finally {
     await fx.close();

@@ -399,11 +399,13 @@ Deno.test("FTPS config: [ftp.tls] is read and validated", async () => {
   assert.equal(readFtpConfig(new Section({}, "ftp", p3)).tls?.mode, "off");
   assert.equal(
     readFtpConfig(new Section({}, "ftp", p3)).tls?.maxVersion,
-    "1.2",
-    "TLS 1.2 at most by default",
+    "auto",
+    "TLS version chosen per client by default",
   );
   assert.deepEqual(p3, []);
-  for (const [v, want] of [["1.3", "1.3"], [1.3, "1.3"], ["1.2", "1.2"], [1.2, "1.2"]] as const) {
+  for (
+    const [v, want] of [["1.3", "1.3"], [1.3, "1.3"], ["1.2", "1.2"], [1.2, "1.2"], ["auto", "auto"]] as const
+  ) {
     const p4: string[] = [];
     assert.equal(readFtpConfig(new Section({ tls: { max_version: v } }, "ftp", p4)).tls?.maxVersion, want);
     assert.deepEqual(p4, []);

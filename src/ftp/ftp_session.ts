@@ -271,8 +271,11 @@ export class FtpSession {
       this.#data.setTls(null);
       return;
     }
+    // Data connections handshake with the control connection's context (the TLS version chosen for this client),
+    // so that they can resume its session.
+    const control = this.control;
     const data: TlsDataOptions = {
-      context: tls.context,
+      context: (control instanceof TlsConn ? control.context : null) ?? tls.context,
       peerIp: this.peerIp,
       requireSessionReuse: tls.opts.requireSessionReuse,
       timeoutMs: this.#ctx.opts.dataTimeoutMs,

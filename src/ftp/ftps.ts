@@ -10,23 +10,26 @@
  * implicit_port = 990                # implicit FTPS (ftps://) listener; 0 = off. Default 990 when mode != "off"
  * cert_dir = "/var/lib/outpost/tls"  # where the self-signed pair is created when cert/key are not given
  * require_tls_session_reuse = true   # data connections must resume the control connection's TLS session
- * max_version = "1.2"                # newest TLS offered: "1.2" (default) or "1.3"
+ * max_version = "auto"               # "auto" (default): per client, see below; "1.2" or "1.3" forces it
  * ```
  *
- * Why TLS 1.2 by default: a TLS 1.3 server sends session tickets after every handshake, data connections
- * included, and Deno's node:tls cannot be told not to. Clients that close a data connection without reading
- * them (lftp/GnuTLS does) leave those bytes unread, so their kernel answers with a TCP reset instead of a clean
- * close, and a reset makes this server's kernel throw away the end of an upload it had not read yet: the upload
- * is cut short (refused, never committed). TLS 1.2 resumes by session id with no bytes after the handshake, which
- * is also how FTPS data-channel session reuse (vsftpd's require_ssl_reuse) is most widely tested. TLS 1.2 here is
- * still strong: rustls offers only ECDHE key exchange with AEAD ciphers (AES-GCM, ChaCha20-Poly1305), no RSA key
- * exchange, no CBC, no RC4/3DES.
+ * Which TLS version, and why it is chosen per client: a TLS 1.3 server sends session tickets after every
+ * handshake, data connections included, and Deno's node:tls cannot be told not to. Clients that close a data
+ * connection without reading them (lftp/GnuTLS does) leave those bytes unread, so their kernel answers with a TCP
+ * reset instead of a clean close, and a reset makes this server's kernel throw away the end of an upload it had
+ * not read yet: the upload is cut short (refused, never committed). TLS 1.2 sends nothing after the handshake
+ * (its ticket comes inside it), and is still strong here: rustls offers only ECDHE key exchange with AEAD
+ * ciphers (AES-GCM, ChaCha20-Poly1305), no RSA key exchange, no CBC, no RC4/3DES. But Deno's TLS server resumes
+ * TLS 1.2 sessions by session ticket only, not by session id, and curl turns TLS 1.2 tickets off: over TLS 1.2
+ * its data connections resume nothing, while over TLS 1.3 it reads the tickets and resumes.
  *
- * The cost: Deno's TLS server resumes TLS 1.2 sessions by session ticket only, not by session id. Clients with
- * TLS 1.2 tickets (lftp and FileZilla via GnuTLS, Python's ftplib via OpenSSL) resume fine; curl turns TLS 1.2
- * tickets off, so with `require_tls_session_reuse` its data connections are refused over TLS 1.2 (the log line
- * says so and names the fix). For curl, set `max_version = "1.3"` (curl reads TLS 1.3 tickets and resumes) or
- * turn `require_tls_session_reuse` off.
+ * So with `max_version = "auto"` (the default) the server reads each control connection's ClientHello (AUTH TLS
+ * and the implicit port) before the handshake (`src/net/client_hello.ts`) and picks: TLS 1.2 when the client
+ * offers the TLS 1.2 `session_ticket` extension (lftp and FileZilla via GnuTLS, Python's ftplib via OpenSSL),
+ * TLS 1.3 when it does not but offers TLS 1.3 (curl), TLS 1.2 otherwise. The session's data connections use the
+ * same context as its control connection (one context per version; nothing relies on the two sharing ticket
+ * keys), so they can resume its session. `"1.2"` or `"1.3"` forces one version for every client; over a forced
+ * 1.2 curl cannot resume (a refused data connection's log line names the fix).
  *
  * A data connection belongs to the session that set it up only when all of these hold: its peer address is the
  * control connection's (checked before the handshake), it arrived on the passive port this session opened (a
@@ -43,6 +46,7 @@ import type { Logger } from "../log/logger.ts";
 import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
 import { certificateFingerprint, ensureCertificate } from "../net/certificate.ts";
+import { preferredMaxVersion } from "../net/client_hello.ts";
 import {
   connectTlsData,
   createServerTlsContext,
@@ -69,12 +73,12 @@ export interface FtpTlsOptions {
   implicitHost?: string;
   /** Data connections must resume a TLS session (vsftpd's require_ssl_reuse). */
   requireSessionReuse: boolean;
-  /** Newest TLS version offered (`max_version`): "1.2" by default, see the module notes. */
-  maxVersion: "1.2" | "1.3";
+  /** Newest TLS version offered (`max_version`): "auto" (per client, the default), "1.2" or "1.3"; see above. */
+  maxVersion: "auto" | "1.2" | "1.3";
 }
 
 /**
- * Defaults: TLS off; when turned on, implicit FTPS on 990, session reuse required, TLS 1.2 at most.
+ * Defaults: TLS off; when turned on, implicit FTPS on 990, session reuse required, TLS version chosen per client.
  *
  * @example
  * ```ts
@@ -87,7 +91,7 @@ export function defaultFtpTlsOptions(): FtpTlsOptions {
     certDir: "/var/lib/outpost/tls",
     implicitPort: null,
     requireSessionReuse: true,
-    maxVersion: "1.2",
+    maxVersion: "auto",
   };
 }
 
@@ -119,13 +123,13 @@ export function readFtpTlsConfig(tls: Section): FtpTlsOptions {
   return { mode, certPath, keyPath, certDir, implicitPort, requireSessionReuse, maxVersion };
 }
 
-/** `max_version`: "1.2" or "1.3"; a bare TOML number (1.2, 1.3) is accepted too. */
-function readMaxVersion(tls: Section, fallback: "1.2" | "1.3"): "1.2" | "1.3" {
+/** `max_version`: "auto", "1.2" or "1.3"; a bare TOML number (1.2, 1.3) is accepted too. */
+function readMaxVersion(tls: Section, fallback: FtpTlsOptions["maxVersion"]): FtpTlsOptions["maxVersion"] {
   const v = tls.raw("max_version");
   if (v === undefined) return fallback;
   const s = typeof v === "number" ? v.toFixed(1) : v;
-  if (s === "1.2" || s === "1.3") return s;
-  tls.problem("max_version", `must be "1.2" or "1.3", got ${JSON.stringify(v)}`);
+  if (s === "auto" || s === "1.2" || s === "1.3") return s;
+  tls.problem("max_version", `must be "1.2" or "1.3" (or "auto"), got ${JSON.stringify(v)}`);
   return fallback;
 }
 
@@ -152,11 +156,17 @@ export async function loadFtpTlsContext(opts: FtpTlsOptions, log: Logger): Promi
   } catch (e) {
     throw new Error(`FTPS not started: the certificate or key cannot be read (${(e as Error).message}).`);
   }
-  const ctx = createServerTlsContext({
-    cert,
-    key,
-    maxVersion: opts.maxVersion === "1.3" ? "TLSv1.3" : "TLSv1.2",
-  });
+  const tls12 = createServerTlsContext({ cert, key, maxVersion: "TLSv1.2" });
+  let ctx = tls12;
+  if (opts.maxVersion === "1.3") ctx = createServerTlsContext({ cert, key, maxVersion: "TLSv1.3" });
+  if (opts.maxVersion === "auto") {
+    // One context per version: a session's data connections handshake with its control connection's context.
+    const tls13 = createServerTlsContext({ cert, key, maxVersion: "TLSv1.3" });
+    ctx = {
+      ...tls12,
+      select: (hello) => preferredMaxVersion(hello) === "TLSv1.3" ? tls13 : tls12,
+    };
+  }
   log.info("tls.certificate", {
     path: certPath,
     sha256: certificateFingerprint(cert),
@@ -212,7 +222,10 @@ export class TlsDataRefused extends Error {
  * ```
  */
 export interface TlsDataOptions {
-  /** The server's shared TLS context (certificate, key, TLS versions, session lifetime). */
+  /**
+   * The TLS context of the session's control connection (certificate, key, TLS versions, session lifetime), so
+   * that data connections can resume its session.
+   */
   context: ServerTlsContext;
   /** The control peer's normalised address. */
   peerIp: string;
@@ -320,8 +333,8 @@ function notResumed(protocol: string | null): string {
   // Deno's TLS server resumes TLS 1.2 sessions by ticket only; clients that turn TLS 1.2 tickets off and resume
   // by session id (curl) resume over TLS 1.3.
   return protocol === "TLSv1.2"
-    ? `${why} (over TLS 1.2 only clients with session tickets can resume, curl cannot: set [ftp.tls] ` +
-      `max_version = "1.3" or require_tls_session_reuse = false)`
+    ? `${why} (over TLS 1.2 only clients with session tickets can resume, curl cannot: in [ftp.tls] remove ` +
+      `max_version (default "auto"), or set max_version = "1.3" or require_tls_session_reuse = false)`
     : why;
 }
 

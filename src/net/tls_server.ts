@@ -29,6 +29,12 @@ import * as net from "node:net";
 import process from "node:process";
 import * as tls from "node:tls";
 import type { ByteConn } from "./byte_conn.ts";
+import {
+  type ClientHelloInfo,
+  firstRecordLength,
+  parseClientHello,
+  TLS_MAX_FIRST_RECORD,
+} from "./client_hello.ts";
 
 /** Certificate and key (PEM text) and protocol limits for {@link createServerTlsContext}. */
 export interface ServerTlsOptions {
@@ -55,6 +61,12 @@ export interface ServerTlsContext {
   readonly secureContext: tls.SecureContext;
   /** Session lifetime in seconds, applied to each socket. */
   readonly sessionTimeoutS: number;
+  /**
+   * When set, {@link upgradeServerSocket} first reads the client's ClientHello (without consuming it: the bytes
+   * are handed to the TLS layer afterwards) and handshakes with the context this returns; `null` means the
+   * first record was not a parsable ClientHello. The chosen context is {@link TlsConn.context}.
+   */
+  readonly select?: (hello: ClientHelloInfo | null) => ServerTlsContext;
 }
 
 /**
@@ -189,6 +201,11 @@ interface NativeHandle {
 export class TlsConn implements ByteConn {
   /** The wrapped TLS socket. */
   readonly tlsSocket: tls.TLSSocket;
+  /**
+   * The context this connection handshook with (the one a selecting context chose), or null when not given.
+   * FTPS data connections use their control connection's, so that they can resume its session.
+   */
+  readonly context: ServerTlsContext | null;
   readonly #remoteAddress: string;
   readonly #remotePort: number;
   readonly #localAddress: string;
@@ -220,8 +237,10 @@ export class TlsConn implements ByteConn {
     socket: tls.TLSSocket,
     raw: net.Socket,
     remote: { address: string; port: number; local: string },
+    context: ServerTlsContext | null = null,
   ) {
     this.tlsSocket = socket;
+    this.context = context;
     this.#remoteAddress = remote.address;
     this.#remotePort = remote.port;
     this.#localAddress = remote.local;
@@ -514,6 +533,10 @@ function plainIp(ip: string | undefined): string {
  * The socket must not be read from any more by its previous owner (see {@link NodeConn.detach}). Rejects (and
  * destroys the socket) on a failed or timed-out handshake, with a sentence-case message.
  *
+ * With a selecting context (`ctx.select`), the first TLS record (the ClientHello, at most 16 KiB + 5 bytes) is
+ * read from the TCP handle first, within the same time limit, parsed, and then handed to the TLS layer of the
+ * chosen context exactly as if it had just arrived, so the handshake sees every byte once and in order.
+ *
  * @example
  * ```ts
  * import { createServer } from "node:net";
@@ -523,7 +546,7 @@ function plainIp(ip: string | undefined): string {
  * });
  * ```
  */
-export function upgradeServerSocket(
+export async function upgradeServerSocket(
   socket: net.Socket,
   ctx: ServerTlsContext,
   opts: HandshakeOptions = {},
@@ -535,12 +558,47 @@ export function upgradeServerSocket(
   };
   // Bytes the plain socket read ahead would bypass TLS: pausing keeps the rest in the kernel for the TLS layer.
   socket.pause();
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  let chosen = ctx, prefix: Uint8Array | null = null, left = timeoutMs;
+  if (ctx.select) {
+    const started = Date.now();
+    const peek = await peekFirstRecord(socket, timeoutMs);
+    if (peek === "timeout" || peek === "closed") {
+      socket.destroy();
+      throw new Error(
+        peek === "timeout"
+          ? "TLS handshake failed: the peer did not finish it in time."
+          : "TLS handshake failed: the peer closed the connection.",
+      );
+    }
+    if (peek !== null && firstRecordLength(peek) < 0) {
+      socket.destroy();
+      throw new Error("TLS handshake failed: the peer did not start with a TLS ClientHello.");
+    }
+    prefix = peek;
+    chosen = ctx.select(peek === null ? null : parseClientHello(peek));
+    if (chosen.select) {
+      chosen = { secureContext: chosen.secureContext, sessionTimeoutS: chosen.sessionTimeoutS };
+    }
+    left = Math.max(1, timeoutMs - (Date.now() - started));
+  }
+  return handshake(socket, chosen, remote, prefix, left);
+}
+
+function handshake(
+  socket: net.Socket,
+  ctx: ServerTlsContext,
+  remote: { address: string; port: number; local: string },
+  prefix: Uint8Array | null,
+  timeoutMs: number,
+): Promise<TlsConn> {
   const t = new tls.TLSSocket(socket, {
     isServer: true,
     secureContext: ctx.secureContext,
     requestCert: false,
   } as tls.TLSSocketOptions);
-  const conn = new TlsConn(t, socket, remote);
+  if (prefix !== null && prefix.length > 0) feedAfterStart(t, prefix);
+  const conn = new TlsConn(t, socket, remote, ctx);
   return new Promise<TlsConn>((resolve, reject) => {
     let settled = false;
     const finish = (err: Error | null) => {
@@ -564,11 +622,102 @@ export function upgradeServerSocket(
     const onClose = () => finish(new Error("TLS handshake failed: the peer closed the connection."));
     const timer = setTimeout(
       () => finish(new Error("TLS handshake failed: the peer did not finish it in time.")),
-      opts.timeoutMs ?? 10_000,
+      timeoutMs,
     );
     t.on("secure", onSecure);
     t.on("error", onError);
     t.on("close", onClose);
+  });
+}
+
+/** The slice of Deno's TLSWrap used to hand it bytes read before it existed. */
+interface FeedableWrap {
+  start(...args: unknown[]): unknown;
+  receive(data: Uint8Array): unknown;
+}
+
+let feedCache: boolean | undefined;
+
+/** Whether this Deno's server TLSSocket handle can be given ciphertext directly (`start` and `receive`). */
+function canFeed(): boolean {
+  if (feedCache !== undefined) return feedCache;
+  feedCache = false;
+  try {
+    const s = new net.Socket();
+    const t = new tls.TLSSocket(s, { isServer: true } as tls.TLSSocketOptions);
+    const w = (t as unknown as { _handle?: Partial<FeedableWrap> })._handle;
+    feedCache = typeof w?.start === "function" && typeof w.receive === "function";
+    t.destroy();
+    s.destroy();
+  } catch {
+    // Not this Deno's internals: no peeking, the fallback context is used.
+  }
+  return feedCache;
+}
+
+/**
+ * Hands `prefix` (ciphertext read from the TCP handle before the TLS layer existed) to the TLS handle right after
+ * it starts, before it reads the TCP handle itself, so the handshake sees those bytes first.
+ */
+function feedAfterStart(t: tls.TLSSocket, prefix: Uint8Array): void {
+  const wrap = (t as unknown as { _handle?: FeedableWrap })._handle;
+  if (!wrap) return;
+  const rec = wrap as unknown as Record<string, unknown>;
+  const start = wrap.start;
+  rec.start = function (this: unknown, ...args: unknown[]): unknown {
+    delete rec.start;
+    const r = start.apply(this, args);
+    // After start() returns (an error inside start's caller would find the handle gone), but before any TCP read
+    // callback, which comes from the event loop after this microtask.
+    queueMicrotask(() => {
+      if (!t.destroyed) wrap.receive(prefix);
+    });
+    return r;
+  };
+}
+
+/**
+ * Reads the first TLS record from the paused socket's TCP handle (bounded: {@link TLS_MAX_FIRST_RECORD} plus at
+ * most one read beyond it) and returns every byte read, or null without reading anything when this Deno's
+ * internals do not allow handing the bytes to the TLS layer afterwards. Bytes that cannot start a TLS record end
+ * the peek early (the handshake then fails on them). Restores the handle's own read callback in every case.
+ */
+function peekFirstRecord(
+  socket: net.Socket,
+  timeoutMs: number,
+): Promise<Uint8Array | null | "timeout" | "closed"> {
+  const tcp = (socket as unknown as { _handle?: NativeHandle | null })._handle;
+  const hooks = readHooks();
+  const nodeOnread = tcp?.onread;
+  if (!tcp || !hooks || !nodeOnread || !canFeed()) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    let acc = new Uint8Array(TLS_MAX_FIRST_RECORD), got = 0;
+    const done = (result: Uint8Array | "timeout" | "closed") => {
+      clearTimeout(timer);
+      tcp.readStop();
+      tcp.onread = nodeOnread;
+      resolve(result);
+    };
+    const timer = setTimeout(() => done("timeout"), timeoutMs);
+    tcp.onread = (b?: unknown): unknown => {
+      const n = hooks.state[hooks.kNread];
+      if (n <= 0 || !b) {
+        if (n < 0) done("closed");
+        return undefined;
+      }
+      const chunk = b instanceof ArrayBuffer ? new Uint8Array(b, 0, n) : (b as Uint8Array).subarray(0, n);
+      if (got + n > acc.length) {
+        const bigger = new Uint8Array(got + n);
+        bigger.set(acc.subarray(0, got));
+        acc = bigger;
+      }
+      acc.set(chunk, got);
+      got += n;
+      const need = firstRecordLength(acc.subarray(0, got));
+      if (need < 0 || (need > 0 && got >= need)) done(acc.slice(0, got));
+      return undefined;
+    };
+    tcp.readStart();
   });
 }
 
