@@ -6,31 +6,12 @@
 
 import { parseArgs } from "node:util";
 import { hashPassword } from "../config/password.ts";
+import { readStdin } from "./read_stdin.ts";
 
 const HELP = `Usage: outpost passwd [--stdin]
 
 Prints a PBKDF2-SHA256 hash of a password for a user's password_hash key in outpost.toml.
 The password is asked for on the terminal (not echoed), or read from standard input with --stdin.`;
-
-async function readStdin(): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  const buf = new Uint8Array(1024);
-  let total = 0;
-  for (;;) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) break;
-    total += n;
-    if (total > 4096) throw new Error("Password not read: standard input is longer than 4096 bytes.");
-    chunks.push(buf.slice(0, n));
-  }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return new TextDecoder().decode(all).replace(/\r?\n$/, "");
-}
 
 async function promptHidden(label: string): Promise<string> {
   await Deno.stderr.write(new TextEncoder().encode(label));
@@ -71,7 +52,12 @@ export async function passwdCommand(args: string[]): Promise<number> {
   }
   let password: string;
   if (values.stdin || !Deno.stdin.isTerminal()) {
-    password = await readStdin();
+    const raw = await readStdin(4096);
+    if (raw === null) {
+      console.error("outpost passwd: standard input is longer than 4096 bytes; nothing printed.");
+      return 65;
+    }
+    password = new TextDecoder().decode(raw).replace(/\r?\n$/, "");
   } else {
     password = await promptHidden("Password: ");
     const again = await promptHidden("Again: ");

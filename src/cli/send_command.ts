@@ -9,7 +9,8 @@ import { DataWriter } from "../smtp/dot_stuffing.ts";
 import { HeaderInjectionError, type MailMessage, prepareMessage } from "../smtp/mail_message.ts";
 import { fileMessageSource, Outbox } from "../smtp/outbox.ts";
 import { writeAll } from "../net/byte_conn.ts";
-import { deliverNow, enqueueFailed, EX, loadSendConfig, readStdin } from "./sendmail_command.ts";
+import { deliverNow, enqueueFailed, EX, loadSendConfig } from "./sendmail_command.ts";
+import { readStdin } from "./read_stdin.ts";
 
 const HELP = `Usage: outpost send --to ADDR [--to ADDR ...] --subject TEXT [options]
 

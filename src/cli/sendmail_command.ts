@@ -16,6 +16,7 @@ import { Outbox, OutboxFullError } from "../smtp/outbox.ts";
 import { completeRawMessage } from "../smtp/mail_message.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
 import { formatReply } from "../smtp/smtp_reply.ts";
+import { readStdin } from "./read_stdin.ts";
 
 /** sysexits.h codes used by the mail commands. */
 export const EX = {
@@ -112,35 +113,6 @@ export function parseSendmailArgs(args: string[]): SendmailArgs | string | "help
     }
   }
   return out;
-}
-
-/**
- * Reads all of standard input; resolves to null as soon as it exceeds `limit` bytes (the rest is not read).
- *
- * @example
- * ```ts
- * const raw = await readStdin(25 << 20);
- * if (raw === null) console.error("too large");
- * ```
- */
-export async function readStdin(limit: number): Promise<Uint8Array | null> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) break;
-    total += n;
-    if (total > limit) return null;
-    chunks.push(buf.slice(0, n));
-  }
-  const all = new Uint8Array(total);
-  let o = 0;
-  for (const c of chunks) {
-    all.set(c, o);
-    o += c.length;
-  }
-  return all;
 }
 
 /** Without -i: a line holding only "." ends the message (traditional sendmail). */
