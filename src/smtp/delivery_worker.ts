@@ -215,7 +215,13 @@ export class DeliveryWorker {
         this.#onFailed?.({ ...e, id: copy, state: "failed" }, reason);
       }
       await outbox.delivered(e.id);
-      log.info("delivered", { id: e.id, messageId: meta.messageId, rcpts: result.accepted.length });
+      log.info("delivered", {
+        id: e.id,
+        to: result.accepted.join(","),
+        subject: meta.subject,
+        messageId: meta.messageId,
+        rcpts: result.accepted.length,
+      });
       this.#failingSince = null;
       this.#lastError = null;
       return false;
@@ -231,13 +237,25 @@ export class DeliveryWorker {
           ? error.message
           : `Gave up after ${Math.round(age / 60000)} min: ${error.message}`;
         await outbox.fail(e.id, reason);
-        log.error("failed", { id: e.id, messageId: meta.messageId, reason });
+        log.error("failed", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          messageId: meta.messageId,
+          reason,
+        });
         this.#onFailed?.({ ...e, state: "failed" }, reason);
         return false;
       }
       const delay = this.#delay(age);
       await outbox.defer(e.id, new Date(Date.now() + delay));
-      log.warn("retry", { id: e.id, in_s: Math.round(delay / 1000), error: error.message });
+      log.warn("retry", {
+        id: e.id,
+        to: meta.to.join(","),
+        subject: meta.subject,
+        in_s: Math.round(delay / 1000),
+        error: error.message,
+      });
       if (SESSION_STAGES.has(error.stage)) {
         this.#pauseUntil = Date.now() + delay;
         return true;
