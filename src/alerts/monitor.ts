@@ -26,7 +26,8 @@ import {
 } from "./rule_engine.ts";
 import { SensorReadError } from "./sensor_readers.ts";
 import { SensorSource } from "./sensor_source.ts";
-import { formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import { formatDuration, formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import { FailureLogBackoff } from "./failure_log_backoff.ts";
 import { Logger } from "../log/logger.ts";
 
 /**
@@ -123,6 +124,7 @@ export class AlertMonitor {
   #rulesBySensor = new Map<string, RuleConfig[]>();
   #windows = new Map<string, RuleWindow>();
   #failures = new Map<string, number>();
+  #failLog = new Map<string, FailureLogBackoff>();
   #lastValue = new Map<string, number>();
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #inflight = new Set<Promise<void>>();
@@ -235,7 +237,7 @@ export class AlertMonitor {
     const events: AlertEvent[] = [];
     let persist = false;
     if (sample.error === undefined) this.#lastValue.set(cfg.name, sample.value);
-    else log.warn("sensor.read_failed", { sensor: cfg.name, error: sample.error });
+    this.#logRead(cfg.name, sample);
 
     const sensorState = this.#state.sensors[cfg.name] ??
       (this.#state.sensors[cfg.name] = { health: initialHealthState(), fingerprint: null });
@@ -265,6 +267,16 @@ export class AlertMonitor {
         sample,
       );
       this.#windows.set(rule.id, step.window);
+      const before = this.#state.rules[rule.id];
+      if (step.state.alerting && !step.state.announced && step.state.trips > (before?.trips ?? 0)) {
+        log.info("rule.suppressed", {
+          rule: rule.id,
+          sensor: cfg.name,
+          value: sample.error === undefined ? sample.value : undefined,
+          cooldown_until: isoSeconds((step.state.lastAlertAt ?? sample.at) + rule.cooldownMs),
+          trips: step.state.trips,
+        });
+      }
       if (step.persist) {
         this.#state.rules[rule.id] = step.state;
         persist = true;
@@ -275,6 +287,34 @@ export class AlertMonitor {
       log.info(`event.${ev.kind}`, { sensor: ev.sensor, rule: ev.rule ?? undefined, value: ev.value });
     }
     await this.#dispatch(events, persist);
+  }
+
+  /** Logs a failed read once, then at a growing interval ({@link FailureLogBackoff}), and the recovery once. */
+  #logRead(sensor: string, sample: Sample): void {
+    let b = this.#failLog.get(sensor);
+    if (sample.error === undefined) {
+      const run = b?.recovered(sample.at);
+      if (run) {
+        log.info("sensor.read_ok", {
+          sensor,
+          failures: run.failures,
+          failing_for: formatDuration(sample.at - run.since),
+        });
+      }
+      return;
+    }
+    if (!b) this.#failLog.set(sensor, b = new FailureLogBackoff());
+    const d = b.failed(sample.at);
+    if (d.log === "first") log.warn("sensor.read_failed", { sensor, error: sample.error });
+    else if (d.log === "again") {
+      log.warn("sensor.still_failing", {
+        sensor,
+        failures: d.failures,
+        since: isoSeconds(d.since),
+        error: sample.error,
+        note: "logged again at a growing interval until it reads again",
+      });
+    }
   }
 
   /** Routes new events (and anything held back) to the mailer; persists first when anything changed. */
@@ -463,4 +503,8 @@ export class AlertMonitor {
     }
     return true;
   }
+}
+
+function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
