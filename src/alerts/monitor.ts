@@ -85,6 +85,104 @@ export interface AlertMonitorOptions {
   now?: () => number;
 }
 
+/**
+ * One sensor as {@link AlertMonitor.status} reports it.
+ *
+ * @example
+ * ```ts
+ * const s: SensorStatus = monitor.status().sensors[0];
+ * console.log(`${s.name}: ${s.value ?? "no reading"} ${s.unit}`);
+ * ```
+ */
+export interface SensorStatus {
+  /** The sensor's name (`[sensors.<name>]`). */
+  name: string;
+  /** Its type (thermal, w1, file, ...). */
+  type: string;
+  /** Unit shown after readings. */
+  unit: string;
+  /** Decimals shown. */
+  decimals: number;
+  /** Read interval in ms. */
+  intervalMs: number;
+  /** Failures are logged, never mailed. */
+  optional: boolean;
+  /** The last good reading, or null when none yet. */
+  value: number | null;
+  /** When the sensor was last read (good or not), ms since the epoch; null before the first read. */
+  at: number | null;
+  /** The last read's error, or null when it read fine. */
+  error: string | null;
+  /** Reads failed in a row. */
+  failures: number;
+  /** A SENSOR ERROR went out and no good reading came since. */
+  failing: boolean;
+  /** When that started. */
+  failingSince: number | null;
+}
+
+/**
+ * One rule as {@link AlertMonitor.status} reports it. `state`: "ok"; "pending" (some of the last `ofSamples`
+ * readings breached, fewer than `forSamples`); "alert" (announced, `since`); "held" (tripped inside the cooldown,
+ * mailed at `cooldownUntil` if it still stands).
+ *
+ * @example
+ * ```ts
+ * const r: RuleStatus = monitor.status().rules[0];
+ * if (r.state === "pending") console.log(`${r.breaches} of ${r.ofSamples}, alert at ${r.forSamples}`);
+ * ```
+ */
+export interface RuleStatus {
+  /** The rule id. */
+  id: string;
+  /** Its sensor. */
+  sensor: string;
+  /** Breach direction. */
+  direction: "above" | "below";
+  /** Threshold. */
+  threshold: number;
+  /** Hysteresis value it must get back past. */
+  clearAt: number;
+  /** Severity of its mails. */
+  severity: string;
+  /** Where it stands. */
+  state: "ok" | "pending" | "alert" | "held";
+  /** Breaching readings among the last `ofSamples`. */
+  breaches: number;
+  /** Breaches needed to alert. */
+  forSamples: number;
+  /** Window length. */
+  ofSamples: number;
+  /** When the standing alert started (ms), or null. */
+  since: number | null;
+  /** When the cooldown ends (ms), or null when none runs. */
+  cooldownUntil: number | null;
+  /** When the next reminder is due (ms), or null. */
+  nextReminderAt: number | null;
+  /** Reminders sent for the standing alert. */
+  reminders: number;
+  /** When the last alert mail went out (ms), or null. */
+  lastAlertAt: number | null;
+}
+
+/**
+ * What {@link AlertMonitor.status} returns.
+ *
+ * @example
+ * ```ts
+ * const st: MonitorStatus = monitor.status();
+ * console.log(st.samples, st.sensors.length, st.rules.length);
+ * ```
+ */
+export interface MonitorStatus {
+  /** Readings taken since start. */
+  samples: number;
+  /** Every configured sensor. */
+  sensors: SensorStatus[];
+  /** Every rule. */
+  rules: RuleStatus[];
+}
+
 /** Most events a digest keeps; older ones are counted as dropped (the first and the latest are kept). */
 const DIGEST_MAX_EVENTS = 200;
 
@@ -126,6 +224,7 @@ export class AlertMonitor {
   #failures = new Map<string, number>();
   #failLog = new Map<string, FailureLogBackoff>();
   #lastValue = new Map<string, number>();
+  #lastSample = new Map<string, Sample>();
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #inflight = new Set<Promise<void>>();
   #chain: Promise<void> = Promise.resolve();
@@ -190,6 +289,65 @@ export class AlertMonitor {
     return structuredClone(this.#state);
   }
 
+  /**
+   * Each sensor's last reading and each rule's state, for `outpost status` and the status page.
+   *
+   * @example
+   * ```ts
+   * const { sensors, rules } = monitor.status(Date.now());
+   * for (const r of rules) console.log(r.id, r.state);
+   * ```
+   */
+  status(now: number = this.#now()): MonitorStatus {
+    const sensors: SensorStatus[] = [];
+    for (const [name, src] of this.#sources) {
+      const c = src.config;
+      const last = this.#lastSample.get(name);
+      const good = last && last.error === undefined ? last : undefined;
+      const health = this.#state.sensors[name]?.health;
+      sensors.push({
+        name,
+        type: c.type,
+        unit: c.unit,
+        decimals: c.decimals,
+        intervalMs: c.intervalMs,
+        optional: c.optional,
+        value: good ? good.value : (this.#lastValue.get(name) ?? null),
+        at: last?.at ?? null,
+        error: last?.error ?? null,
+        failures: this.#failures.get(name) ?? 0,
+        failing: health?.failing ?? false,
+        failingSince: health?.since ?? null,
+      });
+    }
+    const rules: RuleStatus[] = [];
+    for (const r of this.config.rules) {
+      const s = this.#state.rules[r.id] ?? initialRuleState();
+      const w = this.#windows.get(r.id) ?? initialRuleWindow();
+      let breaches = 0;
+      for (let n = w.recent >>> 0; n; n &= n - 1) breaches++;
+      const cooldownEnd = s.lastAlertAt !== null && r.cooldownMs > 0 ? s.lastAlertAt + r.cooldownMs : null;
+      rules.push({
+        id: r.id,
+        sensor: r.sensor,
+        direction: r.direction,
+        threshold: r.threshold,
+        clearAt: r.clearAt,
+        severity: r.severity,
+        state: s.alerting ? (s.announced ? "alert" : "held") : breaches > 0 ? "pending" : "ok",
+        breaches,
+        forSamples: r.forSamples,
+        ofSamples: r.ofSamples,
+        since: s.alerting ? s.since : null,
+        cooldownUntil: cooldownEnd !== null && cooldownEnd > now ? cooldownEnd : null,
+        nextReminderAt: s.alerting && s.announced ? s.nextReminderAt : null,
+        reminders: s.reminders,
+        lastAlertAt: s.lastAlertAt,
+      });
+    }
+    return { samples: this.samples, sensors, rules };
+  }
+
   #schedule(name: string, delay: number): void {
     if (!this.#running) return;
     const t = setTimeout(() => {
@@ -237,6 +395,7 @@ export class AlertMonitor {
     const events: AlertEvent[] = [];
     let persist = false;
     if (sample.error === undefined) this.#lastValue.set(cfg.name, sample.value);
+    this.#lastSample.set(cfg.name, sample);
     this.#logRead(cfg.name, sample);
 
     const sensorState = this.#state.sensors[cfg.name] ??

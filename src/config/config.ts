@@ -15,6 +15,7 @@ import { readFtpSection } from "../ftp/ftp_config.ts";
 import type { OutboxOptions } from "../smtp/outbox.ts";
 import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
 import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
+import { readStatusConfig, type StatusConfig } from "../status/status_config.ts";
 import { ConfigError, Section } from "./section.ts";
 
 /**
@@ -59,6 +60,8 @@ export interface OutpostConfig {
   outbox: OutboxOptions;
   /** The alert monitor: sensors and rules. */
   alerts: AlertsConfig;
+  /** The `[status]` table: the status socket and the optional status page. */
+  status: StatusConfig;
   /** The parsed TOML document, for areas that read their own tables. */
   document: Record<string, unknown>;
 }
@@ -156,6 +159,8 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
   const alerts = readAlertsConfig(root);
   const smtp = readSmtpConfig(root.section("smtp"), device);
   const outbox = readOutboxConfig(root.section("outbox"), device.stateDir);
+  const ftpLogins = ftpSection.options.accounts.users.filter((u) => u.passwordHash !== null).length;
+  const status = readStatusConfig(root.section("status"), device.stateDir, ftpLogins);
   for (const read of readers) read(root);
   root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
@@ -171,6 +176,7 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
     smtp,
     outbox,
     alerts,
+    status,
     document,
   };
 }

@@ -193,6 +193,8 @@ export class FtpSession {
   state: AuthState = { kind: "awaiting-user" };
   /** Current working directory, a virtual path ("/" is the user's root). */
   cwd = "/";
+  /** When the control connection was accepted (ms since the epoch). */
+  readonly openedAt: number = Date.now();
   /** When the last command arrived (ms since the epoch); the idle timeout counts from it. */
   lastActivity: number = Date.now();
   readonly #ctx: SessionContext;
@@ -300,6 +302,12 @@ export class FtpSession {
   /** True while a transfer runs. */
   get transferring(): boolean {
     return this.#transfer !== null;
+  }
+
+  /** The running transfer (kind, virtual path, bytes so far, start time), or null; for `outpost status`. */
+  get activeTransfer(): { kind: string; path: string; bytes: number; started: number } | null {
+    const t = this.#transfer;
+    return t ? { kind: t.kind, path: t.path, bytes: t.bytes, started: t.started } : null;
   }
 
   /** Sends one reply (a single line without CRLF, or a multi-line block ending in CRLF). */
