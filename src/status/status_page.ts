@@ -31,6 +31,10 @@ const H = 90;
 const PAD_L = 34;
 const PAD_B = 14;
 
+function spanText(ms: number): string {
+  return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : formatDuration(ms);
+}
+
 function fmt(v: number): string {
   const a = Math.abs(v);
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
@@ -54,7 +58,7 @@ export function sensorChart(
   spanMs: number,
   gapMs = spanMs / 96,
 ): string {
-  const label = `${name}, last ${formatDuration(spanMs)}`;
+  const label = `${name}, last ${spanText(spanMs)}`;
   if (points.length === 0) {
     return `<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="${
       escapeHtml(label)
@@ -97,7 +101,7 @@ export function sensorChart(
     `<text x="${PAD_L - 3}" y="${H - PAD_B}" text-anchor="end" class="tick">${
       escapeHtml(fmt(lo + margin))
     }</text>`,
-    `<text x="${PAD_L}" y="${H - 2}" class="tick">-${escapeHtml(formatDuration(spanMs))}</text>`,
+    `<text x="${PAD_L}" y="${H - 2}" class="tick">-${escapeHtml(spanText(spanMs))}</text>`,
     `<text x="${W - 2}" y="${H - 2}" text-anchor="end" class="tick">now</text>`,
     ...thresholds.map((t) =>
       `<line x1="${PAD_L}" y1="${y(t).toFixed(1)}" x2="${W}" y2="${y(t).toFixed(1)}" class="limit"/>`

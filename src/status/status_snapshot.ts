@@ -118,7 +118,15 @@ async function configState(cfg: OutpostConfig, fromLastGood: boolean): Promise<S
       file: cfg.path,
       using,
       edited: true,
-      problems: [`${cfg.path}: cannot be read: ${(e as Error).message}`],
+      problems: [
+        `${cfg.path}: cannot be read: ${
+          e instanceof Deno.errors.NotFound
+            ? "it no longer exists (the daemon runs what it read at start)"
+            : e instanceof Deno.errors.PermissionDenied
+            ? "permission denied"
+            : (e as Error).message
+        }`,
+      ],
     };
   }
   let edited: boolean;
