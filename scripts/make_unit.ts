@@ -28,6 +28,8 @@ export interface BoardPaths {
   envFile: string;
   /** The unprivileged user the daemon runs as. */
   user: string;
+  /** The daemon's Deno cache folder (`CacheDirectory=outpost` makes /var/cache/outpost). */
+  cacheDir: string;
 }
 
 /** Default board paths (Raspberry Pi OS Bookworm mounts the boot partition at /boot/firmware). */
@@ -37,6 +39,7 @@ export const DEFAULT_BOARD_PATHS: BoardPaths = {
   lastGoodPath: "/var/lib/outpost/last-good.toml",
   envFile: "/run/outpost/deno-flags.env",
   user: "outpost",
+  cacheDir: "/var/cache/outpost",
 };
 
 /** The parts of a board profile (`boards/<id>.toml`) the unit uses. */
@@ -148,15 +151,12 @@ export function makeUnits(
   const readWrite = uniq([...perms.dataDirs, ...perms.write]).map((d) => `-${d}`);
   const writable = uniq([...perms.dataDirs, ...perms.write]).join(",");
   const stateDir = config.device.stateDir;
-  const runDir = paths.envFile.slice(0, paths.envFile.lastIndexOf("/"));
   const common = "--no-config --no-npm --no-remote --no-prompt";
   const prepare = [
-    `/usr/bin/env DENO_DIR=/var/cache/outpost-prepare ${deno} run ${common}`,
-    `--allow-read=/etc/passwd,${paths.configPath},${
-      paths.configPath.slice(0, paths.configPath.lastIndexOf("/"))
-    },${uniq([stateDir, ...perms.dataDirs]).join(",")}`,
-    `--allow-write=${runDir},${uniq([stateDir, ...perms.dataDirs]).join(",")}`,
-    "--allow-env --allow-sys=hostname",
+    `/usr/bin/env DENO_DIR=${paths.cacheDir}-prepare ${deno} run ${common}`,
+    // The prepare step is root's: it reads whatever the edited config names and creates the folders (and their
+    // parents) it asks for, wherever they are, so its files are not narrowed; it has no network and runs nothing.
+    "--allow-read --allow-write --allow-env --allow-sys=hostname --deny-net --deny-run",
     `${p}/outpost-prepare.js --config ${paths.configPath} --last-good ${paths.lastGoodPath}`,
     `--env-file ${paths.envFile} --user ${paths.user} --mkdirs --writable ${writable}`,
     `--v8-max-old-space-mb ${profile.v8MaxOldSpaceMb}`,
@@ -189,7 +189,7 @@ RestartSec=5s
 User=${paths.user}
 Group=${paths.user}
 UMask=0027
-Environment=DENO_DIR=/var/cache/outpost DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 OUTPOST_CONFIG=${paths.configPath}
+Environment=DENO_DIR=${paths.cacheDir} DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 OUTPOST_CONFIG=${paths.configPath}
 # glibc gives each of Deno's file-I/O threads its own malloc arena; two arenas keep RSS down on a 512 MB board.
 Environment=MALLOC_ARENA_MAX=2
 EnvironmentFile=-${paths.envFile}

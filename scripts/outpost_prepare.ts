@@ -75,7 +75,11 @@ async function ensureDir(
     await Deno.stat(path);
     return false;
   } catch {
-    await Deno.mkdir(path, { recursive: true, mode });
+    // Missing parents are made traversable (0755, root's); only the folder itself gets `mode` and the owner.
+    const parent = path.slice(0, path.lastIndexOf("/"));
+    if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
+    await Deno.mkdir(path, { mode });
+    await Deno.chmod(path, mode);
     if (owner) await Deno.chown(path, owner.uid, owner.gid);
     return true;
   }
