@@ -90,9 +90,23 @@ export async function layOutBoard(
     envFile: `${runtimeDir}/deno-flags.env`,
     user: user.name,
     cacheDir,
+    dropIn: `${dir}/etc/systemd/system/outpost.service.d/50-sandbox.conf`,
   };
   const unit = makeUnits(config, opts.profile ?? FIELD_PROFILE, paths).service;
   return { dir, paths, user, unit, runtimeDir, configPath };
+}
+
+/**
+ * The board's unit text with its drop-in appended, as systemd merges them after `daemon-reload`.
+ *
+ * @example
+ * ```ts
+ * const text = await unitWithDropIns(board);
+ * ```
+ */
+export async function unitWithDropIns(board: FieldBoard): Promise<string> {
+  const dropIn = await Deno.readTextFile(board.paths.dropIn).catch(() => "");
+  return dropIn ? `${board.unit}\n${dropIn}` : board.unit;
 }
 
 /** A daemon started from a {@link FieldBoard}'s unit. */
@@ -103,6 +117,8 @@ export class FieldDaemon {
   notifications: string[] = [];
   /** The unit's pre commands and how they ended. */
   readonly pre: PreResult[];
+  /** Pre steps that asked systemd to start again with a new sandbox drop-in (exit status 75). */
+  restarts: PreResult[] = [];
   /** The daemon, when the pre commands succeeded. */
   main: UnitMain | null = null;
   #notify: Deno.ChildProcess | null = null;
@@ -129,8 +145,18 @@ export class FieldDaemon {
    * ```
    */
   static async start(board: FieldBoard, extraEnv: Record<string, string> = {}): Promise<FieldDaemon> {
-    const pre = await runUnitPre(board.unit, { user: board.user, runtimeDir: board.runtimeDir });
+    let pre: PreResult[] = [];
+    let unit = board.unit;
+    // Exit status 75 from the prepare step: it wrote a sandbox drop-in; systemd reloads and starts again.
+    const restarts: PreResult[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      unit = await unitWithDropIns(board);
+      pre = await runUnitPre(unit, { user: board.user, runtimeDir: board.runtimeDir });
+      if (pre.at(-1)?.code !== 75) break;
+      restarts.push(pre.at(-1)!);
+    }
     const d = new FieldDaemon(pre);
+    d.restarts = restarts;
     if (pre.some((r) => r.code !== 0)) return d;
     const sock = `${board.dir}/notify.sock`;
     await Deno.remove(sock).catch(() => {});
@@ -163,7 +189,7 @@ while True:
     for (let i = 0; i < 200 && !d.notifications.includes("LISTENING"); i++) {
       await new Promise((r) => setTimeout(r, 25));
     }
-    d.main = await startUnitMain(board.unit, {
+    d.main = await startUnitMain(unit, {
       user: board.user,
       runtimeDir: board.runtimeDir,
       extraEnv: { NOTIFY_SOCKET: sock, OUTPOST_LOG: "on", ...extraEnv },
