@@ -94,6 +94,8 @@ Deno.test("status http: off by default; loopback page, metrics and json without 
       "no script, no CDN",
     );
     assert.ok(!page.body.includes("pbkdf2"));
+    assert.doesNotMatch(page.body, /\[object |undefined|NaN/);
+    assert.match(page.body, /cpu &gt; 80 °C <span class="muted">warning/);
     assert.ok(!page.body.includes("config-problems"));
 
     const m = await get(`${url}metrics`);
