@@ -200,8 +200,8 @@ above = 4
     assert.equal(r.code, 78);
     const lines = r.err.trim().split("\n");
     assert.equal(lines[0], `${file} is not valid (2 problem(s)):`);
-    assert.match(lines[1], /^  alert: unknown key \(did you mean "alerts"\?\)/);
-    assert.match(lines[2], /^  rules\[0\]\.to: no recipients/);
+    assert.match(lines[1], /^ {2}alert: unknown key \(did you mean "alerts"\?\)/);
+    assert.match(lines[2], /^ {2}rules\[0\]\.to: no recipients/);
     const j = await outpost(["check-config", "--json", file]);
     assert.equal(j.code, 78);
     assert.equal(JSON.parse(j.out).valid, false);

@@ -43,7 +43,7 @@ Deno.test("cli: check-config prints the resolved config, or every problem with e
     assert.equal(good.code, 0, good.err);
     assert.equal(JSON.parse(good.out).device.name, "pi-freezer");
     const text = await outpost(["check-config", `${dir}/good.toml`]);
-    assert.match(text.out, /is valid\.\n\nDevice  pi-freezer, /);
+    assert.match(text.out, /is valid\.\n\nDevice {2}pi-freezer, /);
     await Deno.writeTextFile(`${dir}/bad.toml`, '[ftp]\nport = "twenty-one"\nidle = 3\n');
     const bad = await outpost(["check-config", `${dir}/bad.toml`]);
     assert.equal(bad.code, 78);
