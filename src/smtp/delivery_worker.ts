@@ -254,7 +254,7 @@ export class DeliveryWorker {
         return false;
       }
       const delay = this.#delay(age);
-      await outbox.defer(e.id, new Date(Date.now() + delay));
+      await outbox.defer(e.id, new Date(Date.now() + delay), error.message);
       this.#results.deferred++;
       log.warn("retry", {
         id: e.id,
