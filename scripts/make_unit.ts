@@ -9,16 +9,13 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
-import {
-  denoPermissionFlags,
-  type DerivedPermissions,
-  derivePermissions,
-  readWritePaths,
-} from "./derive_permissions.ts";
+import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
+import { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives } from "../src/daemon/systemd_sandbox.ts";
+
+export { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives };
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -127,51 +124,6 @@ export interface GeneratedUnits {
   firstbootScript: string;
   /** The permissions derived at build time (shown in the unit as a comment). */
   perms: DerivedPermissions;
-}
-
-/** FTP data folder that every generated unit allows writes to (the board templates' suggested user root). */
-export const FTP_DATA_DIR = "/srv/ftp";
-
-/** The environment variable through which the unit tells the prepare step which sandbox it was started with. */
-export const SANDBOX_ID_VAR = "OUTPOST_SANDBOX_ID";
-
-/**
- * The kernel side of the sandbox for `perms`: the unit's `ReadWritePaths=` (plus {@link FTP_DATA_DIR}) and the
- * bind capability, as `[Service]` lines, and an id naming them. The unit carries both; when an edited config
- * needs other lines, the prepare step writes them to a drop-in with the new id (see outpost_prepare.ts).
- *
- * @example
- * ```ts
- * const { lines, id } = sandboxDirectives(derivePermissions(config));
- * ```
- */
-export function sandboxDirectives(perms: DerivedPermissions): { lines: string[]; id: string } {
-  const caps = perms.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";
-  const lines = [
-    `ReadWritePaths=${readWritePaths(perms, [FTP_DATA_DIR]).map((d) => `-${d}`).join(" ")}`,
-    `AmbientCapabilities=${caps}`,
-    `CapabilityBoundingSet=${caps}`,
-  ];
-  const id = createHash("sha256").update(lines.join("\n")).digest("hex").slice(0, 16);
-  return { lines, id };
-}
-
-/**
- * The drop-in text that replaces the unit's sandbox lines with `directives` (an empty assignment resets a list).
- *
- * @example
- * ```ts
- * await Deno.writeTextFile(paths.dropIn, sandboxDropIn(sandboxDirectives(perms)));
- * ```
- */
-export function sandboxDropIn(directives: { lines: string[]; id: string }): string {
-  const reset = directives.lines.map((l) => `${l.slice(0, l.indexOf("="))}=`);
-  return `# Written by outpost-prepare for the config on the boot partition. Do not edit: it is rewritten as needed.
-[Service]
-${reset.join("\n")}
-${directives.lines.join("\n")}
-Environment=${SANDBOX_ID_VAR}=${directives.id}
-`;
 }
 
 /**

@@ -289,3 +289,84 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "device field: a reload that needs a new sandbox restarts through the prepare step; one that does not stays",
+  ignore: SKIP_FIELD || skipWithout(findPeer("curl")),
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "outpost-field-reload-" });
+    const port = freePort();
+    const hash = await hashPassword("pw", 1000);
+    const base = `[device]
+name = "pi-reload"
+state_dir = "{{dir}}/var/lib/outpost"
+
+[ftp]
+host = "127.0.0.1"
+port = ${port}
+active = false
+[ftp.passive]
+ports = "${port + 1}-${port + 3}"
+[[ftp.users]]
+name = "alice"
+password_hash = "${hash}"
+root = "{{dir}}/srv/ftp/alice"
+permissions = ["all"]
+`;
+    const board = await layOutBoard(dir, base);
+    let d = await FieldDaemon.start(board);
+    try {
+      await d.waitReady();
+      // 1. Only the banner changes: applied in-process.
+      await Deno.writeTextFile(board.configPath, base.replaceAll("{{dir}}", dir) + "");
+      const banner = base.replace("active = false", 'active = false\nbanner = "changed banner"');
+      await Deno.writeTextFile(board.configPath, banner.replaceAll("{{dir}}", dir));
+      d.kill("SIGHUP");
+      await d.waitFor("reload.done");
+      assert.doesNotMatch(d.output, /reload\.restart_for_sandbox/);
+
+      // 2. A new user whose root is outside everything the sandbox allows: no false "reload.done"; the daemon
+      //    says why in one line and exits 75 so systemd starts it again through the prepare step.
+      const carol = banner + `[[ftp.users]]
+name = "carol"
+password_hash = "${hash}"
+root = "{{dir}}/data/carol"
+permissions = ["all"]
+`;
+      await Deno.writeTextFile(board.configPath, carol.replaceAll("{{dir}}", dir));
+      const before = d.output.split("reload.done").length;
+      d.kill("SIGHUP");
+      await d.waitFor("reload.restart_for_sandbox");
+      const status = await d.main!.child.status;
+      assert.equal(status.code, 75, d.output);
+      assert.equal(
+        d.output.split("reload.done").length,
+        before,
+        "no reload.done for the config it cannot apply",
+      );
+      assert.match(d.output, /reload\.restart_for_sandbox .*write \S*\/data\/carol/);
+      await d.stop();
+
+      // 3. systemd starts the unit again (Restart=on-failure): the prepare step writes the drop-in, asks for one
+      //    more start, and the daemon then serves carol's new root.
+      d = await FieldDaemon.start(board);
+      await d.waitReady();
+      assert.equal(d.restarts.length, 1, "one extra start for the new ReadWritePaths");
+      assert.match(await Deno.readTextFile(board.paths.dropIn), /ReadWritePaths=.*\/data\/carol/);
+      const file = `${dir}/hello.txt`;
+      await Deno.writeTextFile(file, "hello carol\n");
+      const up = await new Deno.Command(requirePeer("curl"), {
+        args: ["-sS", "--max-time", "20", "-u", "carol:pw", "-T", file, `ftp://127.0.0.1:${port}/hello.txt`],
+        stderr: "piped",
+      }).output();
+      assert.equal(up.code, 0, new TextDecoder().decode(up.stderr) + d.output);
+      assert.equal(await Deno.readTextFile(`${dir}/data/carol/hello.txt`), "hello carol\n");
+      assert.deepEqual(sandboxRefusals(d.output), []);
+    } finally {
+      await d.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
