@@ -291,7 +291,25 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
       source: `${work}/sysusers.conf`,
       mode: 0o644,
     });
+    // Pi OS Lite has no MTA: cron's MAILTO and scripts get /usr/sbin/sendmail through outpost's outbox. Run as root,
+    // the message is queued as the outpost user, because the daemon must be able to read and delete it.
+    const sendmailWrapper = "/usr/local/libexec/outpost-sendmail";
+    await Deno.writeTextFile(
+      `${work}/outpost-sendmail`,
+      `#!/bin/sh\n# sendmail drop-in written by the outpost image builder: queues the message in outpost's durable\n` +
+        `# outbox; the outpost daemon delivers it. As root it queues as the ${paths.user} user (the daemon's).\n` +
+        `if [ "$(id -u)" = 0 ]; then\n` +
+        `  exec /usr/bin/setpriv --reuid=${paths.user} --regid=${paths.user} --clear-groups /usr/bin/env ` +
+        `HOME=${config.device.stateDir} DENO_DIR=/var/cache/outpost /usr/local/bin/outpost sendmail "$@"\n` +
+        `fi\nexec /usr/local/bin/outpost sendmail "$@"\n`,
+    );
+    files.push({ path: sendmailWrapper, source: `${work}/outpost-sendmail`, mode: 0o755 });
+    const baseSendmail = await extStat(img, layout.root, "/usr/sbin/sendmail");
+    const ownSendmail = baseSendmail !== null && parseExtStat(baseSendmail).target === sendmailWrapper;
     const links = [
+      ...(baseSendmail === null || ownSendmail
+        ? [{ path: "/usr/sbin/sendmail", target: sendmailWrapper }]
+        : []),
       {
         path: "/etc/systemd/system/multi-user.target.wants/outpost.service",
         target: "/etc/systemd/system/outpost.service",
@@ -323,7 +341,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     }
     log(`      root: ${mib(extFree)} free, ${mib(need)} needed; boot: ${mib(fatFree)} free`);
 
-    progress(`Writing ${files.length} files and ${links.length} unit links to the root partition`);
+    progress(`Writing ${files.length} files and ${links.length} links to the root partition`);
     const dirs = [...new Set([...files, ...links].flatMap((f) => ancestors(dirOf(f.path))))].sort();
     const newDirs: string[] = [];
     for (const d of dirs) if (!await extStat(img, layout.root, d)) newDirs.push(d);

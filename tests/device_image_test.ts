@@ -188,6 +188,15 @@ Deno.test({
       assert.equal((await inode(out, layout, "/opt/outpost/boards/testboard.toml")).mode, 0o644);
       await assertAccount(out, layout, 994);
 
+      // /usr/sbin/sendmail (cron's MAILTO) goes through outpost, queued as the outpost user so the daemon can read it.
+      const sendmail = await inode(out, layout, "/usr/sbin/sendmail");
+      assert.deepEqual([sendmail.type, sendmail.target], ["symlink", "/usr/local/libexec/outpost-sendmail"]);
+      const wrapper = await inode(out, layout, "/usr/local/libexec/outpost-sendmail");
+      assert.deepEqual([wrapper.type, wrapper.mode, wrapper.uid], ["regular", 0o755, 0]);
+      const wrapperText = await extText(out, layout, "/usr/local/libexec/outpost-sendmail");
+      assert.match(wrapperText, /setpriv --reuid=outpost --regid=outpost --clear-groups/);
+      assert.match(wrapperText, /\/usr\/local\/bin\/outpost sendmail "\$@"/);
+
       // Building again from the built image keeps the account as it is (no second set of lines).
       const again = `${dir}/again.img`;
       await build(dir, out, again);
@@ -306,7 +315,11 @@ Deno.test({
   fn: () =>
     withWorkDir(async (dir) => {
       const base = `${dir}/base.img`;
-      await makeBaseImage(base, { label: "gpt", firmwareDir: false });
+      await makeBaseImage(base, {
+        label: "gpt",
+        firmwareDir: false,
+        files: { "/usr/sbin/sendmail": "#!/bin/sh\n# an MTA the user installed\n" },
+      });
       const xz = await runTool("xz", ["-0", "-T1", "-k", base]);
       assert.equal(xz.code, 0, xz.stderr);
       await Deno.remove(base);
@@ -328,6 +341,8 @@ Deno.test({
       assert.match(unit.stdout, /^AmbientCapabilities=$/m, "no capability for port 2121");
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, result.layout.boot), "::/outpost.toml"]);
       assert.match(toml.stdout, /pi-freezer/);
+      const mta = parseExtStat(await extStat(out, result.layout.root, "/usr/sbin/sendmail") ?? "");
+      assert.equal(mta.type, "regular", "an existing /usr/sbin/sendmail is left alone");
       await assert.rejects(
         () => buildImage({ base: out, out, board: "testboard", boardsDir: `${dir}/boards` }),
         /never modified in place/,
