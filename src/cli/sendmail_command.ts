@@ -11,7 +11,7 @@
 
 import { ConfigError } from "../config/section.ts";
 import { HeaderInjectionError } from "../smtp/mail_message.ts";
-import { loadMailConfig, type MailConfig } from "../smtp/smtp_config.ts";
+import { loadMailConfig, type MailConfig } from "../config/config.ts";
 import { Outbox, OutboxFullError } from "../smtp/outbox.ts";
 import { completeRawMessage } from "../smtp/mail_message.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
