@@ -246,6 +246,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     console.error(`outpost serve: could not start: ${(e as Error).message}`);
     return 1;
   }
+  daemon.fromLastGood = loaded.fromLastGood;
   await writeAtomic(marker, `${Deno.pid}\n`);
   if (!loaded.fromLastGood && path) await rememberGood(loaded.config, loaded.text);
   for (const line of loginHint(loaded.config, password)) console.log(line);
