@@ -9,10 +9,16 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
-import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
+import {
+  denoPermissionFlags,
+  type DerivedPermissions,
+  derivePermissions,
+  readWritePaths,
+} from "./derive_permissions.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -28,6 +34,10 @@ export interface BoardPaths {
   envFile: string;
   /** The unprivileged user the daemon runs as. */
   user: string;
+  /** The daemon's Deno cache folder (`CacheDirectory=outpost` makes /var/cache/outpost). */
+  cacheDir: string;
+  /** The drop-in the prepare step writes when an edited config needs other sandbox paths or capabilities. */
+  dropIn: string;
 }
 
 /** Default board paths (Raspberry Pi OS Bookworm mounts the boot partition at /boot/firmware). */
@@ -37,6 +47,8 @@ export const DEFAULT_BOARD_PATHS: BoardPaths = {
   lastGoodPath: "/var/lib/outpost/last-good.toml",
   envFile: "/run/outpost/deno-flags.env",
   user: "outpost",
+  cacheDir: "/var/cache/outpost",
+  dropIn: "/etc/systemd/system/outpost.service.d/50-sandbox.conf",
 };
 
 /** The parts of a board profile (`boards/<id>.toml`) the unit uses. */
@@ -117,12 +129,50 @@ export interface GeneratedUnits {
   perms: DerivedPermissions;
 }
 
-function uniq(xs: string[]): string[] {
-  return [...new Set(xs)];
-}
-
 /** FTP data folder that every generated unit allows writes to (the board templates' suggested user root). */
 export const FTP_DATA_DIR = "/srv/ftp";
+
+/** The environment variable through which the unit tells the prepare step which sandbox it was started with. */
+export const SANDBOX_ID_VAR = "OUTPOST_SANDBOX_ID";
+
+/**
+ * The kernel side of the sandbox for `perms`: the unit's `ReadWritePaths=` (plus {@link FTP_DATA_DIR}) and the
+ * bind capability, as `[Service]` lines, and an id naming them. The unit carries both; when an edited config
+ * needs other lines, the prepare step writes them to a drop-in with the new id (see outpost_prepare.ts).
+ *
+ * @example
+ * ```ts
+ * const { lines, id } = sandboxDirectives(derivePermissions(config));
+ * ```
+ */
+export function sandboxDirectives(perms: DerivedPermissions): { lines: string[]; id: string } {
+  const caps = perms.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";
+  const lines = [
+    `ReadWritePaths=${readWritePaths(perms, [FTP_DATA_DIR]).map((d) => `-${d}`).join(" ")}`,
+    `AmbientCapabilities=${caps}`,
+    `CapabilityBoundingSet=${caps}`,
+  ];
+  const id = createHash("sha256").update(lines.join("\n")).digest("hex").slice(0, 16);
+  return { lines, id };
+}
+
+/**
+ * The drop-in text that replaces the unit's sandbox lines with `directives` (an empty assignment resets a list).
+ *
+ * @example
+ * ```ts
+ * await Deno.writeTextFile(paths.dropIn, sandboxDropIn(sandboxDirectives(perms)));
+ * ```
+ */
+export function sandboxDropIn(directives: { lines: string[]; id: string }): string {
+  const reset = directives.lines.map((l) => `${l.slice(0, l.indexOf("="))}=`);
+  return `# Written by outpost-prepare for the config on the boot partition. Do not edit: it is rewritten as needed.
+[Service]
+${reset.join("\n")}
+${directives.lines.join("\n")}
+Environment=${SANDBOX_ID_VAR}=${directives.id}
+`;
+}
 
 /**
  * Generates the units for `config` on a board with `profile`.
@@ -139,26 +189,22 @@ export function makeUnits(
   paths: BoardPaths = DEFAULT_BOARD_PATHS,
 ): GeneratedUnits {
   const derived = derivePermissions({ ...config, path: paths.configPath });
-  // FTP data under /srv/ftp is always writable, so users added on the boot partition after flashing (the template
-  // suggests root = "/srv/ftp") work without rebuilding the unit. Other roots need a regenerated unit.
-  const perms = { ...derived, dataDirs: uniq([...derived.dataDirs, FTP_DATA_DIR]) };
+  // /srv/ftp always exists and is writable, so users added on the boot partition later (the templates suggest
+  // roots below it) need no new sandbox.
+  const perms = { ...derived, dataDirs: [...new Set([...derived.dataDirs, FTP_DATA_DIR])] };
+  const sandbox = sandboxDirectives(perms);
   const p = paths.prefix;
   const deno = `${p}/bin/deno`;
-  const caps = perms.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";
-  const readWrite = uniq([...perms.dataDirs, ...perms.write]).map((d) => `-${d}`);
-  const writable = uniq([...perms.dataDirs, ...perms.write]).join(",");
   const stateDir = config.device.stateDir;
-  const runDir = paths.envFile.slice(0, paths.envFile.lastIndexOf("/"));
   const common = "--no-config --no-npm --no-remote --no-prompt";
   const prepare = [
-    `/usr/bin/env DENO_DIR=/var/cache/outpost-prepare ${deno} run ${common}`,
-    `--allow-read=/etc/passwd,${paths.configPath},${
-      paths.configPath.slice(0, paths.configPath.lastIndexOf("/"))
-    },${uniq([stateDir, ...perms.dataDirs]).join(",")}`,
-    `--allow-write=${runDir},${uniq([stateDir, ...perms.dataDirs]).join(",")}`,
-    "--allow-env --allow-sys=hostname",
+    `/usr/bin/env DENO_DIR=${paths.cacheDir}-prepare ${deno} run ${common}`,
+    // The prepare step is root's: it reads whatever the edited config names and creates the folders (and their
+    // parents) it asks for, wherever they are, so its files are not narrowed; it has no network and runs only
+    // `systemctl daemon-reload` after writing the sandbox drop-in.
+    "--allow-read --allow-write --allow-env --allow-sys=hostname --deny-net --allow-run=systemctl",
     `${p}/outpost-prepare.js --config ${paths.configPath} --last-good ${paths.lastGoodPath}`,
-    `--env-file ${paths.envFile} --user ${paths.user} --mkdirs --writable ${writable}`,
+    `--env-file ${paths.envFile} --user ${paths.user} --mkdirs --drop-in ${paths.dropIn}`,
     `--v8-max-old-space-mb ${profile.v8MaxOldSpaceMb}`,
   ].join(" ");
   const buildFlags = denoPermissionFlags(perms, { v8MaxOldSpaceMb: profile.v8MaxOldSpaceMb });
@@ -189,7 +235,7 @@ RestartSec=5s
 User=${paths.user}
 Group=${paths.user}
 UMask=0027
-Environment=DENO_DIR=/var/cache/outpost DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 OUTPOST_CONFIG=${paths.configPath}
+Environment=DENO_DIR=${paths.cacheDir} DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 OUTPOST_CONFIG=${paths.configPath}
 # glibc gives each of Deno's file-I/O threads its own malloc arena; two arenas keep RSS down on a 512 MB board.
 Environment=MALLOC_ARENA_MAX=2
 EnvironmentFile=-${paths.envFile}
@@ -199,13 +245,15 @@ CacheDirectory=outpost
 ExecStartPre=+${prepare}
 ExecStart=${deno} run ${common} --cached-only $OUTPOST_DENO_FLAGS ${p}/outpost.js serve --config ${paths.configPath}
 ExecReload=/bin/kill -HUP $MAINPID
+# Exit status 75: the sandbox must change (a reload or an edited config needs new paths); start again through
+# ExecStartPre, which derives the new flags.
+RestartForceExitStatus=75
 
-# Sandbox
-AmbientCapabilities=${caps}
-CapabilityBoundingSet=${caps}
+# Sandbox (the first three lines are what the prepare step compares against ${SANDBOX_ID_VAR})
+${sandbox.lines.join("\n")}
+Environment=${SANDBOX_ID_VAR}=${sandbox.id}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=${readWrite.join(" ")}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes

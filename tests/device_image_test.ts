@@ -59,6 +59,7 @@ ports = "50000-50003"
 name = "alice"
 password_hash = "${await hashPassword("secret", 1000)}"
 root = "/srv/outpost"
+permissions = ["all"]
 `;
 
 async function withWorkDir(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -74,12 +74,13 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
       "/var/lib/outpost",
       "/boot/firmware/outpost.toml",
       "/srv/outpost/alice",
-      "/sys",
+      "/sys/class/thermal/thermal_zone0/temp",
       "/proc/loadavg",
     ]
   ) {
     assert.ok(perms.read.includes(p), `reads ${p}`);
   }
+  assert.ok(!perms.read.includes("/sys") && !perms.read.includes("/"), "no whole trees for exact sensors");
   assert.deepEqual(perms.write.sort(), [
     "/srv/outpost/alice",
     "/var/lib/outpost",
@@ -152,7 +153,7 @@ Deno.test("device unit: the bind capability only below port 1024, and the harden
   assert.match(low, /^WatchdogSec=\d+s$/m);
   assert.match(
     low,
-    /^ReadWritePaths=-\/var\/lib\/outpost -\/srv\/outpost\/alice -\/srv\/ftp -\/var\/log\/outpost\/xferlog$/m,
+    /^ReadWritePaths=-\/var\/lib\/outpost -\/srv\/outpost\/alice -\/var\/log\/outpost\/xferlog -\/srv\/ftp$/m,
   );
   assert.match(
     low,
@@ -209,14 +210,32 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
       "--env-file",
       env,
     ];
-    assert.equal(await outpostPrepare([...args, "--mkdirs", "--writable", `${dir}/state`]), 0);
+    // The unit was started without the sandbox this config needs: the drop-in is written and 75 asks systemd to
+    // start again; the next start (same drop-in) goes on rather than loop.
+    const dropIn = `${dir}/etc/outpost.service.d/50-sandbox.conf`;
+    assert.equal(await outpostPrepare([...args, "--mkdirs", "--drop-in", dropIn]), 75);
     const line = await Deno.readTextFile(env);
     assert.match(
       line,
       /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001 /,
     );
     assert.ok((await Deno.stat(`${dir}/data`)).isDirectory, "the FTP root was created");
-    assert.ok(errors.some((e) => e.includes(`${dir}/data is not in the unit's ReadWritePaths`)));
+    const text = await Deno.readTextFile(dropIn);
+    // alice is read-only (the default): her root is made, but not writable.
+    assert.match(text, new RegExp(`^ReadWritePaths=-${dir}/state -/srv/ftp$`, "m"));
+    assert.match(text, /^ReadWritePaths=$/m, "the unit's list is reset first");
+    assert.match(text, /^Environment=OUTPOST_SANDBOX_ID=[0-9a-f]{16}$/m);
+    assert.ok(errors.some((e) => e.includes("needs a different sandbox")), errors.join("\n"));
+    assert.equal(await outpostPrepare([...args, "--drop-in", dropIn]), 0);
+    const id = /OUTPOST_SANDBOX_ID=(\w+)/.exec(text)![1];
+    Deno.env.set("OUTPOST_SANDBOX_ID", id);
+    try {
+      errors.length = 0;
+      assert.equal(await outpostPrepare([...args, "--drop-in", dropIn]), 0);
+      assert.deepEqual(errors.filter((e) => /sandbox|warning/.test(e)), []);
+    } finally {
+      Deno.env.delete("OUTPOST_SANDBOX_ID");
+    }
 
     // A typo on the boot partition: the last good copy (kept by serve) decides the permissions.
     await Deno.writeTextFile(`${dir}/state/last-good.toml`, good);

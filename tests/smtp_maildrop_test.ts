@@ -17,7 +17,7 @@ import { asUser, chownTree, fieldUser, SKIP_FIELD } from "./helpers/field_user.t
 import { fieldDeno } from "./helpers/field_deno.ts";
 import { Outbox } from "../src/smtp/outbox.ts";
 import { STALE_DROP_MS, submitToMaildrop } from "../src/smtp/maildrop.ts";
-import { loadMailConfig } from "../src/smtp/smtp_config.ts";
+import { loadMailConfig } from "../src/config/config.ts";
 import { setLogSink } from "../src/log/logger.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { denoPermissionFlags, derivePermissions } from "../scripts/derive_permissions.ts";
@@ -280,8 +280,9 @@ Deno.test({
     try {
       const cfg = await writeConfig(dir, sink.port);
       await Deno.chmod(cfg, 0o644);
-      await Deno.mkdir(`${dir}/state`, { mode: 0o711 });
-      await Deno.chmod(`${dir}/state`, 0o711);
+      // As the unit's prepare step makes it (0750, the daemon's user): the daemon opens it to o+x itself.
+      await Deno.mkdir(`${dir}/state`, { mode: 0o750 });
+      await Deno.chmod(`${dir}/state`, 0o750);
       await chownTree(`${dir}/state`, user);
       // First start creates the outbox and maildrop as the outpost user; then stop it.
       daemon = (await startDaemonAsOutpost(cfg)).child;

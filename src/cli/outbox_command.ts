@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { ConfigError } from "../config/section.ts";
 import { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { Outbox } from "../smtp/outbox.ts";
-import { loadMailConfig } from "../smtp/smtp_config.ts";
+import { loadMailConfig } from "../config/config.ts";
 import { EX } from "./sendmail_command.ts";
 
 const HELP = `Usage: outpost outbox <list|retry|purge|flush> [ID] [options]

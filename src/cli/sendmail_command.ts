@@ -11,7 +11,8 @@
 
 import { ConfigError } from "../config/section.ts";
 import { type CompletedRawMessage, completeRawMessage, HeaderInjectionError } from "../smtp/mail_message.ts";
-import { loadMailConfig, type MailConfig, mailPaths, resolveRecipient } from "../smtp/smtp_config.ts";
+import { loadMailConfig, type MailConfig } from "../config/config.ts";
+import { mailPaths, resolveRecipient } from "../smtp/smtp_config.ts";
 import { OutboxFullError } from "../smtp/outbox.ts";
 import {
   type DropMeta,

@@ -295,13 +295,17 @@ export class Outbox {
         if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
       }
     }
-    if (o.maildropDir.startsWith(opts.dir + "/") && ((top.mode ?? 0) & 0o011) !== 0o011) {
-      // Submitters must reach <dir>/maildrop: search permission for all, listing for nobody else.
-      await Deno.chmod(opts.dir, (top.mode ?? 0o700) & 0o700 | 0o011).catch((e) => {
-        log.warn("outbox.mode", {
-          dir: opts.dir,
+    // Submitters must reach the maildrop: every folder above it needs search permission (x) for all; listing
+    // stays private. The daemon fixes the folders it owns (the outbox folder and the state folder above it).
+    const above = o.maildropDir.slice(0, o.maildropDir.lastIndexOf("/"));
+    for (const d of [above, above.slice(0, Math.max(1, above.lastIndexOf("/")))]) {
+      const st = await Deno.stat(d).catch(() => null);
+      if (!st || ((st.mode ?? 0) & 0o001) !== 0) continue;
+      await Deno.chmod(d, ((st.mode ?? 0o700) & 0o7777) | 0o011).catch((e) => {
+        log.warn("maildrop.unreachable", {
+          dir: d,
           error: (e as Error).message,
-          note: "other users cannot submit",
+          note: "users other than the daemon's cannot submit mail until it is searchable (chmod o+x)",
         });
       });
     }
