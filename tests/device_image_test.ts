@@ -178,7 +178,11 @@ Deno.test({
       assert.match(unit.stdout, /^ProtectSystem=strict$/m);
       assert.match(unit.stdout, /^ReadWritePaths=.*-\/srv\/outpost/m);
       assert.match(unit.stdout, /^Type=notify$/m);
-      assert.match(unit.stdout, /--allow-net=:21,:50000,:50001,:50002,:50003\n/, "net narrowed to ports");
+      assert.match(
+        unit.stdout,
+        /--allow-net=:21,:50000,:50001,:50002,:50003,unix:\/var\/lib\/outpost\/status.sock\n/,
+        "net narrowed to ports (and the status socket)",
+      );
       assert.match(unit.stdout, /--max-old-space-size=160/);
 
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);
