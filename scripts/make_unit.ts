@@ -10,7 +10,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { parse as parseToml } from "smol-toml";
+import { loadBoardProfile } from "../src/alerts/board_profiles.ts";
+import { ConfigError } from "../src/config/section.ts";
 import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
 import { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives } from "../src/daemon/systemd_sandbox.ts";
@@ -48,19 +49,20 @@ export const DEFAULT_BOARD_PATHS: BoardPaths = {
   dropIn: "/etc/systemd/system/outpost.service.d/50-sandbox.conf",
 };
 
-/** The parts of a board profile (`boards/<id>.toml`) the unit uses. */
+/** The parts of a board profile (`boards/<id>.toml`) the unit and the image use. */
 export interface BoardProfile {
   id: string;
   /** V8 old-space cap in MiB (`v8_max_old_space_mb`). */
   v8MaxOldSpaceMb: number;
-  /** The commented outpost.toml template for this board, if the profile has one. */
+  /** The commented outpost.toml template for this board (`boards/<id>.outpost.toml`), if there is one. */
   configTemplate: string | null;
   /** Lines the image adds to the boot partition's config.txt (`config_txt`, e.g. "kernel=kernel8.img"). */
   configTxt: string[];
 }
 
 /**
- * Reads `boards/<id>.toml` (and `boards/<id>.outpost.toml` as the config template when present).
+ * Reads `boards/<id>.toml` through the one profile reader (`src/alerts/board_profiles.ts`, which validates it),
+ * and `boards/<id>.outpost.toml` as the config template when present.
  *
  * @example
  * ```ts
@@ -68,50 +70,14 @@ export interface BoardProfile {
  * ```
  */
 export async function readBoardProfile(id: string, boardsDir = `${REPO}/boards`): Promise<BoardProfile> {
-  if (!/^[A-Za-z0-9._-]+$/.test(id)) {
-    throw new Error(`Board id "${id}" is not valid (letters, digits, . _ -).`);
-  }
-  let text: string;
+  let p;
   try {
-    text = await Deno.readTextFile(`${boardsDir}/${id}.toml`);
-  } catch {
-    const known: string[] = [];
-    try {
-      for await (const e of Deno.readDir(boardsDir)) {
-        if (e.name.endsWith(".toml") && !e.name.endsWith(".outpost.toml")) known.push(e.name.slice(0, -5));
-      }
-    } catch {
-      // No boards folder: the message below says none are known.
-    }
-    throw new Error(
-      `No board profile ${boardsDir}/${id}.toml (known boards: ${known.sort().join(", ") || "none"}).`,
-    );
+    p = await loadBoardProfile(id, boardsDir);
+  } catch (e) {
+    throw new Error(e instanceof ConfigError ? e.problems.join("; ") : (e as Error).message);
   }
-  const doc = parseToml(text) as Record<string, unknown>;
-  const find = (t: Record<string, unknown>, key: string): unknown => {
-    if (key in t) return t[key];
-    for (const v of Object.values(t)) {
-      if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-        const r = find(v as Record<string, unknown>, key);
-        if (r !== undefined) return r;
-      }
-    }
-    return undefined;
-  };
-  const mb = find(doc, "v8_max_old_space_mb");
-  let template: string | null = null;
-  const tmplKey = find(doc, "config_template") ?? find(doc, "outpost_toml");
-  if (typeof tmplKey === "string") template = tmplKey;
-  else {
-    template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
-  }
-  const configTxt = find(doc, "config_txt");
-  return {
-    id,
-    v8MaxOldSpaceMb: typeof mb === "number" && mb > 0 ? mb : 256,
-    configTemplate: template,
-    configTxt: Array.isArray(configTxt) ? configTxt.filter((l): l is string => typeof l === "string") : [],
-  };
+  const template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
+  return { id, v8MaxOldSpaceMb: p.v8MaxOldSpaceMb, configTemplate: template, configTxt: p.configTxt };
 }
 
 /** Units generated for one config and board. */
