@@ -97,6 +97,8 @@ export async function outboxCommand(args: string[]): Promise<number> {
     return EX.IOERR;
   }
   try {
+    // Take in what local users submitted, so list/retry/purge see it (the daemon does the same continuously).
+    await outbox.pickup();
     if (action === "list") {
       const now = Date.now();
       const entries = await outbox.list();

@@ -13,10 +13,17 @@
 
 import { parseArgs } from "node:util";
 import { hashPassword } from "../config/password.ts";
-import { findConfigPath, type OutpostConfig, parseConfig, parseTomlDocument } from "../config/config.ts";
+import {
+  configSandboxNeeds,
+  findConfigPath,
+  type OutpostConfig,
+  parseConfig,
+  parseTomlDocument,
+} from "../config/config.ts";
 import { ConfigError } from "../config/section.ts";
 import { OutpostDaemon } from "../daemon/outpost_daemon.ts";
 import { SystemdNotifier } from "../daemon/systemd_notify.ts";
+import { EXIT_SANDBOX_CHANGED, restartableBySystemd, sandboxShortfall } from "../daemon/systemd_sandbox.ts";
 import { Logger } from "../log/logger.ts";
 import { loginHint } from "./lan_addresses.ts";
 
@@ -243,6 +250,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     await daemon.notify("started", `outpost started at ${new Date().toISOString()}.`);
   }
 
+  let exitStatus = 0;
   let reloading = Promise.resolve();
   const reload = () => {
     reloading = reloading.then(async () => {
@@ -251,6 +259,21 @@ export async function serveCommand(args: string[]): Promise<number> {
       try {
         if (!path || text === null) throw new ConfigError([`${path ?? "config"}: cannot be read`]);
         const next = parseConfig(text, absolute(path));
+        const missing = sandboxShortfall(configSandboxNeeds(next));
+        if (missing.length > 0) {
+          if (!restartableBySystemd()) {
+            throw new ConfigError([
+              `the new config needs what this process was not started with (${missing.join(", ")}); ` +
+              `restart outpost to apply it`,
+            ]);
+          }
+          // The flags and the unit's ReadWritePaths are derived before start: let systemd start us again through
+          // the prepare step (exit 75, RestartForceExitStatus=75) rather than report a reload that cannot work.
+          log.warn("reload.restart_for_sandbox", { needs: missing.join(", ") });
+          exitStatus = EXIT_SANDBOX_CHANGED;
+          stop();
+          return;
+        }
         await daemon.reload(next);
         await rememberGood(next, text);
       } catch (e) {
@@ -277,5 +300,5 @@ export async function serveCommand(args: string[]): Promise<number> {
   await reloading;
   await daemon.stop(graceMs);
   await Deno.remove(marker).catch(() => {});
-  return 0;
+  return exitStatus;
 }

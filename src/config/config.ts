@@ -290,6 +290,8 @@ export const DAEMON_ENV_VARS: readonly string[] = [
   "OUTPOST_LOG",
   "OUTPOST_CONFIG",
   "JOURNAL_STREAM",
+  "INVOCATION_ID",
+  "OUTPOST_SANDBOX_ID",
 ];
 
 /**

@@ -18,7 +18,7 @@
 
 import { Logger } from "../log/logger.ts";
 import { deliver, type SmtpClientOptions, SmtpError } from "./smtp_client.ts";
-import { fileMessageSource, type Outbox, type OutboxEntry } from "./outbox.ts";
+import { fileMessageSource, type Outbox, type OutboxEntry, sendPrefix } from "./outbox.ts";
 
 const log = new Logger("mail");
 
@@ -91,6 +91,7 @@ export class DeliveryWorker {
   #lastError: string | null = null;
   #pending = 0;
   #results = { delivered: 0, failed: 0, deferred: 0 };
+  #watcher: Deno.FsWatcher | null = null;
 
   /** Makes a stopped worker for `outbox`; sets the outbox's sender defaults from `smtp`. Call `start()`. */
   constructor(outbox: Outbox, smtp: SmtpClientOptions, opts: DeliveryWorkerOptions = {}) {
@@ -106,12 +107,31 @@ export class DeliveryWorker {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#watchMaildrop();
     this.#loop = this.#run();
+  }
+
+  /** Kicks the worker when a local user drops a message (inotify; the poll stays as the fallback). */
+  #watchMaildrop(): void {
+    try {
+      const watcher = Deno.watchFs(this.#outbox.maildropDir, { recursive: false });
+      this.#watcher = watcher;
+      (async () => {
+        for await (const _ of watcher) this.kick();
+      })().catch((e) => log.warn("maildrop.watch_ended", { reason: (e as Error).message }));
+    } catch (e) {
+      log.warn("maildrop.watch_unavailable", {
+        reason: (e as Error).message,
+        note: "the worker polls instead",
+      });
+    }
   }
 
   /** Stops after the delivery in progress (if any) settles. */
   async stop(): Promise<void> {
     this.#running = false;
+    this.#watcher?.close();
+    this.#watcher = null;
     this.#wake?.();
     await this.#loop;
     this.#loop = null;
@@ -165,6 +185,11 @@ export class DeliveryWorker {
    * Tests and `outpost outbox` call it directly.
    */
   async runOnce(): Promise<number> {
+    try {
+      await this.#outbox.pickup();
+    } catch (e) {
+      log.error("maildrop.pickup_failed", { error: e instanceof Error ? e.message : String(e) });
+    }
     const now = Date.now();
     const entries = await this.#outbox.list("queued");
     this.#pending = entries.length;
@@ -199,10 +224,19 @@ export class DeliveryWorker {
     outbox.busy.add(e.id);
     if (e.inDoubt) log.warn("resend", { id: e.id, messageId: meta.messageId, note: "possible duplicate" });
     try {
+      const prefix = sendPrefix(meta, this.#smtp);
+      const stored = fileMessageSource(e.path, e.offset, e.size, meta, this.#buf);
       const result = await deliver(
         this.#smtp,
-        { from: meta.from, to: meta.to },
-        fileMessageSource(e.path, e.offset, e.size, meta, this.#buf),
+        { from: meta.from || this.#smtp.from, to: meta.to },
+        {
+          ...stored,
+          size: stored.size + prefix.length,
+          write: async (w) => {
+            if (prefix.length > 0) await w.write(prefix);
+            await stored.write(w);
+          },
+        },
         { beforeDot: () => outbox.markSending(e.id) },
       );
       const temp = result.refused.filter((r) => !r.error.permanent);
