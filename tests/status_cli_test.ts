@@ -177,3 +177,24 @@ Deno.test("status: a running daemon reports sessions with a transfer in progress
   }
   // The socket is removed on stop.
 });
+
+Deno.test("status: without a config, a quick-start daemon's state in this folder is asked", async () => {
+  const dir = await Deno.makeTempDir();
+  const text =
+    `[device]\nname = "pi-quick"\nstate_dir = ".outpost-state"\n[ftp]\nhost = "127.0.0.1"\nport = ${freePort()}\n`;
+  const daemon = await OutpostDaemon.start(parseConfig(text, `${dir}/embedded.toml`));
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", MAIN, "status"],
+      cwd: dir,
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.match(stdout, /^outpost pi-quick /);
+  } finally {
+    await daemon.stop(0);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
