@@ -101,3 +101,27 @@ Deno.test("outbox cli: without a config, the quick-start state in this folder is
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("outbox: a 4xx answer to the final dot is a refusal, not a possible duplicate", async () => {
+  const dir = await Deno.makeTempDir();
+  const srv = startScriptServer({ afterData: () => "451 4.3.0 try later" });
+  try {
+    const outbox = await Outbox.open({
+      dir,
+      maxAgeMs: 86_400_000,
+      maxBytes: 1 << 20,
+      maxMessageBytes: 1 << 20,
+      retryMinMs: 0,
+      retryMaxMs: 0,
+      defaults: { from: "pi@example.com", domain: "pi" },
+    });
+    await outbox.enqueue({ to: ["you@example.com"], subject: "s", text: "hi" });
+    await new DeliveryWorker(outbox, clientOptions(srv.port)).runOnce();
+    const [e] = await outbox.list();
+    assert.equal(e.attempts, 1);
+    assert.equal(e.inDoubt, false, "the server answered 451: it did not take the message");
+  } finally {
+    await srv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -269,6 +269,8 @@ export class DeliveryWorker {
         ? err
         : new SmtpError("message", `Delivery failed: ${err instanceof Error ? err.message : String(err)}`);
       const age = Date.now() - meta.created;
+      // Any reply but 250 (to the final dot too) means the server did not take it: no duplicate is possible.
+      if (error.reply !== null) await outbox.clearSending(e.id).catch(() => {});
       this.#lastError = error.message;
       this.#failingSince ??= new Date();
       if (error.permanent || age > outbox.options.maxAgeMs) {
