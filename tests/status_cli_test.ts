@@ -169,6 +169,25 @@ Deno.test("status: a running daemon reports sessions with a transfer in progress
     assert.equal(doc.outbox.queued, 1);
     // No secrets: neither the hash nor anything of it.
     assert.ok(!j.stdout.includes("pbkdf2"));
+
+    // The upload finishes; a wrong password fails: the counters say so.
+    data.close();
+    data = null;
+    assert.equal((await ctl.reply()).code, 226);
+    const bad = await FtpControl.connect("127.0.0.1", daemon.ftp!.port);
+    try {
+      await bad.reply();
+      assert.equal((await bad.cmd("USER alice")).code, 331);
+      assert.equal((await bad.cmd("PASS wrong")).code, 530);
+    } finally {
+      bad.close();
+    }
+    const after = await queryStatus(sock);
+    assert.deepEqual(
+      [after.ftp!.counters.bytesIn, after.ftp!.counters.transfersOk, after.ftp!.counters.loginFailures],
+      [100_000, 1, 1],
+    );
+    assert.equal(after.ftp!.sessions.find((x) => x.user === "alice")?.transfer, null);
   } finally {
     data?.close();
     ctl?.close();
