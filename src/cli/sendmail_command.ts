@@ -11,7 +11,7 @@
 
 import { ConfigError } from "../config/section.ts";
 import { type CompletedRawMessage, completeRawMessage, HeaderInjectionError } from "../smtp/mail_message.ts";
-import { loadMailConfig, type MailConfig } from "../config/config.ts";
+import { loadMailConfig, type MailConfig } from "../app/outpost_config.ts";
 import { mailPaths, resolveRecipient } from "../smtp/smtp_config.ts";
 import { OutboxFullError } from "../smtp/outbox.ts";
 import {
