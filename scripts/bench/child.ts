@@ -26,6 +26,7 @@ export interface SpawnOptions {
  * ```ts
  * const sink = BenchChild.spawn("/usr/bin/python3", { args: ["smtp_sink.py"], stdin: true });
  * const port = Number((await sink.waitLine(/^PORT (\d+)/))[1]);
+ * console.log("sink on port", port);
  * await sink.stop();
  * ```
  */
@@ -191,7 +192,9 @@ export interface RunResult {
  *
  * @example
  * ```ts
+ * const url = "ftp://127.0.0.1:2121/tiny.txt";
  * const r = await runCommand("curl", ["-s", "-o", "/dev/null", url]);
+ * console.log(r.code);
  * ```
  */
 export async function runCommand(
@@ -238,6 +241,7 @@ export async function runCommand(
  * @example
  * ```ts
  * const curl = await which("curl");
+ * console.log(curl ?? "curl is not installed");
  * ```
  */
 export async function which(name: string): Promise<string | null> {

@@ -19,6 +19,7 @@ interface ProfileNode {
  * @example
  * ```ts
  * const rows = summarizeProfile(JSON.parse(await Deno.readTextFile("CPU.cpuprofile")));
+ * console.log(rows.slice(0, 10));
  * ```
  */
 export function summarizeProfile(

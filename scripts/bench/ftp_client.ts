@@ -23,6 +23,7 @@ export interface FtpReply {
  * ```ts
  * const ftp = await BenchFtpClient.login(2121, "bench", "pw");
  * const bytes = await ftp.retr("tiny.txt", new Uint8Array(65536));
+ * console.log(bytes, "bytes");
  * await ftp.quit();
  * ```
  */

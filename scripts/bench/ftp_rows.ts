@@ -45,6 +45,7 @@ const MIB = 1024 ** 2;
  * @example
  * ```ts
  * const files = await makeBenchFiles("/tmp/bench/root", 1024 ** 3);
+ * console.log(files);
  * ```
  */
 export async function makeBenchFiles(root: string, bigSize: number): Promise<BenchFiles> {

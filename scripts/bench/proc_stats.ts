@@ -25,6 +25,7 @@ export interface ProcStat {
  * @example
  * ```ts
  * const st = await readStat(Deno.pid);
+ * console.log(st?.ticks, "ticks of CPU so far");
  * ```
  */
 export async function readStat(pid: number): Promise<ProcStat | null> {
@@ -45,7 +46,9 @@ export async function readStat(pid: number): Promise<ProcStat | null> {
  *
  * @example
  * ```ts
- * const pids = await processTree(server.pid);
+ * const server = new Deno.Command("sleep", { args: ["1"] }).spawn();
+ * const tree = await processTree(server.pid);
+ * console.log(tree.map((p) => p.pid));
  * ```
  */
 export async function processTree(root: number): Promise<ProcStat[]> {
@@ -80,11 +83,13 @@ export async function processTree(root: number): Promise<ProcStat[]> {
  *
  * @example
  * ```ts
+ * declare const pid: number; // the server under test
  * const cpu = await TreeCpu.start(pid);
  * const timer = setInterval(() => cpu.sample(), 100);
  * // ... work ...
  * clearInterval(timer);
  * const seconds = await cpu.stop();
+ * console.log(seconds, "CPU-s");
  * ```
  */
 export class TreeCpu {
@@ -146,7 +151,9 @@ function kbField(text: string, name: string): number {
  *
  * @example
  * ```ts
+ * declare const pid: number;
  * const { rss, pss } = await processMemory(pid);
+ * console.log(rss, pss);
  * ```
  */
 export async function processMemory(pid: number): Promise<ProcMemory> {
@@ -178,6 +185,7 @@ export interface TreeMemory {
  *
  * @example
  * ```ts
+ * declare const pid: number;
  * const m = await treeMemory(pid);
  * console.log(m.pss / 1e6, "MB in", m.processes, "processes");
  * ```
@@ -206,6 +214,7 @@ export async function treeMemory(root: number): Promise<TreeMemory> {
  *
  * @example
  * ```ts
+ * declare const pid: number;
  * await resetPeakRss(pid);
  * ```
  */
@@ -224,6 +233,7 @@ export async function resetPeakRss(pid: number): Promise<boolean> {
  * @example
  * ```ts
  * const load = await loadAverage();
+ * console.log(load);
  * ```
  */
 export async function loadAverage(): Promise<number> {
@@ -251,6 +261,7 @@ export interface MachineInfo {
  * @example
  * ```ts
  * const m = await machineInfo();
+ * console.log(m.cpus, m.cpuModel);
  * ```
  */
 export async function machineInfo(): Promise<MachineInfo> {

@@ -29,6 +29,7 @@ const FTP = ["outpost", "vsftpd", "pyftpdlib"];
  * @example
  * ```ts
  * const rows = rowDefs({ size: "1 GiB", concurrent: 100, idle: 300, leak: 10000, mails: 200 });
+ * console.log(rows.map((r) => r.label).join("\n"));
  * ```
  */
 export function rowDefs(
@@ -203,6 +204,10 @@ function fmt(v: number, f: Format): string {
  *
  * @example
  * ```ts
+ * import { Results } from "./results.ts";
+ *
+ * const results = new Results(); // filled by the bench runs
+ * const params = { size: "1 GiB", concurrent: 100, idle: 300, leak: 10000, mails: 200 };
  * console.log(renderTable(rowDefs(params), results));
  * ```
  */
@@ -256,6 +261,9 @@ export interface TargetOutcome {
  *
  * @example
  * ```ts
+ * import { Results } from "./results.ts";
+ *
+ * const results = new Results(); // filled by the bench runs
  * for (const t of checkTargets(results, { alertIntervalMs: 1000 })) console.log(t.verdict, t.target);
  * ```
  */
@@ -345,7 +353,22 @@ export function checkTargets(results: Results, p: { alertIntervalMs: number }): 
  *
  * @example
  * ```ts
- * const md = renderReport({ date, command, machine, rows, results, targets, notes: [] });
+ * import { machineInfo } from "./proc_stats.ts";
+ * import { Results } from "./results.ts";
+ *
+ * const results = new Results(); // filled by the bench runs
+ * const rows = rowDefs({ size: "1 GiB", concurrent: 100, idle: 300, leak: 10000, mails: 200 });
+ * const md = renderReport({
+ *   date: new Date().toISOString().slice(0, 10),
+ *   command: "deno task bench",
+ *   machine: await machineInfo(),
+ *   freeM: "",
+ *   seconds: 600,
+ *   rows,
+ *   results,
+ *   targets: checkTargets(results, { alertIntervalMs: 1000 }),
+ * });
+ * await Deno.writeTextFile("BENCH.md", md);
  * ```
  */
 export function renderReport(r: {

@@ -17,7 +17,8 @@ import { THROTTLE_BITS, type ThrottleFlag } from "./sensor_readers.ts";
  *
  * @example
  * ```ts
- * const ok = (SENSOR_TYPES as readonly string[]).includes("thermal"); // true
+ * const ok = (SENSOR_TYPES as readonly string[]).includes("thermal");
+ * console.log(ok); // true
  * ```
  */
 export const SENSOR_TYPES = [
@@ -40,6 +41,7 @@ export const SENSOR_TYPES = [
  * @example
  * ```ts
  * const t: SensorType = "disk";
+ * console.log(t);
  * ```
  */
 export type SensorType = typeof SENSOR_TYPES[number];
@@ -49,6 +51,9 @@ export type SensorType = typeof SENSOR_TYPES[number];
  *
  * @example
  * ```ts
+ * import { Section } from "../config/section.ts";
+ *
+ * const sec = new Section({ type: "thermal", zone: "0" }, "sensors.cpu", []);
  * const cpu = readSensorConfig("cpu", sec, { intervalMs: 60_000, failAfter: 3 });
  * console.log(cpu.type, cpu.zone, cpu.unit); // "thermal" "0" "°C"
  * ```
@@ -103,6 +108,9 @@ export interface SensorConfig {
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ *
+ * declare const root: Section; // the whole config file
  * const cfg = readAlertsConfig(root);
  * for (const rule of cfg.rules) console.log(rule.id, rule.direction, rule.threshold, rule.to.join(", "));
  * ```
@@ -119,6 +127,9 @@ export interface RuleConfig extends RuleSpec {
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ *
+ * declare const root: Section;
  * const cfg = readAlertsConfig(root);
  * if (cfg.enabled) console.log(`${cfg.sensors.length} sensors, ${cfg.rules.length} rules`);
  * ```
@@ -151,8 +162,12 @@ export interface AlertsConfig {
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ *
  * // Board profiles define rules without recipients; the user's config supplies them later.
+ * declare const root: Section; // a board profile's tables
  * const profile = readAlertsConfig(root, { requireRecipients: false });
+ * console.log(profile.rules.map((r) => r.id));
  * ```
  */
 export interface ReadAlertsOptions {
@@ -227,7 +242,11 @@ function defaultUnit(type: SensorType, input: string | null, measure: string | n
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ *
+ * declare const root: Section;
  * const s = readSensorConfig("cpu", root.namedSections("sensors").get("cpu")!, { intervalMs: 60000, failAfter: 3 });
+ * console.log(s.type);
  * ```
  */
 export function readSensorConfig(
@@ -334,10 +353,15 @@ export function readSensorConfig(
  *
  * @example
  * ```ts
+ * import { parse } from "smol-toml";
+ * import { ConfigError, Section } from "../config/section.ts";
+ *
+ * declare const text: string; // the TOML file
  * const problems: string[] = [];
  * const root = new Section(parse(text), "", problems);
  * const alerts = readAlertsConfig(root);
  * if (problems.length) throw new ConfigError(problems);
+ * console.log(alerts.rules.length);
  * ```
  */
 export function readAlertsConfig(root: Section, opts: ReadAlertsOptions = {}): AlertsConfig {

@@ -28,6 +28,7 @@
  * @example
  * ```ts
  * const severity: Severity = "critical";
+ * console.log(severity.toUpperCase()); // "CRITICAL"
  * ```
  */
 export type Severity = "info" | "warning" | "critical";
@@ -40,6 +41,7 @@ export type Severity = "info" | "warning" | "critical";
  * const spec: RuleSpec = { id: "freezer_warm", sensor: "freezer", direction: "above", threshold: -10,
  *   clearAt: -12, forSamples: 2, ofSamples: 3, clearFor: 1, remindEveryMs: 3_600_000, remindBackoff: true,
  *   remindMaxMs: 86_400_000, cooldownMs: 600_000, severity: "critical", recovery: true };
+ * console.log(spec.id);
  * ```
  */
 export interface RuleSpec {
@@ -106,7 +108,8 @@ export interface RuleState {
  *
  * @example
  * ```ts
- * const w = initialRuleWindow(); // { recent: 0, clearRun: 0 }
+ * const w = initialRuleWindow();
+ * console.log(w); // { recent: 0, clearRun: 0 }
  * ```
  */
 export interface RuleWindow {
@@ -123,6 +126,7 @@ export interface RuleWindow {
  * ```ts
  * const good: Sample = { at: Date.now(), value: 41.5 };
  * const bad: Sample = { at: Date.now(), error: "No such file: /sys/class/thermal/thermal_zone0/temp." };
+ * console.log(good.error === undefined, bad.error !== undefined); // true true
  * ```
  */
 export type Sample = { at: number; value: number; error?: undefined } | { at: number; error: string };
@@ -132,7 +136,10 @@ export type Sample = { at: number; value: number; error?: undefined } | { at: nu
  *
  * @example
  * ```ts
- * const { events } = stepRule(spec, state, window, { at: Date.now(), value: -4 });
+ * declare const spec: RuleSpec; // the freezer_warm rule above
+ * const state = initialRuleState();
+ * const ruleWindow = initialRuleWindow();
+ * const { events } = stepRule(spec, state, ruleWindow, { at: Date.now(), value: -4 });
  * for (const e of events) console.log(e.kind, e.rule, e.value); // "alert" "freezer_warm" -4
  * ```
  */
@@ -166,10 +173,16 @@ export interface AlertEvent {
  *
  * @example
  * ```ts
- * const step = stepRule(spec, state, window, sample);
+ * declare const spec: RuleSpec;
+ * declare const sample: Sample;
+ * declare const store: { save(): Promise<void> };
+ * let state = initialRuleState();
+ * let ruleWindow = initialRuleWindow();
+ * const step = stepRule(spec, state, ruleWindow, sample);
  * state = step.state;
- * window = step.window;
+ * ruleWindow = step.window;
  * if (step.persist) await store.save();
+ * console.log(state.alerting, ruleWindow.recent);
  * ```
  */
 export interface RuleStep {
@@ -189,6 +202,7 @@ export interface RuleStep {
  * @example
  * ```ts
  * const s = initialRuleState();
+ * console.log(s.alerting); // false
  * ```
  */
 export function initialRuleState(): RuleState {
@@ -210,6 +224,7 @@ export function initialRuleState(): RuleState {
  * @example
  * ```ts
  * const w = initialRuleWindow();
+ * console.log(w.recent); // 0
  * ```
  */
 export function initialRuleWindow(): RuleWindow {
@@ -343,6 +358,7 @@ function announce(spec: RuleSpec, s: RuleState, at: number, v: number | null, ev
  * @example
  * ```ts
  * const spec: SensorHealthSpec = { sensor: "freezer", failAfter: 3, severity: "warning" };
+ * console.log(spec.failAfter);
  * ```
  */
 export interface SensorHealthSpec {
@@ -359,7 +375,8 @@ export interface SensorHealthSpec {
  *
  * @example
  * ```ts
- * const h = initialHealthState(); // { failing: false, since: null, lastError: null }
+ * const h = initialHealthState();
+ * console.log(h); // { failing: false, since: null, lastError: null }
  * ```
  */
 export interface SensorHealthState {
@@ -376,9 +393,14 @@ export interface SensorHealthState {
  *
  * @example
  * ```ts
+ * declare const spec: SensorHealthSpec;
+ * declare const sample: Sample;
+ * let health = initialHealthState();
+ * let failures = 0;
  * const step = stepHealth(spec, health, failures, sample);
  * health = step.state;
  * failures = step.failures;
+ * console.log(health.failing, failures);
  * ```
  */
 export interface HealthStep {
@@ -398,6 +420,7 @@ export interface HealthStep {
  * @example
  * ```ts
  * const h = initialHealthState();
+ * console.log(h.failing); // false
  * ```
  */
 export function initialHealthState(): SensorHealthState {

@@ -196,7 +196,8 @@ export function parseThrottled(text: string, flag: ThrottleFlag): number {
  *
  * @example
  * ```ts
- * const undervolted = (0x50005 >>> THROTTLE_BITS.undervoltage) & 1; // 1
+ * const undervolted = (0x50005 >>> THROTTLE_BITS.undervoltage) & 1;
+ * console.log(undervolted); // 1
  * ```
  */
 export const THROTTLE_BITS = {
@@ -247,8 +248,9 @@ export function parseDfOutput(text: string): DiskSpace {
  *
  * @example
  * ```ts
+ * declare const dfText: string; // what `df -PB1 /` printed
  * const { totalBytes, availableBytes } = parseDfOutput(dfText);
- * const freePercent = (availableBytes / totalBytes) * 100;
+ * console.log(`${((availableBytes / totalBytes) * 100).toFixed(1)} % free`);
  * ```
  */
 export interface DiskSpace {
@@ -265,6 +267,7 @@ export interface DiskSpace {
  * @example
  * ```ts
  * const text = await readSmallFile("/sys/class/thermal/thermal_zone0/temp");
+ * console.log(Number(text) / 1000); // °C
  * ```
  */
 export async function readSmallFile(path: string, buf: Uint8Array = new Uint8Array(4096)): Promise<string> {
@@ -304,6 +307,7 @@ export async function readSmallFile(path: string, buf: Uint8Array = new Uint8Arr
  * @example
  * ```ts
  * const { availableBytes, totalBytes } = await readDiskSpace("/");
+ * console.log(`${availableBytes} of ${totalBytes} bytes free`);
  * ```
  */
 export async function readDiskSpace(path: string): Promise<DiskSpace> {
@@ -330,6 +334,7 @@ export async function readDiskSpace(path: string): Promise<DiskSpace> {
  * @example
  * ```ts
  * const out = await runCommand(["cat", "/sys/class/thermal/thermal_zone0/temp"], 2000);
+ * console.log(out.trim());
  * ```
  */
 export async function runCommand(argv: string[], timeoutMs: number, maxBytes = 4096): Promise<string> {
@@ -385,9 +390,10 @@ export async function runCommand(argv: string[], timeoutMs: number, maxBytes = 4
  *
  * @example
  * ```ts
- * const before = await fingerprintFile("/etc/hosts", null);
- * const after = await fingerprintFile("/etc/hosts", before);
- * const changed = after.sha256 !== before.sha256;
+ * const buf = new Uint8Array(64 * 1024);
+ * const before = await fingerprintFile("/etc/hosts", null, buf);
+ * const after = await fingerprintFile("/etc/hosts", before, buf);
+ * console.log(after.sha256 !== before.sha256 ? "changed" : "unchanged");
  * ```
  */
 export interface FileFingerprint {
@@ -407,6 +413,7 @@ export interface FileFingerprint {
  * @example
  * ```ts
  * const fp = await fingerprintFile("/etc/passwd", null, new Uint8Array(64 * 1024));
+ * console.log(fp.size, fp.sha256);
  * ```
  */
 export async function fingerprintFile(

@@ -49,6 +49,8 @@ export interface DeviceConfig {
  *
  * @example
  * ```ts
+ * import { FtpServer } from "../ftp/ftp_server.ts";
+ *
  * const cfg = await loadConfig();
  * if (cfg.ftp) await new FtpServer(cfg.ftp).listen();
  * ```
@@ -126,7 +128,9 @@ export function parseTomlDocument(text: string, source = "config"): Record<strin
  *   banner = s.string("text", { default: "" });
  *   s.finish();
  * };
+ * declare const text: string; // the TOML file
  * const cfg = parseConfig(text, "/etc/outpost/outpost.toml", [readBanner]);
+ * console.log(cfg.path, banner);
  * ```
  */
 export type AreaReader = (root: Section) => void;
@@ -200,6 +204,7 @@ function dirname(p: string): string {
  * @example
  * ```ts
  * const path = await findConfigPath();
+ * console.log(path ?? "no config file");
  * ```
  */
 export async function findConfigPath(path?: string): Promise<string | null> {
@@ -222,6 +227,7 @@ export async function findConfigPath(path?: string): Promise<string | null> {
  * @example
  * ```ts
  * const cfg = await loadConfig("/boot/firmware/outpost.toml");
+ * console.log(cfg.device.board);
  * ```
  */
 export async function loadConfig(path?: string, readers: AreaReader[] = []): Promise<OutpostConfig> {
@@ -251,6 +257,7 @@ export async function loadConfig(path?: string, readers: AreaReader[] = []): Pro
  * @example
  * ```ts
  * const mail: MailConfig = await loadMailConfig("/etc/outpost/outpost.toml");
+ * console.log(mail.smtp?.host);
  * ```
  */
 export interface MailConfig {
@@ -268,6 +275,7 @@ export interface MailConfig {
  * @example
  * ```ts
  * const { smtp, outbox } = await loadMailConfig(); // $OUTPOST_CONFIG or the default paths
+ * console.log(smtp?.host, outbox.dir);
  * ```
  */
 export async function loadMailConfig(path?: string): Promise<MailConfig> {
@@ -302,6 +310,7 @@ export const DAEMON_ENV_VARS: readonly string[] = [
  *
  * @example
  * ```ts
+ * declare const text: string; // the TOML file
  * const needs = configSandboxNeeds(parseConfig(text, "/boot/firmware/outpost.toml"));
  * needs.write; // ["/var/lib/outpost", ...]
  * ```
@@ -325,6 +334,7 @@ export function configSandboxNeeds(config: OutpostConfig): SandboxNeeds {
  *
  * @example
  * ```ts
+ * const cfg = await loadConfig();
  * const state = await configFileState(cfg, false);
  * if (state.problems.length) console.log(state.problems.join("\n"));
  * ```

@@ -19,8 +19,10 @@ import type { FtpPermissions } from "../ftp/ftp_file_system.ts";
  *
  * @example
  * ```ts
- * const s: ConfigSummary = configSummary(cfg);
- * s.ftp?.port; // 21
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const s: ConfigSummary = configSummary(await loadConfig());
+ * console.log(s.ftp?.port); // 21
  * ```
  */
 export interface ConfigSummary {
@@ -94,6 +96,10 @@ function durationText(ms: number): string {
  *
  * @example
  * ```ts
+ * import { parseConfig } from "../app/outpost_config.ts";
+ *
+ * const path = "/boot/firmware/outpost.toml";
+ * const text = await Deno.readTextFile(path);
  * console.log(JSON.stringify(configSummary(parseConfig(text, path)), null, 2));
  * ```
  */
@@ -180,6 +186,9 @@ function iterations(hash: string): number {
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const cfg = await loadConfig();
  * for (const w of await configWarnings(cfg)) console.error(`warning: ${w}`);
  * ```
  */
@@ -279,6 +288,9 @@ function portText(host: string, port: number): string {
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const cfg = await loadConfig();
  * console.log(formatConfigSummary(configSummary(cfg), await configWarnings(cfg)));
  * ```
  */

@@ -24,7 +24,10 @@ export const EXIT_SANDBOX_CHANGED = 75;
  *
  * @example
  * ```ts
- * readWritePaths(needs); // ["/var/lib/outpost", "/srv/ftp"]
+ * import { configSandboxNeeds, loadConfig } from "../app/outpost_config.ts";
+ *
+ * const needs = configSandboxNeeds(await loadConfig());
+ * console.log(readWritePaths(needs)); // ["/var/lib/outpost", "/srv/ftp"]
  * ```
  */
 export function readWritePaths(needs: SandboxNeeds): string[] {
@@ -37,7 +40,10 @@ export function readWritePaths(needs: SandboxNeeds): string[] {
  *
  * @example
  * ```ts
- * const { lines, id } = sandboxDirectives(needs);
+ * import { configSandboxNeeds, loadConfig } from "../app/outpost_config.ts";
+ *
+ * const { lines, id } = sandboxDirectives(configSandboxNeeds(await loadConfig()));
+ * console.log(`${SANDBOX_ID_VAR}=${id}`, lines);
  * ```
  */
 export function sandboxDirectives(needs: SandboxNeeds): { lines: string[]; id: string } {
@@ -56,6 +62,10 @@ export function sandboxDirectives(needs: SandboxNeeds): { lines: string[]; id: s
  *
  * @example
  * ```ts
+ * import { configSandboxNeeds, loadConfig } from "../app/outpost_config.ts";
+ *
+ * const needs = configSandboxNeeds(await loadConfig());
+ * const dropInPath = "/etc/systemd/system/outpost.service.d/sandbox.conf";
  * await Deno.writeTextFile(dropInPath, sandboxDropIn(sandboxDirectives(needs)));
  * ```
  */
@@ -83,6 +93,9 @@ function granted(desc: Deno.PermissionDescriptor): boolean {
  *
  * @example
  * ```ts
+ * import { configSandboxNeeds, loadConfig } from "../app/outpost_config.ts";
+ *
+ * const next = await loadConfig(); // the config a reload would apply
  * const missing = sandboxShortfall(configSandboxNeeds(next));
  * if (missing.length) console.log(`restart needed for ${missing.join(", ")}`);
  * ```
@@ -127,6 +140,7 @@ export function sandboxShortfall(needs: SandboxNeeds): string[] {
  *
  * @example
  * ```ts
+ * declare const missing: string[]; // from sandboxShortfall()
  * if (missing.length && restartableBySystemd()) Deno.exit(EXIT_SANDBOX_CHANGED);
  * ```
  */

@@ -46,7 +46,9 @@ function fmt(v: number): string {
  *
  * @example
  * ```ts
+ * const points = [{ at: Date.now() - 60_000, value: 48.2 }, { at: Date.now(), value: 49.0 }];
  * const svg = sensorChart("cpu", "°C", points, [80], Date.now(), 86_400_000);
+ * console.log(svg.startsWith("<svg"));
  * ```
  */
 export function sensorChart(
@@ -156,7 +158,14 @@ function sensorCard(s: SensorStatus, snap: StatusSnapshot, history: HistoryPoint
  *
  * @example
  * ```ts
+ * import { SensorHistory } from "./sensor_history.ts";
+ * import { collectStatus, type StatusSource } from "./status_snapshot.ts";
+ *
+ * declare const source: StatusSource; // the running daemon
+ * const history = new SensorHistory(86_400_000, 288);
+ * const snap = await collectStatus(source);
  * const html = renderStatusPage(snap, (name) => history.points(name, snap.now), history.spanMs);
+ * console.log(html.length);
  * ```
  */
 export function renderStatusPage(

@@ -4,6 +4,7 @@
  * @example
  * ```ts
  * const view: StatusConfigView = { device: { name: "pi", board: "rpi4" }, smtp: null, ftp: null, alerts: { sensors: [] } };
+ * console.log(view.device.name);
  * ```
  */
 export interface StatusConfigView {
@@ -23,6 +24,7 @@ export interface StatusConfigView {
  * @example
  * ```ts
  * const c: ConfigState = { file: "/boot/firmware/outpost.toml", using: "file", edited: false, problems: [] };
+ * console.log(c.using);
  * ```
  */
 export type ConfigState = StatusSnapshot["config"];
@@ -48,6 +50,9 @@ import type { OutboxEntry } from "../smtp/outbox.ts";
  *
  * @example
  * ```ts
+ * import { configFileState, loadConfig } from "../app/outpost_config.ts";
+ *
+ * const cfg = await loadConfig();
  * const source: StatusSource = {
  *   startedAt: Date.now(),
  *   config: () => cfg,
@@ -57,6 +62,7 @@ import type { OutboxEntry } from "../smtp/outbox.ts";
  *   outbox: () => null,
  *   worker: () => null,
  * };
+ * console.log(await collectStatus(source));
  * ```
  */
 export interface StatusSource {
@@ -83,6 +89,7 @@ export interface StatusSource {
  *
  * @example
  * ```ts
+ * declare const source: StatusSource; // see StatusSource
  * const snap: StatusSnapshot = await collectStatus(source);
  * console.log(snap.rules.filter((r) => r.state === "alert").length);
  * ```
@@ -139,6 +146,7 @@ export const OUTPOST_VERSION = "0.1.0";
  *
  * @example
  * ```ts
+ * declare const source: StatusSource; // see StatusSource
  * const snap = await collectStatus(source);
  * console.log(JSON.stringify(snap));
  * ```
