@@ -16,7 +16,8 @@ import { Logger } from "../log/logger.ts";
  *
  * @example
  * ```ts
- * const d = emptyAlertState().digest; // { firstSent: false, events: [], dropped: 0 }
+ * const d = emptyAlertState().digest;
+ * console.log(d); // { firstSent: false, events: [], dropped: 0 }
  * ```
  */
 export interface DigestState {
@@ -56,6 +57,7 @@ export interface AlertState {
  * @example
  * ```ts
  * const s = emptyAlertState();
+ * console.log(Object.keys(s));
  * ```
  */
 export function emptyAlertState(): AlertState {

@@ -69,7 +69,11 @@ function sensorNeeds(s: SensorConfig, root: string, b: SandboxNeedsBuilder): voi
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const config = await loadConfig();
  * const needs = alertsSandboxNeeds(config.alerts, config.device.stateDir);
+ * console.log(needs.read, needs.write);
  * ```
  */
 export function alertsSandboxNeeds(alerts: AlertsConfig, stateDir: string): SandboxNeeds {

@@ -50,6 +50,7 @@ export interface BoardProfile {
  * @example
  * ```ts
  * const ids = await listBoardProfiles(boardsDir());
+ * console.log(ids); // ["rpi3", "rpi4", ...]
  * ```
  */
 export function boardsDir(): string {
@@ -81,6 +82,7 @@ export async function listBoardProfiles(dir = boardsDir()): Promise<string[]> {
  * @example
  * ```ts
  * const p = parseBoardProfile(await Deno.readTextFile("boards/rpi4.toml"), "boards/rpi4.toml");
+ * console.log(p);
  * ```
  */
 export function parseBoardProfile(text: string, source: string): BoardProfile {

@@ -18,6 +18,7 @@ const MAX_REPEAT_MS = 6 * 3_600_000;
  * @example
  * ```ts
  * const d: FailureLogDecision = { log: "first", failures: 1, since: Date.now() };
+ * console.log(d.log);
  * ```
  */
 export interface FailureLogDecision {
@@ -37,6 +38,7 @@ export interface FailureLogDecision {
  * const b = new FailureLogBackoff();
  * if (b.failed(Date.now()).log) console.log("log it");
  * const run = b.recovered(Date.now()); // { failures, since } or null when it was not failing
+ * if (run) console.log(`back after ${run.failures} failures`);
  * ```
  */
 export class FailureLogBackoff {

@@ -36,6 +36,7 @@ export interface DiscoveredSensor {
  * @example
  * ```ts
  * const cfg = makeSensorConfig("cpu", "thermal", { zone: "cpu-thermal" });
+ * console.log(cfg.type, cfg.zone);
  * ```
  */
 export function makeSensorConfig(
@@ -209,7 +210,8 @@ export async function discoverSensors(root = "/"): Promise<DiscoveredSensor[]> {
  *
  * @example
  * ```ts
- * sensorTableToml(found[0]); // '[sensors.soc]\ntype = "thermal"\nzone = "cpu-thermal"\n'
+ * const found = await discoverSensors("/");
+ * console.log(sensorTableToml(found[0])); // '[sensors.soc]\ntype = "thermal"\nzone = "cpu-thermal"\n'
  * ```
  */
 export function sensorTableToml(s: DiscoveredSensor): string {

@@ -41,6 +41,7 @@ export function sysPath(root: string, abs: string): string {
  * @example
  * ```ts
  * const zones = await listDir("/sys/class/thermal", /^thermal_zone\d+$/);
+ * console.log(zones); // ["thermal_zone0", ...]
  * ```
  */
 export async function listDir(dir: string, re: RegExp): Promise<string[]> {
@@ -68,6 +69,7 @@ async function readName(path: string): Promise<string | null> {
  * @example
  * ```ts
  * const p = await findThrottledPath("/");
+ * console.log(p ?? "not a Raspberry Pi");
  * ```
  */
 export async function findThrottledPath(root: string): Promise<string | null> {
@@ -96,8 +98,12 @@ interface Resolved {
  *
  * @example
  * ```ts
+ * import type { SensorConfig } from "./alerts_config.ts";
+ *
+ * declare const sensorConfig: SensorConfig; // a [sensors.cpu] table, type = "thermal"
  * const src = new SensorSource(sensorConfig, "/");
  * const celsius = await src.read();
+ * console.log(celsius);
  * ```
  */
 export class SensorSource {
@@ -117,7 +123,11 @@ export class SensorSource {
    *
    * @example
    * ```ts
-   * const src = new SensorSource(sensorConfig, await Deno.makeTempDir());
+   * import type { SensorConfig } from "./alerts_config.ts";
+ *
+ * declare const sensorConfig: SensorConfig;
+ * const src = new SensorSource(sensorConfig, await Deno.makeTempDir());
+ * console.log(src.root);
    * ```
    */
   constructor(config: SensorConfig, root = "/") {

@@ -27,6 +27,7 @@ certificate's SHA-256 fingerprint. Compare that fingerprint with the one FileZil
  * @example
  * ```ts
  * const status = await certCommand(["--out", "/tmp/tls", "--hostname", "pi"]);
+ * Deno.exit(status);
  * ```
  */
 export async function certCommand(args: string[]): Promise<number> {

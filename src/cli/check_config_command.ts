@@ -25,6 +25,9 @@ Exit status: 0 valid (warnings or not), 78 (EX_CONFIG) with one line per problem
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const cfg = await loadConfig("/boot/firmware/outpost.toml");
  * console.log(JSON.stringify(describeConfig(cfg), null, 2));
  * ```
  */
@@ -59,6 +62,7 @@ function describeExtra(cfg: OutpostConfig): Record<string, unknown> {
  * @example
  * ```ts
  * const status = await checkConfigCommand(["/boot/firmware/outpost.toml"]);
+ * Deno.exit(status);
  * ```
  */
 export async function checkConfigCommand(args: string[]): Promise<number> {

@@ -35,6 +35,7 @@ Serves DIR over FTP until interrupted (Ctrl-C or SIGTERM closes it cleanly).
  * @example
  * ```ts
  * const status = await ftpCommand(["--root", "/srv/ftp", "--port", "2121", "--anonymous"]);
+ * Deno.exit(status);
  * ```
  */
 export async function ftpCommand(args: string[]): Promise<number> {

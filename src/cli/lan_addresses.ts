@@ -47,6 +47,9 @@ export function lanAddresses(host: string, interfaces?: Deno.NetworkInterfaceInf
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const cfg = await loadConfig();
  * for (const line of loginHint(cfg, "s3cret", 2121)) console.log(line);
  * ```
  */

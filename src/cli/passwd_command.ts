@@ -39,6 +39,7 @@ async function promptHidden(label: string): Promise<string> {
  * @example
  * ```ts
  * const status = await passwdCommand(["--stdin"]);
+ * Deno.exit(status);
  * ```
  */
 export async function passwdCommand(args: string[]): Promise<number> {

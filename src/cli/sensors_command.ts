@@ -68,6 +68,7 @@ function table(rows: Row[]): string {
  * @example
  * ```ts
  * const status = await sensorsCommand(["--sysfs-root", "tests/fixtures/sysfs/rpi4"]);
+ * Deno.exit(status);
  * ```
  */
 export async function sensorsCommand(args: string[]): Promise<number> {

@@ -99,6 +99,7 @@ interface Loaded {
  * @example
  * ```ts
  * const { config, fromLastGood } = await loadWithFallback("/boot/firmware/outpost.toml");
+ * if (fromLastGood) console.log(`running the last good copy of ${config.path}`);
  * ```
  */
 export async function loadWithFallback(path: string | null): Promise<Loaded> {
@@ -171,6 +172,7 @@ permissions = ["all"]
  * @example
  * ```ts
  * const status = await serveCommand(["--config", "/boot/firmware/outpost.toml"]);
+ * Deno.exit(status);
  * ```
  */
 export async function serveCommand(args: string[]): Promise<number> {

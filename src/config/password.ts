@@ -13,6 +13,7 @@ const PREFIX = "pbkdf2-sha256";
  * @example
  * ```ts
  * const hash = await hashPassword("secret", DEFAULT_ITERATIONS);
+ * console.log(hash);
  * ```
  */
 export const DEFAULT_ITERATIONS = 200_000;
@@ -49,7 +50,7 @@ async function derive(password: string, salt: Uint8Array, iterations: number): P
  * @example
  * ```ts
  * const hash = await hashPassword("correct horse");
- * // "pbkdf2-sha256$200000$...$..."
+ * console.log(hash); // "pbkdf2-sha256$200000$...$..."
  * ```
  */
 export async function hashPassword(password: string, iterations = DEFAULT_ITERATIONS): Promise<string> {
@@ -85,7 +86,8 @@ export function checkPasswordHash(stored: string): string | null {
  *
  * @example
  * ```ts
- * await verifyPassword("correct horse", hash); // true
+ * const hash = await hashPassword("correct horse");
+ * console.log(await verifyPassword("correct horse", hash)); // true
  * ```
  */
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {

@@ -12,7 +12,13 @@
  *
  * @example
  * ```ts
- * try { loadConfig(text); } catch (e) { if (e instanceof ConfigError) console.error(e.problems.join("\n")); }
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * try {
+ *   await loadConfig("/boot/firmware/outpost.toml");
+ * } catch (e) {
+ *   if (e instanceof ConfigError) console.error(e.problems.join("\n"));
+ * }
  * ```
  */
 export class ConfigError extends Error {
@@ -97,6 +103,7 @@ export function parseSize(v: unknown): number | null {
  * const ftp = new Section({ port: 21 }, "ftp", problems);
  * const port = ftp.int("port", { default: 21, min: 1, max: 65535 });
  * ftp.finish();
+ * console.log(port, problems); // 21 []
  * ```
  */
 export class Section {

@@ -24,6 +24,8 @@ const log = new Logger("daemon");
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
  * const daemon = await OutpostDaemon.start(await loadConfig("/boot/firmware/outpost.toml"));
  * Deno.addSignalListener("SIGTERM", () => daemon.stop(10_000).then(() => Deno.exit(0)));
  * ```
@@ -205,7 +207,10 @@ export class OutpostDaemon {
    *
    * @example
    * ```ts
-   * await daemon.notify("started", "outpost started at 12:00.");
+   * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const daemon = await OutpostDaemon.start(await loadConfig());
+ * await daemon.notify("started", "outpost started at 12:00.");
    * ```
    */
   async notify(subject: string, text: string): Promise<void> {

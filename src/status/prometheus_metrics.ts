@@ -41,8 +41,11 @@ class MetricsWriter {
  *
  * @example
  * ```ts
+ * import { collectStatus, type StatusSource } from "./status_snapshot.ts";
+ *
+ * declare const source: StatusSource; // the running daemon
  * const text = formatMetrics(await collectStatus(source));
- * // outpost_sensor_value{sensor="cpu",unit="°C"} 48.2 ...
+ * console.log(text); // outpost_sensor_value{sensor="cpu",unit="°C"} 48.2 ...
  * ```
  */
 export function formatMetrics(s: StatusSnapshot): string {

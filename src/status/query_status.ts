@@ -12,7 +12,12 @@ import type { StatusSnapshot } from "./status_snapshot.ts";
  *
  * @example
  * ```ts
- * try { await queryStatus(path); } catch (e) { if (e instanceof StatusQueryError) console.error(e.kind); }
+ * const path = "/var/lib/outpost/status.sock";
+ * try {
+ *   console.log(await queryStatus(path));
+ * } catch (e) {
+ *   if (e instanceof StatusQueryError) console.error(e.kind);
+ * }
  * ```
  */
 export class StatusQueryError extends Error {

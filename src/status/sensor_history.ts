@@ -12,6 +12,7 @@
  * @example
  * ```ts
  * const p: HistoryPoint = { at: Date.now(), value: 41.5 };
+ * console.log(new Date(p.at), p.value);
  * ```
  */
 export interface HistoryPoint {

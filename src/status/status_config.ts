@@ -32,6 +32,7 @@ import { resolvePath, type Section } from "../config/section.ts";
  * const s: StatusConfig = { socket: "/var/lib/outpost/status.sock", socketMode: 0o660, http: false,
  *   host: "127.0.0.1", port: 8021, user: null, passwordHash: null, ftpLogins: true, historyMs: 86_400_000,
  *   historySlots: 288, saveHistory: true };
+ * console.log(s.socket);
  * ```
  */
 export interface StatusConfig {
@@ -82,7 +83,11 @@ export function isLoopbackHost(host: string): boolean {
  *
  * @example
  * ```ts
+ * import { Section } from "../config/section.ts";
+ *
+ * const root = new Section({ status: { http: true, port: 8021 } }, "", []);
  * const status = readStatusConfig(root.section("status"), "/var/lib/outpost", 1);
+ * console.log(status.host, status.port); // 127.0.0.1 8021
  * ```
  */
 export function readStatusConfig(s: Section, stateDir: string, ftpUsers: number): StatusConfig {

@@ -26,7 +26,13 @@ const log = new Logger("status");
  *
  * @example
  * ```ts
+ * import { SensorHistory } from "./sensor_history.ts";
+ * import { collectStatus, type StatusSource } from "./status_snapshot.ts";
+ *
+ * declare const source: StatusSource; // the running daemon
+ * const history = new SensorHistory(86_400_000, 288);
  * const deps: StatusHttpDeps = { snapshot: () => collectStatus(source), history, accounts: () => null };
+ * console.log(Object.keys(deps));
  * ```
  */
 export interface StatusHttpDeps {
@@ -63,6 +69,10 @@ async function sha256Hex(text: string): Promise<string> {
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * declare const deps: StatusHttpDeps; // see StatusHttpDeps
+ * const config = await loadConfig();
  * const http = await StatusHttp.start(config.status, deps);
  * console.log(http.url);
  * await http.close();

@@ -16,6 +16,9 @@ import type { StatusConfig } from "./status_config.ts";
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ *
+ * const config = await loadConfig();
  * const needs = statusSandboxNeeds(config.status);
  * needs.net; // ["127.0.0.1:8021", "unix:/var/lib/outpost/status.sock"] with [status] http = true
  * ```

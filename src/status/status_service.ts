@@ -26,6 +26,11 @@ const SNAPSHOT_REUSE_MS = 1000;
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ * import type { StatusSource } from "./status_snapshot.ts";
+ *
+ * declare const source: StatusSource; // what the daemon hands over
+ * const config = await loadConfig();
  * const service = await StatusService.start(config.status, source, "/var/lib/outpost");
  * // ...
  * await service.stop();

@@ -69,7 +69,10 @@ export function sensorReading(s: Pick<SensorStatus, "value" | "unit" | "decimals
  *
  * @example
  * ```ts
- * ruleStateText(rule, Date.now()); // "OK"
+ * import { collectStatus, type StatusSource } from "./status_snapshot.ts";
+ *
+ * declare const source: StatusSource; // the running daemon
+ * for (const rule of (await collectStatus(source)).rules) console.log(rule.id, ruleStateText(rule, Date.now())); // "OK"
  * ```
  */
 export function ruleStateText(r: RuleStatus, now: number): string {
@@ -113,6 +116,9 @@ function table(rows: string[][], indent = "  "): string[] {
  *
  * @example
  * ```ts
+ * import { collectStatus, type StatusSource } from "./status_snapshot.ts";
+ *
+ * declare const source: StatusSource; // the running daemon
  * console.log(formatStatusText(await collectStatus(source)));
  * ```
  */
