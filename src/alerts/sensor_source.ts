@@ -124,10 +124,10 @@ export class SensorSource {
    * @example
    * ```ts
    * import type { SensorConfig } from "./alerts_config.ts";
- *
- * declare const sensorConfig: SensorConfig;
- * const src = new SensorSource(sensorConfig, await Deno.makeTempDir());
- * console.log(src.root);
+   *
+   * declare const sensorConfig: SensorConfig;
+   * const src = new SensorSource(sensorConfig, await Deno.makeTempDir());
+   * console.log(src.root);
    * ```
    */
   constructor(config: SensorConfig, root = "/") {

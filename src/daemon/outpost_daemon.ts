@@ -208,9 +208,9 @@ export class OutpostDaemon {
    * @example
    * ```ts
    * import { loadConfig } from "../app/outpost_config.ts";
- *
- * const daemon = await OutpostDaemon.start(await loadConfig());
- * await daemon.notify("started", "outpost started at 12:00.");
+   *
+   * const daemon = await OutpostDaemon.start(await loadConfig());
+   * await daemon.notify("started", "outpost started at 12:00.");
    * ```
    */
   async notify(subject: string, text: string): Promise<void> {
