@@ -48,6 +48,7 @@ async function exists(p: string): Promise<boolean> {
  * @example
  * ```ts
  * const deno = await fetchDenoArm64(defaultCacheDir());
+ * console.log(deno);
  * ```
  */
 export async function fetchDenoArm64(

@@ -21,6 +21,8 @@ export type DerivedPermissions = SandboxNeeds;
  *
  * @example
  * ```ts
+ * import { parseConfig } from "../src/app/outpost_config.ts";
+ *
  * const cfg = parseConfig('[device]\nstate_dir = "/var/lib/outpost"\n[ftp]\nport = 2121\n', "/boot/outpost.toml");
  * const perms = derivePermissions(cfg);
  * console.log(denoPermissionFlags(perms).join(" "));
@@ -44,7 +46,10 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
  *
  * @example
  * ```ts
- * denoPermissionFlags(perms, { v8MaxOldSpaceMb: 192 });
+ * import { loadConfig } from "../src/app/outpost_config.ts";
+ *
+ * const perms = derivePermissions(await loadConfig("outpost.toml"));
+ * console.log(denoPermissionFlags(perms, { v8MaxOldSpaceMb: 192 }));
  * // ["--allow-read=...", "--allow-write=...", "--allow-net=...", ..., "--v8-flags=--max-old-space-size=192"]
  * ```
  */

@@ -67,6 +67,7 @@ export interface BoardProfile {
  * @example
  * ```ts
  * const profile = await readBoardProfile("rpi4");
+ * console.log(profile);
  * ```
  */
 export async function readBoardProfile(id: string, boardsDir = `${REPO}/boards`): Promise<BoardProfile> {
@@ -97,6 +98,8 @@ export interface GeneratedUnits {
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../src/app/outpost_config.ts";
+ *
  * const units = makeUnits(await loadConfig("outpost.toml"), await readBoardProfile("rpi4"));
  * await Deno.writeTextFile("outpost.service", units.service);
  * ```

@@ -46,6 +46,7 @@ async function tryLoad(path: string): Promise<OutpostConfig> {
  * @example
  * ```ts
  * const chosen = await chooseConfig("/boot/firmware/outpost.toml", "/var/lib/outpost/last-good.toml");
+ * console.log(chosen);
  * ```
  */
 export async function chooseConfig(primary: string, lastGood: string | null): Promise<ChosenConfig> {

@@ -61,7 +61,9 @@ async function run(cmd: string, args: string[], stdin?: string): Promise<string>
  *
  * @example
  * ```ts
+ * const dir = await Deno.makeTempDir();
  * const img = await makeBaseImage(`${dir}/base.img`);
+ * console.log(img);
  * ```
  */
 export async function makeBaseImage(
@@ -164,6 +166,7 @@ export async function makeBaseImage(
  * @example
  * ```ts
  * const before = await fileSha256("base.img");
+ * console.log(before);
  * ```
  */
 export async function fileSha256(path: string): Promise<string> {

@@ -59,7 +59,9 @@ export interface FieldBoard {
  *
  * @example
  * ```ts
+ * const dir = await Deno.makeTempDir();
  * const board = await layOutBoard(dir, '[device]\nstate_dir = "{{dir}}/var/lib/outpost"\n');
+ * console.log(board.unit);
  * ```
  */
 export async function layOutBoard(
@@ -101,7 +103,9 @@ export async function layOutBoard(
  *
  * @example
  * ```ts
+ * declare const board: FieldBoard; // from layOutBoard()
  * const text = await unitWithDropIns(board);
+ * console.log(text);
  * ```
  */
 export async function unitWithDropIns(board: FieldBoard): Promise<string> {
@@ -140,6 +144,7 @@ export class FieldDaemon {
    *
    * @example
    * ```ts
+   * declare const board: FieldBoard; // from layOutBoard()
    * const d = await FieldDaemon.start(board);
    * await d.waitReady();
    * ```

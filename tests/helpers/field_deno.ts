@@ -51,8 +51,12 @@ async function prepare(): Promise<FieldDeno> {
  *
  * @example
  * ```ts
+ * import { asUser, fieldUser } from "./field_user.ts";
+ *
  * const { deno, denoDir, main } = await fieldDeno();
- * const argv = [...asUser(user), deno, "run", "-A", main, "sendmail", "root"];
+ * const argv = [...asUser(await fieldUser()), deno, "run", "-A", main, "sendmail", "root"];
+ * const env = { DENO_DIR: denoDir };
+ * await new Deno.Command(argv[0], { args: argv.slice(1), env }).output();
  * ```
  */
 export function fieldDeno(): Promise<FieldDeno> {

@@ -45,6 +45,8 @@ export function isRoot(): boolean {
  *
  * @example
  * ```ts
+ * import { IN_CI } from "./peers.ts";
+ *
  * Deno.test({ name: "as the board", ignore: !IN_CI && fieldUserMissing() !== null, fn: () => {} });
  * ```
  */
@@ -64,6 +66,7 @@ export const SKIP_FIELD = !IN_CI && fieldUserMissing() !== null;
  *
  * @example
  * ```ts
+ * const dir = await Deno.makeTempDir();
  * const user = await fieldUser();
  * await Deno.chown(dir, user.uid, user.gid);
  * ```
@@ -102,7 +105,9 @@ export async function fieldUser(): Promise<FieldUser> {
  *
  * @example
  * ```ts
+ * const user = await fieldUser();
  * const argv = [...asUser(user), "deno", "run", "--allow-read=/srv", "main.ts"];
+ * await new Deno.Command(argv[0], { args: argv.slice(1) }).output();
  * ```
  */
 export function asUser(user: FieldUser, groups: number[] = []): string[] {
@@ -121,7 +126,8 @@ export function asUser(user: FieldUser, groups: number[] = []): string[] {
  *
  * @example
  * ```ts
- * await chownTree(stateDir, user);
+ * const stateDir = await Deno.makeTempDir();
+ * await chownTree(stateDir, await fieldUser());
  * ```
  */
 export async function chownTree(path: string, user: FieldUser, recursive = true): Promise<void> {

@@ -144,6 +144,10 @@ export async function writeRandomFile(path: string, size: number, seed = 1): Pro
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ *
+ * const a = await Deno.makeTempDir();
+ * const b = await Deno.makeTempDir();
  * assert.deepEqual(await treeHashes(a), await treeHashes(b));
  * ```
  */
@@ -318,7 +322,9 @@ export class FtpControl {
  *
  * @example
  * ```ts
+ * const data = await Deno.connect({ hostname: "127.0.0.1", port: 2020 }); // a passive data connection
  * const text = await readAllText(data);
+ * console.log(text);
  * ```
  */
 export async function readAllText(conn: Deno.Conn, maxBytes = 16 << 20): Promise<string> {
@@ -355,7 +361,9 @@ export async function readAllText(conn: Deno.Conn, maxBytes = 16 << 20): Promise
  *
  * @example
  * ```ts
+ * const fx = await startFtp();
  * const out = await runPython(fx, "import ftplib, os\nprint('ok')");
+ * console.log(out); // "ok\n"
  * ```
  */
 export async function runPython(

@@ -16,6 +16,7 @@ export const IN_CI = (Deno.env.get("CI") ?? "").toLowerCase() === "true" || Deno
  * @example
  * ```ts
  * const curl = findPeer("curl");
+ * console.log(curl ?? "curl is not installed");
  * ```
  */
 export function findPeer(name: string): string | null {
@@ -54,6 +55,7 @@ export function skipWithout(...peers: (string | null)[]): boolean {
  * @example
  * ```ts
  * const lftp = requirePeer("lftp");
+ * console.log(lftp);
  * ```
  */
 export function requirePeer(name: string): string {

@@ -54,7 +54,13 @@ const enc = new TextEncoder();
  *
  * @example
  * ```ts
+ * import { makeTestCerts } from "./smtp_sink.ts";
+ *
+ * const certs = await makeTestCerts(await Deno.makeTempDir());
+ * const cert = await Deno.readTextFile(certs.certFile);
+ * const key = await Deno.readTextFile(certs.keyFile);
  * const srv = startScriptServer({}, { cert, key });
+ * console.log(srv.port);
  * ```
  */
 export function startScriptServer(

@@ -107,6 +107,7 @@ async function run(cmd: string, args: string[], cwd: string): Promise<string> {
  * @example
  * ```ts
  * const certs = await makeTestCerts(await Deno.makeTempDir());
+ * console.log(certs);
  * ```
  */
 export async function makeTestCerts(dir: string): Promise<TestCerts> {
@@ -221,8 +222,10 @@ export interface SinkMessage {
  *
  * @example
  * ```ts
+ * const dir = await Deno.makeTempDir();
  * const sink = await startSink({ mode: "plain", dir });
  * const msgs = await sink.waitFor(1);
+ * console.log(msgs[0]);
  * await sink.stop();
  * ```
  */
@@ -239,7 +242,10 @@ export interface Sink {
  *
  * @example
  * ```ts
+ * const dir = await Deno.makeTempDir();
+ * const certs = await makeTestCerts(dir);
  * const sink = await startSink({ mode: "starttls", dir, certs, auth: { user: "u", password: "p" } });
+ * console.log(sink.port);
  * ```
  */
 export async function startSink(opts: {

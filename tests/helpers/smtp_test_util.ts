@@ -15,6 +15,7 @@ import type { PreparedMessage } from "../../src/smtp/mail_message.ts";
  * @example
  * ```ts
  * const o = clientOptions(2525, { security: "none" });
+ * console.log(o.host, o.port);
  * ```
  */
 export function clientOptions(port: number, over: Partial<SmtpClientOptions> = {}): SmtpClientOptions {
@@ -40,7 +41,12 @@ export function clientOptions(port: number, over: Partial<SmtpClientOptions> = {
  *
  * @example
  * ```ts
+ * import { prepareMessage } from "../../src/smtp/mail_message.ts";
+ *
+ * const msg = { to: ["me@example.com"], subject: "hi", text: "hello" };
+ * const defaults = { from: "pi@example.com", fromName: "pi", domain: "pi" };
  * const bytes = await renderToBytes(prepareMessage(msg, defaults));
+ * console.log(new TextDecoder().decode(bytes));
  * ```
  */
 export async function renderToBytes(p: PreparedMessage): Promise<Uint8Array> {
@@ -63,6 +69,7 @@ export async function renderToBytes(p: PreparedMessage): Promise<Uint8Array> {
  * @example
  * ```ts
  * const src = bytesSource(new TextEncoder().encode("Subject: x\r\n\r\nhi\r\n"));
+ * console.log(src);
  * ```
  */
 export function bytesSource(

@@ -14,6 +14,7 @@ import { createHash } from "node:crypto";
  * @example
  * ```ts
  * const port = freePort();
+ * console.log(port);
  * ```
  */
 export function freePort(): number {
@@ -41,6 +42,7 @@ export interface RunResult {
  * @example
  * ```ts
  * const r = await run("curl", ["-s", "ftp://127.0.0.1:2121/"]);
+ * console.log(r);
  * ```
  */
 export async function run(
@@ -80,6 +82,7 @@ export async function run(
  * @example
  * ```ts
  * const h = await sha256File("/tmp/x");
+ * console.log(h);
  * ```
  */
 export async function sha256File(path: string): Promise<string> {

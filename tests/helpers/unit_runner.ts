@@ -174,7 +174,15 @@ function stripPrefixes(line: string): { cmd: string; root: boolean; ignoreFailur
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../../src/app/outpost_config.ts";
+ * import { makeUnits, readBoardProfile } from "../../scripts/make_unit.ts";
+ * import { fieldUser } from "./field_user.ts";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const user = await fieldUser();
+ * const units = makeUnits(await loadConfig("outpost.toml"), await readBoardProfile("rpi4"));
  * const pre = await runUnitPre(units.service, { user, runtimeDir: `${dir}/run/outpost` });
+ * console.log(pre);
  * ```
  */
 export async function runUnitPre(unitText: string, opts: UnitRunOptions): Promise<PreResult[]> {
@@ -221,7 +229,15 @@ export interface UnitMain {
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../../src/app/outpost_config.ts";
+ * import { makeUnits, readBoardProfile } from "../../scripts/make_unit.ts";
+ * import { fieldUser } from "./field_user.ts";
+ *
+ * const runtimeDir = await Deno.makeTempDir();
+ * const user = await fieldUser();
+ * const units = makeUnits(await loadConfig("outpost.toml"), await readBoardProfile("rpi4"));
  * const main = await startUnitMain(units.service, { user, runtimeDir });
+ * console.log(main);
  * ```
  */
 export async function startUnitMain(
