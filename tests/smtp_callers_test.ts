@@ -28,7 +28,8 @@ const LINK = new URL("../scripts/link-sendmail.sh", import.meta.url).pathname;
 function hasCrond(): boolean {
   const bb = findPeer("busybox");
   if (!bb) return false;
-  const out = new Deno.Command(bb, { args: ["crond", "--help"], stdout: "piped", stderr: "piped" }).outputSync();
+  const out = new Deno.Command(bb, { args: ["crond", "--help"], stdout: "piped", stderr: "piped" })
+    .outputSync();
   return !/applet not found/.test(dec.decode(out.stderr) + dec.decode(out.stdout));
 }
 
@@ -76,12 +77,15 @@ Deno.test("sendmail flags: grouped letters, --, -oi, -B8BITMIME, -oem, -F, -f, -
 });
 
 Deno.test({
-  name: "real callers: Debian cron (MAILTO set, unset, another user's job), busybox crond -ti and bsd-mailx " +
+  name:
+    "real callers: Debian cron (MAILTO set, unset, another user's job), busybox crond -ti and bsd-mailx " +
     "submit through the linked sendmail; aliases, envelope and From header as expected",
   ignore: !IN_CI && peersMissing,
   async fn() {
     for (const p of ["cron", "busybox", "bsd-mailx", "unshare", "mount"]) requirePeer(p);
-    if (!isRoot()) throw new Error("This test bind-mounts over /usr/sbin/sendmail in a private namespace: run as root.");
+    if (!isRoot()) {
+      throw new Error("This test bind-mounts over /usr/sbin/sendmail in a private namespace: run as root.");
+    }
     if (!hasCrond()) throw new Error("busybox has no crond applet: install busybox-static (.ci/run does).");
     const fd = await fieldDeno();
     const dir = await Deno.makeTempDir();
