@@ -22,6 +22,7 @@ import {
 } from "../smtp/maildrop.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
 import { formatReply } from "../smtp/smtp_reply.ts";
+import { hasLongLines } from "../smtp/seven_bit.ts";
 
 /** sysexits.h codes used by the mail commands. */
 export const EX = {
@@ -350,13 +351,14 @@ export async function sendmailCommand(args: string[]): Promise<number> {
     }
     let eightBit = done.eightBit;
     for (const p of parts) if (!eightBit) eightBit = p.some((b) => b >= 0x80);
+    const all = new Uint8Array(size);
+    parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
     return await deliverNow(smtp, done.envelope, {
       size,
       eightBit,
+      longLines: hasLongLines(all),
       smtputf8: done.smtputf8,
-      write: async (w) => {
-        for (const p of parts) await w.write(p);
-      },
+      write: (w) => w.write(all),
     }, "outpost sendmail");
   }
   const meta: DropMeta = {

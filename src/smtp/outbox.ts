@@ -42,6 +42,7 @@ import {
   STALE_DROP_MS,
 } from "./maildrop.ts";
 import { formatAddressHeader } from "./mime_builder.ts";
+import { hasLongLines } from "./seven_bit.ts";
 import { Logger } from "../log/logger.ts";
 import { DataWriter } from "./dot_stuffing.ts";
 import {
@@ -120,8 +121,10 @@ export interface QueueMeta {
   messageId: string;
   /** Subject, at most 200 characters, for `outbox list`. */
   subject?: string;
-  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME). */
+  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME, or converted to quoted-printable). */
   eightBit: boolean;
+  /** A line of the stored message is longer than 998 octets (such parts are sent quoted-printable). */
+  longLines?: boolean;
   /** An envelope address is not ASCII (sent with SMTPUTF8). */
   smtputf8: boolean;
 }
@@ -445,6 +448,8 @@ export class Outbox {
     const tmp = `${this.tmpDir}/${id}.tmp`;
     const head = await readHead(path, offset);
     let eightBit = false;
+    let longLines = false;
+    let lineLen = 0;
     // deno-lint-ignore no-control-regex
     const smtputf8 = [drop.from ?? "", ...drop.to].some((a) => /[^\x00-\x7f]/.test(a));
     const meta: QueueMeta = {
@@ -459,6 +464,7 @@ export class Outbox {
       messageId: headerValue(head, "message-id")?.slice(0, 998) ?? "",
       subject: headerValue(head, "subject")?.slice(0, 200),
       eightBit: false,
+      longLines: false,
       smtputf8,
       drop: name,
       uid: st.uid ?? undefined,
@@ -473,11 +479,16 @@ export class Outbox {
           const n = await src.read(buf);
           if (n === null) return;
           const chunk = buf.subarray(0, n);
-          if (!eightBit) eightBit = chunk.some((b) => b >= 0x80);
+          for (let i = 0; i < chunk.length; i++) {
+            const b = chunk[i];
+            if (b === 0x0a) lineLen = 0;
+            else if (b !== 0x0d && ++lineLen > 998) longLines = true;
+            if (b >= 0x80) eightBit = true;
+          }
           await w.write(chunk);
         }
       };
-      const headLen = await this.#writeFile(tmp, meta, body, () => eightBit);
+      const headLen = await this.#writeFile(tmp, meta, body, () => ({ eightBit, longLines }));
       size = (await Deno.stat(tmp)).size - headLen;
     } finally {
       src.close();
@@ -546,6 +557,7 @@ export class Outbox {
         messageId: raw.messageId,
         subject: subjectOf(raw.bytes),
         eightBit: raw.eightBit,
+        longLines: hasLongLines(raw.bytes),
         smtputf8: raw.smtputf8,
       };
       write = (w) => w.write(raw.bytes);
@@ -587,14 +599,14 @@ export class Outbox {
 
   /**
    * Writes meta line + message to `path` with one reused buffer (holding an flock, so a sweep never removes it)
-   * and fsyncs it; resolves to the body offset. When `eightBitAfter` returns true once the body is written, the
-   * meta's `"eightBit":false` is patched in place to `"eightBit":true ` (same length, still JSON).
+   * and fsyncs it; resolves to the body offset. Flags that `flagsAfter` reports true once the body is written
+   * are patched in place in the meta line (`"eightBit":false` becomes `"eightBit":true `: same length, still JSON).
    */
   async #writeFile(
     path: string,
     meta: QueueMeta,
     body: (w: DataWriter) => Promise<void>,
-    eightBitAfter?: () => boolean,
+    flagsAfter?: () => { eightBit: boolean; longLines: boolean },
   ): Promise<number> {
     const f = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
     try {
@@ -606,10 +618,11 @@ export class Outbox {
       const w = new DataWriter({ write: (d) => writeAll(f, d) }, { dotStuff: false, bufferSize: 65536 });
       await body(w);
       await w.end();
-      if (eightBitAfter?.() && !meta.eightBit) {
-        const at = encoder.encode(text.slice(0, text.indexOf('"eightBit":false'))).length +
-          '"eightBit":'.length;
-        await f.seek(at, Deno.SeekMode.Start);
+      const flags = flagsAfter?.() ?? { eightBit: false, longLines: false };
+      for (const key of ["eightBit", "longLines"] as const) {
+        const at = text.indexOf(`"${key}":false`);
+        if (!flags[key] || at < 0) continue;
+        await f.seek(encoder.encode(text.slice(0, at)).length + key.length + 3, Deno.SeekMode.Start);
         await writeAll(f, encoder.encode("true "));
       }
       await f.sync();
@@ -979,12 +992,19 @@ export function fileMessageSource(
   path: string,
   offset: number,
   size: number,
-  flags: { eightBit: boolean; smtputf8: boolean },
+  flags: { eightBit: boolean; smtputf8: boolean; longLines?: boolean },
   buf: Uint8Array,
-): { size: number; eightBit: boolean; smtputf8: boolean; write(w: DataWriter): Promise<void> } {
+): {
+  size: number;
+  eightBit: boolean;
+  longLines?: boolean;
+  smtputf8: boolean;
+  write(w: Pick<DataWriter, "write">): Promise<void>;
+} {
   return {
     size,
     eightBit: flags.eightBit,
+    longLines: flags.longLines,
     smtputf8: flags.smtputf8,
     async write(w) {
       const file = await Deno.open(path, { read: true });
