@@ -712,10 +712,49 @@ export class Outbox {
     return (await this.list("queued")).filter((e) => e.meta.tag === tag).length;
   }
 
+  /**
+   * Queued messages with one of `tags` that could still be withdrawn: not being sent and not possibly delivered
+   * already (no `.sending` marker). The alert monitor replaces such stale mail with a newer one.
+   */
+  async pending(tags: string[]): Promise<{ id: string; subject: string }[]> {
+    const want = new Set(tags);
+    return (await this.list("queued"))
+      .filter((e) => e.meta.tag !== undefined && want.has(e.meta.tag) && !e.inDoubt && !this.busy.has(e.id))
+      .map((e) => ({ id: e.id, subject: e.meta.subject ?? "" }));
+  }
+
+  /**
+   * Removes queued messages that a newer mail replaces, skipping any that started sending meanwhile or may have
+   * reached the server. Resolves to the number removed (each is logged as superseded).
+   */
+  async withdraw(ids: string[]): Promise<number> {
+    let n = 0;
+    for (const id of ids) {
+      if (!isOutboxId(id) || this.busy.has(id) || await exists(`${this.queueDir}/${id}.sending`)) continue;
+      if (await removeIfExists(`${this.queueDir}/${id}.msg`)) {
+        n++;
+        log.info("superseded", { id });
+      }
+    }
+    if (n > 0) await fsyncDir(this.queueDir);
+    return n;
+  }
+
+  /** How many times a `.sending` marker says the final "." went out without a recorded 250 (0: never). */
+  async inDoubtCount(id: string): Promise<number> {
+    try {
+      const text = await Deno.readTextFile(`${this.queueDir}/${id}.sending`);
+      return Math.max(1, text.split("\n").filter((l) => l.trim() !== "").length);
+    } catch {
+      return 0;
+    }
+  }
+
   /** Creates and fsyncs the `.sending` marker (the worker calls this right before the final "."). */
   async markSending(id: string): Promise<void> {
     const path = `${this.queueDir}/${id}.sending`;
-    const f = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
+    // One line per attempt that reached the final ".": the worker counts them to bound in-doubt resends.
+    const f = await Deno.open(path, { write: true, create: true, append: true, mode: 0o600 });
     try {
       await writeAll(f, encoder.encode(new Date().toISOString() + "\n"));
       await f.sync();
