@@ -373,3 +373,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "maildrop: files root writes into the daemon's outbox (outbox retry/purge/list as root) belong to outpost",
+  ignore: SKIP_FIELD,
+  async fn() {
+    const user = await fieldUser();
+    const dir = await Deno.makeTempDir();
+    try {
+      const cfg = await writeConfig(dir, 1);
+      const mail = await loadMailConfig(cfg);
+      await Deno.mkdir(mail.outbox.dir, { recursive: true });
+      await chownTree(mail.outbox.dir, user);
+      const outbox = await Outbox.open(mail.outbox);
+      const id = await outbox.enqueue({ to: ["a@example.com"], subject: "s", text: "t" });
+      await outbox.fail(id, "test");
+      assert.equal(await outbox.retry(), 1);
+      await submitToMaildrop({ maildrop: outbox.maildropDir, maxMessageBytes: 1 << 20 }, {
+        to: ["b@example.com"],
+      }, (w) => w.write(new TextEncoder().encode("Subject: x\n\ny\n")));
+      assert.equal(await outbox.pickup(), 1);
+      for (
+        const d of [outbox.queueDir, outbox.failedDir, outbox.incomingDir, outbox.tmpDir, outbox.maildropDir]
+      ) {
+        assert.equal((await Deno.stat(d)).uid, user.uid, d);
+        for (const n of await names(d)) {
+          assert.equal((await Deno.stat(`${d}/${n}`)).uid, user.uid, `${d}/${n}`);
+        }
+      }
+      assert.equal((await Deno.stat(`${mail.outbox.dir}/.pickup.lock`)).uid, user.uid);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -756,6 +756,7 @@ export class Outbox {
     // One line per attempt that reached the final ".": the worker counts them to bound in-doubt resends.
     const f = await Deno.open(path, { write: true, create: true, append: true, mode: 0o600 });
     try {
+      await this.#adopt(path);
       await writeAll(f, encoder.encode(new Date().toISOString() + "\n"));
       await f.sync();
     } finally {
@@ -788,6 +789,7 @@ export class Outbox {
   /** Moves a queued message to failed/ with `reason`. */
   async fail(id: string, reason: string): Promise<void> {
     await Deno.writeTextFile(`${this.failedDir}/${id}.reason`, reason + "\n");
+    await this.#adopt(`${this.failedDir}/${id}.reason`);
     await Deno.rename(`${this.queueDir}/${id}.msg`, `${this.failedDir}/${id}.msg`);
     await fsyncDir(this.failedDir);
     await fsyncDir(this.queueDir);
