@@ -13,6 +13,11 @@ import { outpostPrepare } from "../scripts/outpost_prepare.ts";
 import { findPeer, skipWithout } from "./helpers/peers.ts";
 
 const HASH = await hashPassword("secret", 1000);
+
+/** The TCP part of a net list (the status socket, on by default, is a unix: entry). */
+function tcp(net: string[] | "all"): string[] | "all" {
+  return net === "all" ? net : net.filter((n) => !n.startsWith("unix:"));
+}
 const PROFILE = { id: "testboard", v8MaxOldSpaceMb: 128, configTemplate: null, configTxt: [] };
 
 function config(port: number, extra = ""): string {
@@ -57,11 +62,11 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
   const perms = derivePermissions(parseConfig(config(21), "/boot/firmware/outpost.toml"));
   // A wildcard listen address: passive listeners bind whichever local address the client reached, so ports are
   // allowed on any host (":port"), but only those ports.
-  assert.deepEqual(perms.net, [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
+  assert.deepEqual(tcp(perms.net), [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
   const local = derivePermissions(
     parseConfig(config(21).replace("port = 21", 'host = "127.0.0.1"\nport = 21'), "/boot/outpost.toml"),
   );
-  assert.deepEqual(local.net, [
+  assert.deepEqual(tcp(local.net), [
     "127.0.0.1:21",
     "127.0.0.1:50000",
     "127.0.0.1:50001",
@@ -104,10 +109,13 @@ Deno.test("device unit: active FTP mode widens net access and says so; no [ftp] 
   assert.equal(minimal.net, "all", "wildcard address and no passive range: any local address and port");
   assert.ok(minimal.notes.some((n) => n.includes("[ftp.passive]")));
   const loop = derivePermissions(parseConfig('[ftp]\nhost = "::1"\nactive = false\n', "/boot/outpost.toml"));
-  assert.deepEqual(loop.net, ["[::1]:2121", "[::1]"]);
+  assert.deepEqual(tcp(loop.net), ["[::1]:2121", "[::1]"]);
   const off = derivePermissions(parseConfig("[ftp]\nenabled = false\n", "/boot/outpost.toml"));
-  assert.deepEqual(off.net, []);
-  assert.ok(denoPermissionFlags(off).includes("--deny-net"));
+  assert.deepEqual(tcp(off.net), []);
+  assert.ok(
+    denoPermissionFlags(off).some((f) => /^--allow-net=unix:[^,]+$/.test(f)),
+    "only the status socket",
+  );
 });
 
 Deno.test("device unit: implicit FTPS adds its port, and the bind capability below 1024", () => {
@@ -217,7 +225,7 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     const line = await Deno.readTextFile(env);
     assert.match(
       line,
-      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001 /,
+      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001,unix:\S+status.sock /,
     );
     assert.ok((await Deno.stat(`${dir}/data`)).isDirectory, "the FTP root was created");
     const text = await Deno.readTextFile(dropIn);

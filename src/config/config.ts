@@ -15,6 +15,8 @@ import { readFtpSection } from "../ftp/ftp_config.ts";
 import type { OutboxOptions } from "../smtp/outbox.ts";
 import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
 import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
+import { readStatusConfig, type StatusConfig } from "../status/status_config.ts";
+import { statusSandboxNeeds } from "../status/status_needs.ts";
 import { alertsSandboxNeeds } from "../alerts/alerts_needs.ts";
 import { ftpSandboxNeeds } from "../ftp/ftp_needs.ts";
 import { mailSandboxNeeds } from "../smtp/mail_needs.ts";
@@ -63,6 +65,8 @@ export interface OutpostConfig {
   outbox: OutboxOptions;
   /** The alert monitor: sensors and rules. */
   alerts: AlertsConfig;
+  /** The `[status]` table: the status socket and the optional status page. */
+  status: StatusConfig;
   /** The parsed TOML document, for areas that read their own tables. */
   document: Record<string, unknown>;
 }
@@ -160,6 +164,8 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
   const alerts = readAlertsConfig(root);
   const smtp = readSmtpConfig(root.section("smtp"), device);
   const outbox = readOutboxConfig(root.section("outbox"), device.stateDir);
+  const ftpLogins = ftpSection.options.accounts.users.filter((u) => u.passwordHash !== null).length;
+  const status = readStatusConfig(root.section("status"), device.stateDir, ftpLogins);
   for (const read of readers) read(root);
   root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
@@ -175,6 +181,7 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
     smtp,
     outbox,
     alerts,
+    status,
     document,
   };
 }
@@ -283,6 +290,8 @@ export const DAEMON_ENV_VARS: readonly string[] = [
   "OUTPOST_LOG",
   "OUTPOST_CONFIG",
   "JOURNAL_STREAM",
+  "INVOCATION_ID",
+  "OUTPOST_SANDBOX_ID",
 ];
 
 /**
@@ -305,5 +314,6 @@ export function configSandboxNeeds(config: OutpostConfig): SandboxNeeds {
   if (config.ftp) b.merge(ftpSandboxNeeds(config.ftp));
   b.merge(mailSandboxNeeds(config.smtp, config.outbox));
   b.merge(alertsSandboxNeeds(config.alerts, config.device.stateDir));
+  b.merge(statusSandboxNeeds(config.status));
   return b.build();
 }

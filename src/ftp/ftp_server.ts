@@ -200,6 +200,39 @@ export function formatXferlogLine(e: XferEntry, now: Date): string {
 }
 
 /**
+ * What {@link FtpServer.status} reports.
+ *
+ * @example
+ * ```ts
+ * const st: FtpServerStatus = server.status();
+ * for (const s of st.sessions) if (s.transfer) console.log(s.user, s.transfer.path, s.transfer.bytes);
+ * ```
+ */
+export interface FtpServerStatus {
+  /** Bound listeners: the control port (tls = the `[ftp.tls] mode`) and the implicit FTPS port. */
+  listeners: { host: string; port: number; tls: string }[];
+  /** Open control connections; `transfer` is the running transfer or null. */
+  sessions: {
+    id: number;
+    ip: string;
+    user: string | null;
+    tls: boolean;
+    since: number;
+    idleMs: number;
+    transfer: { kind: string; path: string; bytes: number; started: number } | null;
+  }[];
+  /** Totals since the server started (file transfers only, not listings). */
+  counters: {
+    sessions: number;
+    transfersOk: number;
+    transfersFailed: number;
+    bytesIn: number;
+    bytesOut: number;
+    loginFailures: number;
+  };
+}
+
+/**
  * An FTP server.
  *
  * @example
@@ -227,6 +260,14 @@ export class FtpServer {
   #timer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   #xferChain: Promise<void> = Promise.resolve();
+  #counters: FtpServerStatus["counters"] = {
+    sessions: 0,
+    transfersOk: 0,
+    transfersFailed: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    loginFailures: 0,
+  };
 
   /**
    * Makes a server; nothing is bound or loaded until {@link FtpServer.listen}. The options object is kept,
@@ -249,7 +290,10 @@ export class FtpServer {
       opts,
       log: this.#log,
       buffers: this.#buffers,
-      loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
+      loginFailed: (ip) => {
+        this.#counters.loginFailures++;
+        return this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs);
+      },
       loginSucceeded: (ip) => this.#bans.clear(ip),
       xferlog: (e) => this.#xferlog(e),
       tls: null,
@@ -274,6 +318,43 @@ export class FtpServer {
   /** Open control connections. */
   get sessionCount(): number {
     return this.#sessions.size;
+  }
+
+  /**
+   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
+   *
+   * @example
+   * ```ts
+   * const st = server.status();
+   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
+   * ```
+   */
+  status(): FtpServerStatus {
+    const listeners: FtpServerStatus["listeners"] = [];
+    if (this.#server) {
+      listeners.push({
+        host: this.#opts.hostname,
+        port: this.#port,
+        tls: this.#ctx.tls ? this.#ctx.tls.opts.mode : "off",
+      });
+    }
+    if (this.#implicitServer && this.#implicitPort !== null) {
+      listeners.push({
+        host: this.#opts.tls?.implicitHost ?? this.#opts.hostname,
+        port: this.#implicitPort,
+        tls: "implicit",
+      });
+    }
+    const sessions = [...this.#sessions.keys()].map((s) => ({
+      id: s.id,
+      ip: s.peerIp,
+      user: s.userName,
+      tls: s.tlsControl,
+      since: s.openedAt,
+      idleMs: Math.max(0, Date.now() - s.lastActivity),
+      transfer: s.activeTransfer,
+    }));
+    return { listeners, sessions, counters: { ...this.#counters } };
   }
 
   /** Starts listening; rejects when the address cannot be bound. */
@@ -397,6 +478,7 @@ export class FtpServer {
 
   #startSession(conn: NodeConn | TlsConn, peerIp: string, localIp: string, implicitTls: boolean): void {
     const session = new FtpSession(this.#nextId++, conn, peerIp, localIp, this.#ctx, { implicitTls });
+    this.#counters.sessions++;
     const done = session.run().finally(() => {
       this.#sessions.delete(session);
       this.#release(peerIp);
@@ -411,6 +493,11 @@ export class FtpServer {
   }
 
   #xferlog(e: XferEntry): void {
+    const c = this.#counters;
+    if (e.incoming) c.bytesIn += e.bytes;
+    else c.bytesOut += e.bytes;
+    if (e.complete) c.transfersOk++;
+    else c.transfersFailed++;
     const path = this.#opts.xferlogPath;
     if (!path) return;
     const line = formatXferlogLine(e, new Date()) + "\n";

@@ -61,6 +61,8 @@ export interface WorkerStatus {
   lastError: string | null;
   /** Messages in the queue at the last scan (including ones waiting for a retry). */
   pending: number;
+  /** Delivery results since the worker started: accepted, given up (moved to failed/), deferred for a retry. */
+  results: { delivered: number; failed: number; deferred: number };
 }
 
 /**
@@ -98,6 +100,7 @@ export class DeliveryWorker {
   #failingSince: Date | null = null;
   #lastError: string | null = null;
   #pending = 0;
+  #results = { delivered: 0, failed: 0, deferred: 0 };
   #watcher: Deno.FsWatcher | null = null;
 
   /** Makes a stopped worker for `outbox`; sets the outbox's sender defaults from `smtp`. Call `start()`. */
@@ -158,6 +161,7 @@ export class DeliveryWorker {
       failingSince: this.#failingSince,
       lastError: this.#lastError,
       pending: this.#pending,
+      results: { ...this.#results },
     };
   }
 
@@ -266,7 +270,14 @@ export class DeliveryWorker {
         this.#onFailed?.({ ...e, id: copy, state: "failed" }, reason);
       }
       await outbox.delivered(e.id);
-      log.info("delivered", { id: e.id, messageId: meta.messageId, rcpts: result.accepted.length });
+      this.#results.delivered++;
+      log.info("delivered", {
+        id: e.id,
+        to: result.accepted.join(","),
+        subject: meta.subject,
+        messageId: meta.messageId,
+        rcpts: result.accepted.length,
+      });
       this.#failingSince = null;
       this.#lastError = null;
       return false;
@@ -282,7 +293,14 @@ export class DeliveryWorker {
           ? error.message
           : `Gave up after ${Math.round(age / 60000)} min: ${error.message}`;
         await outbox.fail(e.id, reason);
-        log.error("failed", { id: e.id, messageId: meta.messageId, reason });
+        this.#results.failed++;
+        log.error("failed", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          messageId: meta.messageId,
+          reason,
+        });
         this.#onFailed?.({ ...e, state: "failed" }, reason);
         return false;
       }
@@ -294,6 +312,7 @@ export class DeliveryWorker {
           `arrived up to ${doubt} times (Message-ID ${meta.messageId}).`;
         await outbox.fail(e.id, reason);
         log.error("in_doubt.gave_up", { id: e.id, messageId: meta.messageId, copies: doubt });
+        this.#results.failed++;
         this.#onFailed?.({ ...e, state: "failed" }, reason);
         return false;
       }
@@ -301,6 +320,7 @@ export class DeliveryWorker {
         ? Math.max(this.#delay(age), this.#outbox.options.retryMaxMs)
         : this.#delay(age);
       await outbox.defer(e.id, new Date(Date.now() + delay));
+      this.#results.deferred++;
       if (doubt > 0) {
         log.warn("in_doubt.retry", {
           id: e.id,
@@ -310,7 +330,15 @@ export class DeliveryWorker {
           in_s: Math.round(delay / 1000),
           error: error.message,
         });
-      } else log.warn("retry", { id: e.id, in_s: Math.round(delay / 1000), error: error.message });
+      } else {
+        log.warn("retry", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          in_s: Math.round(delay / 1000),
+          error: error.message,
+        });
+      }
       if (SESSION_STAGES.has(error.stage)) {
         this.#pauseUntil = Date.now() + delay;
         return true;
