@@ -87,7 +87,10 @@ ${opts.extraRule ?? ""}
   let clock = Date.UTC(2026, 0, 1);
   const outbox = await Outbox.open(outboxOptions(dir));
   let failing = false;
-  const mailer: AlertMailer = { ...outboxAlertMailer(outbox, null), deliveryFailing: () => failing };
+  const mailer: AlertMailer = {
+    ...outboxAlertMailer(() => outbox, () => null),
+    deliveryFailing: () => failing,
+  };
   const monitor = await AlertMonitor.open({
     config: cfg,
     mailer,

@@ -12,25 +12,37 @@ import type { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { type FallbackConfigInput, renderFallbackConfigMail } from "./templates.ts";
 
 /**
- * Adapts an outbox and its worker (null while `[smtp]` is not configured: mail waits, delivery counts as
- * failing) to the monitor's mailer.
+ * Adapts the daemon's outbox and worker to the monitor's mailer. Both are passed as getters because a reload
+ * of the mail part replaces them while the monitor keeps its mailer; the worker is null while `[smtp]` is not
+ * configured (mail waits, delivery counts as failing).
  *
  * @example
  * ```ts
- * const monitor = await AlertMonitor.open({ config, mailer: outboxAlertMailer(outbox, worker), stateFile,
- *   host: "pi-freezer", board: "rpi4" });
+ * const mailer = outboxAlertMailer(() => daemon.outbox, () => daemon.worker);
+ * const monitor = await AlertMonitor.open({ config, mailer, stateFile, host: "pi-freezer", board: "rpi4" });
  * ```
  */
-export function outboxAlertMailer(outbox: Outbox, worker: DeliveryWorker | null): AlertMailer {
+export function outboxAlertMailer(
+  outbox: () => Outbox | null,
+  worker: () => DeliveryWorker | null,
+): AlertMailer {
+  const box = () => {
+    const o = outbox();
+    if (!o) throw new Error("Mail is not running: the outbox is closed.");
+    return o;
+  };
   return {
     enqueue: async (msg, opts) => {
-      const id = await outbox.enqueue(msg, { critical: opts.critical, tag: opts.tag });
-      worker?.kick();
+      const id = await box().enqueue(msg, { critical: opts.critical, tag: opts.tag });
+      worker()?.kick();
       return id;
     },
-    deliveryFailing: () => worker === null || worker.status().failing,
-    pending: (tags) => outbox.pending(tags),
-    withdraw: (ids) => outbox.withdraw(ids),
+    deliveryFailing: () => {
+      const w = worker();
+      return w === null || w.status().failing;
+    },
+    pending: (tags) => outbox()?.pending(tags) ?? Promise.resolve([]),
+    withdraw: (ids) => outbox()?.withdraw(ids) ?? Promise.resolve(0),
   };
 }
 
