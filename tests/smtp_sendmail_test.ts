@@ -262,3 +262,23 @@ Deno.test("send: an attachment or body over max_message_size is 65 (bad message)
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("sendmail: a config broken outside the mail tables still queues (warning on stderr); broken [smtp] is 78", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = await writeConfig(dir, 1, 'aliases = { root = "owner@example.com" }\n');
+    await Deno.writeTextFile(
+      cfg,
+      (await Deno.readTextFile(cfg)) + '\n[[rules]]\nsensor = "nope"\nabove = "hot"\n',
+    );
+    const r = await outpost(["sendmail", "-C", cfg, "root"], "Subject: cron\n\nout\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /problem\(s\) outside the mail settings/);
+    const text = await Deno.readTextFile(cfg);
+    await Deno.writeTextFile(cfg, text.replace('security = "none"', 'security = "bogus"'));
+    assert.equal((await outpost(["sendmail", "-C", cfg, "root"], "x")).code, 78);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
