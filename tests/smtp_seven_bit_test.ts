@@ -30,12 +30,13 @@ for p in msg.walk():
         continue
     parts.append({"type": p.get_content_type(), "cte": p.get("content-transfer-encoding"),
                   "data": p.get_payload(decode=True).decode("utf-8", "replace")})
-print(json.dumps({"subject": str(msg["subject"]), "parts": parts,
+print(json.dumps({"subject": str(msg["subject"]), "to": str(msg["to"]), "parts": parts,
                   "defects": [str(d) for p in msg.walk() for d in p.defects]}))
 `;
 
 async function parse(raw: Uint8Array): Promise<{
   subject: string;
+  to: string;
   parts: { type: string; cte: string | null; data: string }[];
   defects: string[];
 }> {
@@ -68,7 +69,9 @@ Deno.test({
   name: "7bit: a plain 8-bit message gets MIME headers and a quoted-printable body; the subject is encoded",
   ignore: skipWithout(python),
   async fn() {
-    const src = "From: root (Cron Daemon)\nTo: root\nSubject: Kühlschrank über 3 °C\n\n" +
+    const src =
+      'From: root (Cron Daemon)\nTo: Zoë Müller <zoe@example.com>, "Jörg" <j@example.com>, plain@example.com\n' +
+      "Subject: Kühlschrank über 3 °C\n\n" +
       "Temperatur im Kühlschrank: 3 °C\n.leading dot = sign\ntrailing space \n" + LONG + "\n";
     const raw = await convert(src);
     assertSevenBitShort(raw);
@@ -78,6 +81,7 @@ Deno.test({
     assert.match(text, /^From: root \(Cron Daemon\)\r$/m, "structured headers untouched");
     const p = await parse(raw);
     assert.equal(p.subject, "Kühlschrank über 3 °C");
+    assert.equal(p.to, "Zoë Müller <zoe@example.com>, Jörg <j@example.com>, plain@example.com");
     assert.equal(
       p.parts[0].data.replace(/\r\n/g, "\n"),
       "Temperatur im Kühlschrank: 3 °C\n.leading dot = sign\ntrailing space \n" + LONG + "\n",

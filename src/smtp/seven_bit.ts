@@ -13,7 +13,7 @@
  * @module
  */
 
-import { encodeUnstructured } from "./mime_builder.ts";
+import { encodeUnstructured, encodeWords } from "./mime_builder.ts";
 
 const CRLF = new Uint8Array([0x0d, 0x0a]);
 const enc = new TextEncoder();
@@ -65,6 +65,25 @@ function fieldValue(f: Field): string {
 function param(value: string, name: string): string | undefined {
   const m = new RegExp(`;\\s*${name}\\s*=\\s*(?:"((?:[^"\\\\]|\\\\.)*)"|([^;\\s]+))`, "i").exec(value);
   return m ? (m[1] ?? m[2]).replace(/\\(.)/g, "$1") : undefined;
+}
+
+/** Address headers whose display names may be encoded (RFC 2047 section 5, phrases). */
+const ADDRESS = new Set(["from", "to", "cc", "bcc", "reply-to", "sender"]);
+
+/**
+ * Encodes 8-bit display names in an address header value: `Zoë Müller <z@x>` and `"Zoë" <z@x>` become encoded
+ * words before the angle bracket. Addresses themselves are left alone (they need SMTPUTF8, not encoding).
+ */
+function encodeDisplayNames(value: string): string {
+  return value.replace(
+    /(^|,)(\s*)([^<>,]*?)(\s*<[^<>]*>)/g,
+    (m, sep: string, ws: string, name: string, addr: string) => {
+      // deno-lint-ignore no-control-regex
+      if (!/[^\x00-\x7f]/.test(name)) return m;
+      const plain = name.trim().replace(/^"(.*)"$/, "$1").replace(/\\(.)/g, "$1");
+      return `${sep}${ws}${encodeWords(plain, 60, 75).join(" ")}${addr}`;
+    },
+  );
 }
 
 const STRUCTURED = new Set([
@@ -204,6 +223,26 @@ export class SevenBitWriter {
     const out: Uint8Array[] = [];
     for (const f of fields) {
       if (f.name === "content-transfer-encoding") continue;
+      if (ADDRESS.has(f.name) && f.lines.some(has8bit)) {
+        const raw = new TextDecoder().decode(concatLines(f.lines));
+        const name = raw.slice(0, raw.indexOf(":"));
+        const value = raw.slice(raw.indexOf(":") + 1).replace(/\r?\n[ \t]/g, " ").trim();
+        // Fold at the commas between addresses; encoded words are at most 75 characters each.
+        const parts = encodeDisplayNames(value).split(/,\s*/);
+        const lines: string[] = [];
+        let cur = `${name}:`;
+        for (const [i, part] of parts.entries()) {
+          const piece = " " + part + (i < parts.length - 1 ? "," : "");
+          if (cur.length + piece.length > 76 && cur.length > name.length + 1) {
+            lines.push(cur);
+            cur = "";
+          }
+          cur += piece;
+        }
+        lines.push(cur);
+        for (const l of lines) out.push(enc.encode(l));
+        continue;
+      }
       if (!STRUCTURED.has(f.name) && f.lines.some(has8bit)) {
         const raw = new TextDecoder().decode(concatLines(f.lines));
         const name = raw.slice(0, raw.indexOf(":"));
