@@ -49,12 +49,14 @@ async function parse(raw: Uint8Array): Promise<{
 }
 
 async function convert(text: string | Uint8Array, chunk = 7): Promise<Uint8Array> {
-  const out: number[] = [];
-  const seven = new SevenBitWriter({ write: (d) => Promise.resolve(void out.push(...d)) });
+  const parts: Uint8Array[] = [];
+  const seven = new SevenBitWriter({ write: (d) => Promise.resolve(void parts.push(d.slice())) });
   const bytes = typeof text === "string" ? enc.encode(text) : text;
   for (let i = 0; i < bytes.length; i += chunk) await seven.write(bytes.subarray(i, i + chunk));
   await seven.end();
-  return new Uint8Array(out);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((o, p) => (out.set(p, o), o + p.length), 0);
+  return out;
 }
 
 function assertSevenBitShort(raw: Uint8Array): void {
@@ -215,5 +217,17 @@ Deno.test({
       await eight.close();
       await Deno.remove(dir, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name: "7bit: a 300 KB line (8-bit) is converted in bounded pieces and decodes to the same text",
+  ignore: skipWithout(python),
+  async fn() {
+    const line = "Grüße ".repeat(50_000); // 350 KB of UTF-8, no line end
+    const raw = await convert(`Subject: big\n\n${line}\n`, 65_536);
+    assertSevenBitShort(raw);
+    const p = await parse(raw);
+    assert.equal(p.parts[0].data.replace(/\r?\n$/, ""), line);
   },
 });

@@ -19,6 +19,8 @@ const CRLF = new Uint8Array([0x0d, 0x0a]);
 const enc = new TextEncoder();
 const MAX_HEADER_BLOCK = 256 * 1024;
 const MAX_LINE = 998;
+/** A line longer than this is handled in pieces (bounded memory). */
+const PIECE = 65536;
 
 type Mode = "headers" | "pass" | "qp";
 
@@ -27,13 +29,14 @@ interface Sink {
   write(data: Uint8Array): Promise<void>;
 }
 
-function qpLine(line: Uint8Array): Uint8Array {
+/** Quoted-printable of one line; `continues`: more of the same line follows (trailing blanks stay literal). */
+function qpLine(line: Uint8Array, continues = false): Uint8Array {
   const out: number[] = [];
   let col = 0;
   const hex = "0123456789ABCDEF";
   for (let i = 0; i < line.length; i++) {
     const b = line[i];
-    const last = i === line.length - 1;
+    const last = i === line.length - 1 && !continues;
     const literal = (b >= 33 && b <= 126 && b !== 61) || ((b === 32 || b === 9) && !last);
     const width = literal ? 1 : 3;
     if (col + width > 75) {
@@ -143,7 +146,28 @@ export class SevenBitWriter {
       }
       this.#lastWasCr = b === 0x0d;
       this.#line.push(b);
+      if (this.#line.length >= PIECE) await this.#longLinePiece();
     }
+  }
+
+  /**
+   * Keeps memory bounded on a line with no end in sight: a quoted-printable part gets the piece with a soft line
+   * break; anything else (a base64 part, a preamble) gets a hard break, which base64 decoders ignore.
+   */
+  async #longLinePiece(): Promise<void> {
+    const keepCr = this.#lastWasCr;
+    const piece = new Uint8Array(keepCr ? this.#line.slice(0, -1) : this.#line);
+    this.#line = keepCr ? [0x0d] : [];
+    if (this.#mode === "headers") {
+      await this.#finishHeaders();
+      this.#mode = "qp";
+    }
+    if (this.#mode === "qp") {
+      await this.#out.write(qpLine(piece, true));
+      await this.#out.write(new Uint8Array([0x3d, 0x0d, 0x0a]));
+      return;
+    }
+    for (let i = 0; i < piece.length; i += 76) await this.#emit(piece.subarray(i, i + 76));
   }
 
   /** Flushes the last (unterminated) line and any header block still open. */
