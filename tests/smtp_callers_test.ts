@@ -4,10 +4,10 @@
  *
  * /usr/sbin/sendmail is replaced only inside a private mount namespace (`unshare -m`): the wrapper that
  * scripts/link-sendmail.sh writes is bind-mounted over it, and so are cron's folders (/etc/cron.d, /etc/crontab,
- * the crontabs spool, /run for the pid file). The host's sendmail (exim4 here) is never touched. cron and crond
- * run jobs on minute boundaries, so the test waits for at most one minute boundary (bounded at 150 s), then the
- * queued messages are delivered to aiosmtpd and checked: aliases applied, envelope sender [smtp] from, cron's own
- * `From: root (Cron Daemon)` kept as written.
+ * the crontabs spool, /run for the pid file). The host's sendmail (exim4 here) is never touched. The board's
+ * daemon runs from its own unit as the `outpost` user and delivers to aiosmtpd. cron and crond run jobs on
+ * minute boundaries, so the test waits for at most one minute boundary (bounded at 150 s); then the messages are
+ * checked: aliases applied, envelope sender [smtp] from, cron's own `From: root (Cron Daemon)` kept as written.
  */
 
 import assert from "node:assert/strict";
@@ -15,9 +15,7 @@ import { findPeer, IN_CI, requirePeer, SYSTEM_PYTHON } from "./helpers/peers.ts"
 import { startSink } from "./helpers/smtp_sink.ts";
 import { fieldDeno } from "./helpers/field_deno.ts";
 import { isRoot } from "./helpers/field_user.ts";
-import { Outbox } from "../src/smtp/outbox.ts";
-import { DeliveryWorker } from "../src/smtp/delivery_worker.ts";
-import { loadMailConfig } from "../src/config/config.ts";
+import { FieldDaemon, layOutBoard } from "./helpers/field_daemon.ts";
 import { parseSendmailArgs } from "../src/cli/sendmail_command.ts";
 import { setLogSink } from "../src/log/logger.ts";
 
@@ -88,21 +86,22 @@ Deno.test({
     }
     if (!hasCrond()) throw new Error("busybox has no crond applet: install busybox-static (.ci/run does).");
     const fd = await fieldDeno();
-    const dir = await Deno.makeTempDir();
-    await Deno.chmod(dir, 0o755);
+    const dir = await Deno.makeTempDir({ prefix: "outpost-field-" });
     const sink = await startSink({ mode: "plain", dir });
+    let daemon: FieldDaemon | null = null;
     try {
-      const cfg = `${dir}/outpost.toml`;
-      await Deno.writeTextFile(
-        cfg,
-        `[device]\nname = "test-board"\nstate_dir = "${dir}/state"\n\n[ftp]\nenabled = false\n\n` +
+      // The board's daemon, started by its own unit (prepare as root, serve as outpost under derived flags).
+      const board = await layOutBoard(
+        dir,
+        `[device]\nname = "test-board"\nstate_dir = "{{dir}}/var/lib/outpost"\n\n[ftp]\nenabled = false\n\n` +
           `[smtp]\nhost = "127.0.0.1"\nport = ${sink.port}\nsecurity = "none"\nfrom = "board@example.com"\n` +
           `aliases = { root = "root-alias@example.com", default = "default-alias@example.com" }\n\n` +
           `[outbox]\nretry_min = "1m"\n`,
       );
-      await Deno.chmod(cfg, 0o644);
-      const mail = await loadMailConfig(cfg);
-      const outbox = await Outbox.open(mail.outbox); // the daemon's first start creates the maildrop
+      const cfg = board.configPath;
+      daemon = await FieldDaemon.start(board);
+      assert.equal(daemon.failedPre, null, `ExecStartPre failed: ${daemon.failedPre?.stderr}`);
+      await daemon.waitReady();
       // The wrapper exactly as scripts/link-sendmail.sh writes it (into the temp dir, not /usr).
       const wrapper = `${dir}/outpost-sendmail`;
       const link = await new Deno.Command("sh", {
@@ -117,31 +116,32 @@ Deno.test({
         stderr: "piped",
       }).output();
       assert.ok(link.success, dec.decode(link.stderr));
-      for (const d of ["cron.d", "crontabs", "run", "bb"]) await Deno.mkdir(`${dir}/${d}`);
-      await Deno.writeTextFile(`${dir}/crontab`, "");
+      const c = `${dir}/cronbox`; // cron's folders, bind-mounted over the real ones in the namespace
+      for (const d of ["cron.d", "crontabs", "run", "bb"]) await Deno.mkdir(`${c}/${d}`, { recursive: true });
+      await Deno.writeTextFile(`${c}/crontab`, "");
       await Deno.writeTextFile(
-        `${dir}/cron.d/withmailto`,
+        `${c}/cron.d/withmailto`,
         'MAILTO=owner@example.com\n* * * * * root echo "with mailto"\n',
       );
-      await Deno.writeTextFile(`${dir}/cron.d/nomailto`, '* * * * * root echo "without mailto"\n');
-      await Deno.writeTextFile(`${dir}/cron.d/otheruser`, '* * * * * nobody echo "job of nobody"\n');
-      for await (const e of Deno.readDir(`${dir}/cron.d`)) await Deno.chmod(`${dir}/cron.d/${e.name}`, 0o644);
-      await Deno.writeTextFile(`${dir}/bb/root`, 'MAILTO=root\n* * * * * echo "busybox job"\n');
+      await Deno.writeTextFile(`${c}/cron.d/nomailto`, '* * * * * root echo "without mailto"\n');
+      await Deno.writeTextFile(`${c}/cron.d/otheruser`, '* * * * * nobody echo "job of nobody"\n');
+      for await (const e of Deno.readDir(`${c}/cron.d`)) await Deno.chmod(`${c}/cron.d/${e.name}`, 0o644);
+      await Deno.writeTextFile(`${c}/bb/root`, 'MAILTO=root\n* * * * * echo "busybox job"\n');
       const script = `
 set -e
 mount --bind ${wrapper} /usr/sbin/sendmail
-mount --bind ${dir}/cron.d /etc/cron.d
-mount --bind ${dir}/crontab /etc/crontab
-mount --bind ${dir}/crontabs /var/spool/cron/crontabs
-mount --bind ${dir}/run /run
+mount --bind ${c}/cron.d /etc/cron.d
+mount --bind ${c}/crontab /etc/crontab
+mount --bind ${c}/crontabs /var/spool/cron/crontabs
+mount --bind ${c}/run /run
 printf 'Temperatur im K\\303\\274hlschrank: 3 \\302\\260C\\n' | mail -s "mailx subject" root
-cron -f > ${dir}/cron.log 2>&1 &
+cron -f > ${c}/cron.log 2>&1 &
 c=$!
-busybox crond -f -l 8 -L ${dir}/crond.log -c ${dir}/bb &
+busybox crond -f -l 8 -L ${c}/crond.log -c ${c}/bb &
 b=$!
 # Bounded: at most one minute boundary (plus the time the submissions take), then stop both by PID.
 i=0
-while [ $i -lt 75 ] && [ "$(ls -A ${dir}/state/outbox/maildrop | wc -l)" -lt 5 ]; do sleep 2; i=$((i+1)); done
+while [ $i -lt 75 ] && [ "$(ls ${sink.outDir} | grep -c 'json$')" -lt 5 ]; do sleep 2; i=$((i+1)); done
 kill $c $b
 wait $c $b 2>/dev/null || true
 `;
@@ -151,9 +151,12 @@ wait $c $b 2>/dev/null || true
         stderr: "piped",
       }).output();
       assert.equal(r.code, 0, dec.decode(r.stderr));
-      assert.equal(await outbox.pickup(), 5, await Deno.readTextFile(`${dir}/cron.log`).catch(() => ""));
-      await new DeliveryWorker(outbox, mail.smtp!).runOnce();
-      const got = await sink.waitFor(5);
+      const got = await sink.waitFor(5).catch(async (e) => {
+        throw new Error(
+          `${e.message}\ncron: ${await Deno.readTextFile(`${c}/cron.log`).catch(() => "")}\n` +
+            `daemon: ${daemon?.output}`,
+        );
+      });
       const find = (subject: RegExp) => {
         const m = got.find((g) => subject.test(g.subject ?? ""));
         assert.ok(m, `no message with subject ${subject}: ${got.map((g) => g.subject).join(" | ")}`);
@@ -174,8 +177,14 @@ wait $c $b 2>/dev/null || true
       const mailx = find(/mailx subject/);
       assert.deepEqual(mailx.to, ["root-alias@example.com"]);
       assert.equal(mailx.text?.trim(), "Temperatur im Kühlschrank: 3 °C");
-      assert.equal(await outbox.pendingCount(), 0);
+      assert.match(
+        daemon.output,
+        /enqueued .*uid=65534.*source=maildrop/,
+        "nobody's cron job went through too",
+      );
+      assert.doesNotMatch(daemon.output, /NotCapable|Requires (read|write|net|env|run|sys) access/);
     } finally {
+      await daemon?.stop();
       await sink.stop();
       await Deno.remove(dir, { recursive: true });
     }
