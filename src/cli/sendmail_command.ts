@@ -354,13 +354,19 @@ export async function sendmailCommand(args: string[]): Promise<number> {
     for (const p of parts) if (!eightBit) eightBit = p.some((b) => b >= 0x80);
     const all = new Uint8Array(size);
     parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
-    return await deliverNow(smtp, done.envelope, {
-      size,
-      eightBit,
-      longLines: hasLongLines(all),
-      smtputf8: done.smtputf8,
-      write: (w) => w.write(all),
-    }, "outpost sendmail");
+    return await deliverNow(
+      smtp,
+      done.envelope,
+      {
+        size,
+        eightBit,
+        longLines: hasLongLines(all),
+        smtputf8: done.smtputf8,
+        write: (w) => w.write(all),
+      },
+      "outpost sendmail",
+      { quiet: true },
+    ); // sendmail prints nothing on success, even with --now
   }
   const meta: DropMeta = {
     to: done.envelope.to,
@@ -484,8 +490,8 @@ export function enqueueFailed(e: unknown, prog: string): number {
 }
 
 /**
- * Delivers one message right now (no outbox), prints the server's final reply or the error, and maps the outcome
- * to a sysexits status: 0 only when every recipient was accepted.
+ * Delivers one message right now (no outbox), prints the server's final reply (unless `quiet`) or the error, and
+ * maps the outcome to a sysexits status: 0 only when every recipient was accepted.
  *
  * @example
  * ```ts
@@ -497,10 +503,11 @@ export async function deliverNow(
   envelope: { from: string; to: string[] },
   source: MessageSource,
   prog: string,
+  opts: { quiet?: boolean } = {},
 ): Promise<number> {
   try {
     const r = await deliver(smtp, envelope, source);
-    console.log(formatReply(r.reply));
+    if (!opts.quiet) console.log(formatReply(r.reply));
     for (const f of r.refused) console.error(`${prog}: ${f.error.message}`);
     if (r.refused.length === 0) return EX.OK;
     return r.refused.every((f) => f.error.permanent) ? EX.UNAVAILABLE : EX.TEMPFAIL;
