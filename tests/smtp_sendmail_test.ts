@@ -130,7 +130,7 @@ Deno.test({
       const list = await outpost(["outbox", "list", "--json", "-C", cfg]);
       assert.equal(list.code, 0);
       assert.equal(JSON.parse(list.stdout.trim()).subject, "later");
-      assert.equal((await outpost(["outbox", "purge", "-C", cfg])).code, 0);
+      assert.equal((await outpost(["outbox", "purge", "--all", "-C", cfg])).code, 0);
       const cfg2 = await writeConfig(`${dir}`, srv.port);
       const bad = await outpost(["sendmail", "--now", "-C", cfg2, "x@example.com"], "Subject: s\n\nbody\n");
       assert.equal(bad.code, 69, bad.stderr);

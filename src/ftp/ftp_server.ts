@@ -290,13 +290,16 @@ export class FtpServer {
       opts,
       log: this.#log,
       buffers: this.#buffers,
-      loginFailed: (ip) => {
-        this.#counters.loginFailures++;
-        return this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs);
-      },
+      loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
       loginSucceeded: (ip) => this.#bans.clear(ip),
       xferlog: (e) => this.#xferlog(e),
       tls: null,
+    };
+    // Count failed logins for `outpost status` and /metrics.
+    const loginFailed = this.#ctx.loginFailed;
+    this.#ctx.loginFailed = (ip) => {
+      this.#counters.loginFailures++;
+      return loginFailed(ip);
     };
   }
 
@@ -318,43 +321,6 @@ export class FtpServer {
   /** Open control connections. */
   get sessionCount(): number {
     return this.#sessions.size;
-  }
-
-  /**
-   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
-   *
-   * @example
-   * ```ts
-   * const st = server.status();
-   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
-   * ```
-   */
-  status(): FtpServerStatus {
-    const listeners: FtpServerStatus["listeners"] = [];
-    if (this.#server) {
-      listeners.push({
-        host: this.#opts.hostname,
-        port: this.#port,
-        tls: this.#ctx.tls ? this.#ctx.tls.opts.mode : "off",
-      });
-    }
-    if (this.#implicitServer && this.#implicitPort !== null) {
-      listeners.push({
-        host: this.#opts.tls?.implicitHost ?? this.#opts.hostname,
-        port: this.#implicitPort,
-        tls: "implicit",
-      });
-    }
-    const sessions = [...this.#sessions.keys()].map((s) => ({
-      id: s.id,
-      ip: s.peerIp,
-      user: s.userName,
-      tls: s.tlsControl,
-      since: s.openedAt,
-      idleMs: Math.max(0, Date.now() - s.lastActivity),
-      transfer: s.activeTransfer,
-    }));
-    return { listeners, sessions, counters: { ...this.#counters } };
   }
 
   /** Starts listening; rejects when the address cannot be bound. */
@@ -537,5 +503,33 @@ export class FtpServer {
     await implicitClosed;
     await this.#xferChain;
     this.#log.info("closed", { port: this.#port });
+  }
+
+  /**
+   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
+   *
+   * @example
+   * ```ts
+   * const st = server.status();
+   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
+   * ```
+   */
+  status(): FtpServerStatus {
+    const listeners: FtpServerStatus["listeners"] = [];
+    const tls = this.#opts.tls;
+    if (this.port > 0) listeners.push({ host: this.hostname, port: this.port, tls: tls?.mode ?? "off" });
+    if (this.implicitPort !== null) {
+      listeners.push({ host: tls?.implicitHost ?? this.hostname, port: this.implicitPort, tls: "implicit" });
+    }
+    const sessions = [...this.#sessions.keys()].map((s) => ({
+      id: s.id,
+      ip: s.peerIp,
+      user: s.userName,
+      tls: s.tlsControl,
+      since: s.openedAt,
+      idleMs: Math.max(0, Date.now() - s.lastActivity),
+      transfer: s.activeTransfer,
+    }));
+    return { listeners, sessions, counters: { ...this.#counters } };
   }
 }

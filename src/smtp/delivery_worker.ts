@@ -286,6 +286,8 @@ export class DeliveryWorker {
         ? err
         : new SmtpError("message", `Delivery failed: ${err instanceof Error ? err.message : String(err)}`);
       const age = Date.now() - meta.created;
+      // Any reply but 250 (to the final dot too) means the server did not take it: no duplicate is possible.
+      if (error.reply !== null) await outbox.clearSending(e.id).catch(() => {});
       this.#lastError = error.message;
       this.#failingSince ??= new Date();
       if (error.permanent || age > outbox.options.maxAgeMs) {
@@ -319,7 +321,7 @@ export class DeliveryWorker {
       const delay = doubt > 0
         ? Math.max(this.#delay(age), this.#outbox.options.retryMaxMs)
         : this.#delay(age);
-      await outbox.defer(e.id, new Date(Date.now() + delay));
+      await outbox.defer(e.id, new Date(Date.now() + delay), error.message);
       this.#results.deferred++;
       if (doubt > 0) {
         log.warn("in_doubt.retry", {

@@ -156,6 +156,10 @@ export interface OutboxEntry {
   inDoubt: boolean;
   /** Why it failed (failed messages). */
   reason?: string;
+  /** Delivery attempts that failed so far (0 when none). */
+  attempts: number;
+  /** The last failed attempt's error, or null. */
+  lastError: string | null;
 }
 
 /**
@@ -315,6 +319,12 @@ export class Outbox {
     await ensureMaildrop(o.maildropDir);
     await sweepStale(o.tmpDir, () => true);
     for await (const e of Deno.readDir(o.queueDir)) {
+      if (e.name.endsWith(".error")) {
+        // Attempt counts of messages no longer queued (dropped to make room, or delivered before a crash).
+        const id = e.name.slice(0, -".error".length);
+        if (!(await exists(`${o.queueDir}/${id}.msg`))) await removeIfExists(`${o.queueDir}/${e.name}`);
+        continue;
+      }
       if (!e.name.endsWith(".sending")) continue;
       const id = e.name.slice(0, -".sending".length);
       if (!(await exists(`${o.queueDir}/${id}.msg`))) await removeIfExists(`${o.queueDir}/${e.name}`);
@@ -649,6 +659,7 @@ export class Outbox {
       if (e.meta.critical || this.busy.has(e.id)) continue;
       if (await removeIfExists(e.path)) {
         await removeIfExists(`${this.queueDir}/${e.id}.sending`);
+        await removeIfExists(`${this.queueDir}/${e.id}.error`);
         total -= e.size;
         log.warn("dropped", {
           id: e.id,
@@ -690,6 +701,7 @@ export class Outbox {
             path,
             notBefore: stat.mtime ?? new Date(0),
             inDoubt: st === "queued" && await exists(`${dir}/${id}.sending`),
+            ...(await readAttempts(`${dir}/${id}.error`)),
           };
           if (st === "failed") entry.reason = await Deno.readTextFile(`${dir}/${id}.reason`).catch(() => "");
           out.push(entry);
@@ -732,6 +744,7 @@ export class Outbox {
     for (const id of ids) {
       if (!isOutboxId(id) || this.busy.has(id) || await exists(`${this.queueDir}/${id}.sending`)) continue;
       if (await removeIfExists(`${this.queueDir}/${id}.msg`)) {
+        await removeIfExists(`${this.queueDir}/${id}.error`);
         n++;
         log.info("superseded", { id });
       }
@@ -775,10 +788,23 @@ export class Outbox {
     await removeIfExists(`${this.queueDir}/${id}.msg`);
     await fsyncDir(this.queueDir);
     await removeIfExists(`${this.queueDir}/${id}.sending`);
+    await removeIfExists(`${this.queueDir}/${id}.error`);
   }
 
-  /** Postpones the next attempt until `until` (stored as the file's mtime). */
-  async defer(id: string, until: Date): Promise<void> {
+  /**
+   * Postpones the next attempt until `until` (stored as the file's mtime). With `error`, counts a failed attempt
+   * in `<id>.error` (attempts and the last error, for `outpost outbox list`; written only when an attempt fails).
+   */
+  async defer(id: string, until: Date, error?: string): Promise<void> {
+    if (error !== undefined) {
+      const path = `${this.queueDir}/${id}.error`;
+      const { attempts } = await readAttempts(path);
+      await Deno.writeTextFile(
+        path,
+        JSON.stringify({ attempts: attempts + 1, error: error.slice(0, 1000) }) + "\n",
+      );
+      await this.#adopt(path);
+    }
     try {
       await Deno.utime(`${this.queueDir}/${id}.msg`, new Date(), until);
     } catch (e) {
@@ -794,6 +820,7 @@ export class Outbox {
     await fsyncDir(this.failedDir);
     await fsyncDir(this.queueDir);
     await removeIfExists(`${this.queueDir}/${id}.sending`);
+    await Deno.rename(`${this.queueDir}/${id}.error`, `${this.failedDir}/${id}.error`).catch(() => {});
   }
 
   /**
@@ -844,6 +871,7 @@ export class Outbox {
         await this.#copy(e.path, (m) => ({ ...m, created: Date.now() }));
         await removeIfExists(e.path);
         await removeIfExists(`${this.failedDir}/${e.id}.reason`);
+        await removeIfExists(`${this.failedDir}/${e.id}.error`);
       }
       n++;
     }
@@ -862,9 +890,22 @@ export class Outbox {
       const dir = e.state === "queued" ? this.queueDir : this.failedDir;
       await removeIfExists(`${dir}/${e.id}.sending`);
       await removeIfExists(`${dir}/${e.id}.reason`);
+      await removeIfExists(`${dir}/${e.id}.error`);
       log.info("purged", { id: e.id });
     }
     return n;
+  }
+}
+
+async function readAttempts(path: string): Promise<{ attempts: number; lastError: string | null }> {
+  try {
+    const j = JSON.parse(await Deno.readTextFile(path));
+    return {
+      attempts: Number.isInteger(j.attempts) ? j.attempts : 0,
+      lastError: typeof j.error === "string" ? j.error : null,
+    };
+  } catch {
+    return { attempts: 0, lastError: null };
   }
 }
 
