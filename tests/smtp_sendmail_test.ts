@@ -282,3 +282,21 @@ Deno.test("sendmail: a config broken outside the mail tables still queues (warni
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("send: --to root goes through [smtp] aliases; a local name without one is 67", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = await writeConfig(dir, 1, 'aliases = { root = "owner@example.com" }\n');
+    const ok = await outpost(["send", "-C", cfg, "--to", "root", "--subject", "s", "--body", "b"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const mail = await loadMailConfig(cfg);
+    const outbox = await Outbox.open(mail.outbox);
+    await outbox.pickup();
+    assert.deepEqual((await outbox.list("queued"))[0].meta.to, ["owner@example.com"]);
+    const bad = await outpost(["send", "-C", cfg, "--to", "pi", "--subject", "s", "--body", "b"]);
+    assert.equal(bad.code, 67);
+    assert.match(bad.stderr, /aliases\.pi/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
