@@ -336,6 +336,7 @@ export class Outbox {
   /** Owner of the outbox folder: files root creates in it are handed to this user. */
   #owner: { uid: number; gid: number } | null = null;
   #pickup: Promise<number> = Promise.resolve(0);
+  #junkSeen = new Set<string>();
 
   async #adopt(path: string): Promise<void> {
     if (this.#owner && this.#owner.uid !== 0 && processUid() === 0) {
@@ -387,8 +388,15 @@ export class Outbox {
       if (!isDropName(name) || !st.isFile || (!complete && old)) {
         if (!isDropName(name) || !st.isFile) {
           if (!old && st.isFile) continue; // maybe a tool in the middle of something; look again later
-          await Deno.remove(path).catch(() => {});
-          log.warn("maildrop.junk", { name, uid: st.uid ?? undefined, note: "not a maildrop file; removed" });
+          const removed = await Deno.remove(path).then(() => true, () => false);
+          if (removed || !this.#junkSeen.has(name)) {
+            log.warn("maildrop.junk", {
+              name,
+              uid: st.uid ?? undefined,
+              note: removed ? "not a maildrop file; removed" : "not a maildrop file and cannot be removed",
+            });
+          }
+          if (!removed) this.#junkSeen.add(name); // a non-empty folder a user made: say so once
           continue;
         }
         if (await unlockedOrUnreadable(path)) {
