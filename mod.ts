@@ -29,8 +29,8 @@ export { formatLogLine, journalStreamMatches, Logger, setJournalMode, setLogSink
 export type { LogSink, LogValue } from "./src/log/logger.ts";
 
 // Config.
-export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/config/config.ts";
-export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/config/config.ts";
+export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/app/outpost_config.ts";
+export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/app/outpost_config.ts";
 export { ConfigError, parseDuration, parseSize, Section } from "./src/config/section.ts";
 export { checkPasswordHash, hashPassword, verifyPassword } from "./src/config/password.ts";
 
@@ -137,7 +137,12 @@ export { StatusService } from "./src/status/status_service.ts";
 export { StatusHttp } from "./src/status/status_http.ts";
 export type { StatusHttpDeps } from "./src/status/status_http.ts";
 export { collectStatus, OUTPOST_VERSION } from "./src/status/status_snapshot.ts";
-export type { StatusSnapshot, StatusSource } from "./src/status/status_snapshot.ts";
+export type {
+  ConfigState,
+  StatusConfigView,
+  StatusSnapshot,
+  StatusSource,
+} from "./src/status/status_snapshot.ts";
 export { queryStatus, StatusQueryError } from "./src/status/query_status.ts";
 export { SensorHistory } from "./src/status/sensor_history.ts";
 export type { HistoryPoint, SavedHistory } from "./src/status/sensor_history.ts";

@@ -1,7 +1,7 @@
 // The quick-start login line names this machine's LAN addresses as well as 127.0.0.1 (issue 13, item 4).
 import assert from "node:assert/strict";
 import { lanAddresses, loginHint } from "../src/cli/lan_addresses.ts";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 
 function nic(family: "IPv4" | "IPv6", address: string): Deno.NetworkInterfaceInfo {

@@ -4,7 +4,7 @@
  * config the program accepts.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError } from "../src/config/section.ts";
 
 const README = await Deno.readTextFile(new URL("../README.md", import.meta.url));

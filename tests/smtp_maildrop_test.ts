@@ -17,7 +17,7 @@ import { asUser, chownTree, fieldUser, SKIP_FIELD } from "./helpers/field_user.t
 import { fieldDeno } from "./helpers/field_deno.ts";
 import { Outbox } from "../src/smtp/outbox.ts";
 import { STALE_DROP_MS, submitToMaildrop } from "../src/smtp/maildrop.ts";
-import { loadMailConfig } from "../src/config/config.ts";
+import { loadMailConfig } from "../src/app/outpost_config.ts";
 import { setLogSink } from "../src/log/logger.ts";
 import { FieldDaemon, layOutBoard } from "./helpers/field_daemon.ts";
 

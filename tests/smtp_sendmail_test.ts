@@ -9,7 +9,7 @@ import { startSink } from "./helpers/smtp_sink.ts";
 import { startScriptServer } from "./helpers/smtp_script_server.ts";
 import { Outbox } from "../src/smtp/outbox.ts";
 import { DeliveryWorker } from "../src/smtp/delivery_worker.ts";
-import { loadMailConfig } from "../src/config/config.ts";
+import { loadMailConfig } from "../src/app/outpost_config.ts";
 import { parseSendmailArgs } from "../src/cli/sendmail_command.ts";
 import { setLogSink } from "../src/log/logger.ts";
 

@@ -4,7 +4,7 @@
  * board's user with narrowed permissions.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 import { OutpostDaemon } from "../src/daemon/outpost_daemon.ts";
 import { setLogSink } from "../src/log/logger.ts";

@@ -3,7 +3,7 @@
  * browser test (headless Chromium) is status_browser_test.ts.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 import { OutpostDaemon } from "../src/daemon/outpost_daemon.ts";
 import { setLogSink } from "../src/log/logger.ts";

@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { findConfigPath, loadConfig } from "../config/config.ts";
+import { findConfigPath, loadConfig } from "../app/outpost_config.ts";
 import { fingerprintLines } from "../net/cert_fingerprints.ts";
 import { createSelfSignedCertificate, writeCertificateFiles } from "../net/certificate.ts";
 

@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { findConfigPath, loadConfig, type OutpostConfig } from "../config/config.ts";
+import { findConfigPath, loadConfig, type OutpostConfig } from "../app/outpost_config.ts";
 import { ConfigError } from "../config/section.ts";
 import { configSummary, configWarnings, formatConfigSummary, orderProblems } from "./config_summary.ts";
 

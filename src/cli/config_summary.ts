@@ -10,7 +10,7 @@
 
 import { listBoardProfiles } from "../alerts/board_profiles.ts";
 import { formatDuration } from "../alerts/templates.ts";
-import type { OutpostConfig } from "../config/config.ts";
+import type { OutpostConfig } from "../app/outpost_config.ts";
 import { resolvePath } from "../config/section.ts";
 import type { FtpPermissions } from "../ftp/ftp_file_system.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { OutpostConfig } from "../config/config.ts";
+import type { OutpostConfig } from "../app/outpost_config.ts";
 
 /**
  * The LAN addresses a listener on `host` is reachable at (none for a loopback or specific address: it is then

@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { ConfigError } from "../config/section.ts";
 import { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { isOutboxId, Outbox } from "../smtp/outbox.ts";
-import { findConfigPath, loadMailConfig, parseConfig } from "../config/config.ts";
+import { findConfigPath, loadMailConfig, parseConfig } from "../app/outpost_config.ts";
 import { EX } from "./sendmail_command.ts";
 
 const HELP = `Usage: outpost outbox <list|retry|purge|flush> [ID] [options]

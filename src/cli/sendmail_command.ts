@@ -11,7 +11,7 @@
 
 import { ConfigError } from "../config/section.ts";
 import { type CompletedRawMessage, completeRawMessage, HeaderInjectionError } from "../smtp/mail_message.ts";
-import { findConfigPath, loadMailConfig, type MailConfig, parseTomlDocument } from "../config/config.ts";
+import { findConfigPath, loadMailConfig, type MailConfig, parseTomlDocument } from "../app/outpost_config.ts";
 import { Section } from "../config/section.ts";
 import { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "../smtp/smtp_config.ts";
 import { OutboxFullError } from "../smtp/outbox.ts";

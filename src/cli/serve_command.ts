@@ -19,7 +19,7 @@ import {
   type OutpostConfig,
   parseConfig,
   parseTomlDocument,
-} from "../config/config.ts";
+} from "../app/outpost_config.ts";
 import { ConfigError } from "../config/section.ts";
 import { OutpostDaemon } from "../daemon/outpost_daemon.ts";
 import { SystemdNotifier } from "../daemon/systemd_notify.ts";
