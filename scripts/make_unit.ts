@@ -215,7 +215,7 @@ state=${stateDir}
 if ! getent passwd "$user" >/dev/null; then
   useradd --system --user-group --home-dir "$state" --no-create-home --shell /usr/sbin/nologin "$user"
 fi
-install -d -m 0750 -o "$user" -g "$user" "$state"
+install -d -m 0751 -o "$user" -g "$user" "$state"
 install -d -m 0750 -o "$user" -g "$user" /var/cache/outpost
 ${
     perms.dataDirs.filter((d) => d !== stateDir).map((d) =>
