@@ -167,14 +167,12 @@ ExecReload=/bin/kill -HUP $MAINPID
 # ExecStartPre, which derives the new flags.
 RestartForceExitStatus=75
 
-# Sandbox (the first three lines are what the prepare step compares against ${SANDBOX_ID_VAR})
+# Sandbox (the lines before ${SANDBOX_ID_VAR} follow the config; the prepare step rewrites them in a drop-in)
 ${sandbox.lines.join("\n")}
 Environment=${SANDBOX_ID_VAR}=${sandbox.id}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ProtectHome=yes
 PrivateTmp=yes
-PrivateDevices=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
