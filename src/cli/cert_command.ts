@@ -78,7 +78,9 @@ export async function certCommand(args: string[]): Promise<number> {
         }
         dir = tls?.certDir ?? `${stateDir}/tls`;
         const st = await Deno.stat(stateDir).catch(() => null);
-        if (st && Deno.uid() === 0 && st.uid !== null && st.uid !== 0) owner = { uid: st.uid, gid: st.gid ?? st.uid };
+        if (st && Deno.uid() === 0 && st.uid !== null && st.uid !== 0) {
+          owner = { uid: st.uid, gid: st.gid ?? st.uid };
+        }
       } else if (await Deno.stat(".outpost-state").then((s) => s.isDirectory, () => false)) {
         stateDir = `${Deno.cwd()}/.outpost-state`; // the quick-start daemon's state in this folder
         dir = `${stateDir}/tls`;
