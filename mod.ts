@@ -75,7 +75,19 @@ export { Outbox, OutboxFullError } from "./src/smtp/outbox.ts";
 export type { OutboxEntry, OutboxOptions, QueueMeta } from "./src/smtp/outbox.ts";
 export { DeliveryWorker } from "./src/smtp/delivery_worker.ts";
 export type { DeliveryWorkerOptions, WorkerStatus } from "./src/smtp/delivery_worker.ts";
-export { readOutboxConfig, readSmtpConfig } from "./src/smtp/smtp_config.ts";
+export { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "./src/smtp/smtp_config.ts";
+export type { MailPaths } from "./src/smtp/smtp_config.ts";
+export {
+  MaildropUnavailableError,
+  MessageTooLargeError,
+  STALE_DROP_MS,
+  submitToMaildrop,
+} from "./src/smtp/maildrop.ts";
+export type { DropMeta, SubmitOptions } from "./src/smtp/maildrop.ts";
+export { hasLongLines, SevenBitWriter } from "./src/smtp/seven_bit.ts";
+export { outboxAlertMailer, queueFallbackConfigNotice } from "./src/alerts/outbox_mailer.ts";
+export { renderDigestMail, renderFallbackConfigMail } from "./src/alerts/templates.ts";
+export type { DigestInput, FallbackConfigInput } from "./src/alerts/templates.ts";
 
 // Alerts.
 export { AlertMonitor } from "./src/alerts/monitor.ts";

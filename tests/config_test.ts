@@ -95,3 +95,21 @@ Deno.test("config: uploads are synced to the medium unless sync_uploads = false"
   assert.equal(parseConfig("", "/etc/outpost.toml").ftp?.syncUploads, true);
   assert.equal(parseConfig("[ftp]\nsync_uploads = false\n", "/etc/outpost.toml").ftp?.syncUploads, false);
 });
+
+Deno.test("config: a path with a space or comma is refused up front, naming the key (the board's sandbox cannot carry it)", () => {
+  assert.throws(
+    () => parseConfig('[device]\nstate_dir = "/var/lib/my outpost"\n', "/boot/outpost.toml"),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      e.problems.some((p) => /^device\.state_dir: must not contain spaces or commas/.test(p)),
+  );
+  assert.throws(
+    () =>
+      parseConfig(
+        '[[ftp.users]]\nname = "a"\npassword_hash = "x"\nroot = "/srv/a,b"\n',
+        "/boot/outpost.toml",
+      ),
+    (e: unknown) =>
+      e instanceof ConfigError && e.problems.some((p) => /ftp\.users\[0\]\.root: must not contain/.test(p)),
+  );
+});

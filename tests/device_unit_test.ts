@@ -79,19 +79,21 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
       "/var/lib/outpost",
       "/boot/firmware/outpost.toml",
       "/srv/outpost/alice",
-      "/sys/class/thermal/thermal_zone0/temp",
-      "/proc/loadavg",
     ]
   ) {
     assert.ok(perms.read.includes(p), `reads ${p}`);
   }
-  assert.ok(!perms.read.includes("/sys") && !perms.read.includes("/"), "no whole trees for exact sensors");
+  // Deno wants --allow-all for /proc and /sys whatever --allow-read says: sensors read them through cat and ls.
+  assert.ok(
+    !perms.read.some((p) => p === "/" || p.startsWith("/sys") || p.startsWith("/proc")),
+    perms.read.join(),
+  );
   assert.deepEqual(perms.write.sort(), [
     "/srv/outpost/alice",
     "/var/lib/outpost",
     "/var/log/outpost/xferlog",
   ]);
-  assert.deepEqual(perms.run.sort(), ["/usr/local/bin/read-probe", "systemd-notify"]);
+  assert.deepEqual(perms.run.sort(), ["/usr/local/bin/read-probe", "cat", "ls", "systemd-notify"]);
   assert.ok(!perms.env.includes("HOME") && perms.env.includes("NOTIFY_SOCKET"));
   const flags = denoPermissionFlags(perms, { v8MaxOldSpaceMb: 128 });
   assert.ok(flags.includes("--v8-flags=--max-old-space-size=128,--max-semi-space-size=1"));
@@ -260,4 +262,31 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     console.error = quiet;
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("device unit: a root under /home keeps /home reachable; a command sensor keeps /dev; otherwise both hidden", () => {
+  const plain = makeUnits(parseConfig(config(2121), "/x/outpost.toml"), PROFILE).service;
+  assert.match(plain, /^ProtectHome=yes$/m);
+  const home = makeUnits(
+    parseConfig(
+      config(2121).replace('root = "/srv/outpost/alice"', 'root = "/home/pi/ftp"'),
+      "/x/outpost.toml",
+    ),
+    PROFILE,
+  ).service;
+  assert.match(home, /^ProtectHome=read-only$/m);
+  assert.match(home, /^ReadWritePaths=.*-\/home\/pi\/ftp/m);
+  // config() has a command sensor (read-probe): it may need /dev/i2c-*.
+  assert.match(plain, /^PrivateDevices=no$/m);
+  const noCommand = makeUnits(
+    parseConfig(
+      config(2121).replace(
+        'type = "command"\ncommand = ["/usr/local/bin/read-probe", "--celsius"]',
+        'type = "load"',
+      ),
+      "/x/outpost.toml",
+    ),
+    PROFILE,
+  ).service;
+  assert.match(noCommand, /^PrivateDevices=yes$/m);
 });

@@ -238,6 +238,12 @@ export class Section {
       this.problem(key, "must not contain a NUL byte");
       return opts.default;
     }
+    if (/[\s,]/.test(p)) {
+      // Deno's sandbox flags are comma-separated lists and the unit's are space-separated: such a path could
+      // not be granted on the board.
+      this.problem(key, `must not contain spaces or commas (the board's sandbox cannot name it), got "${p}"`);
+      return opts.default;
+    }
     return resolvePath(this.baseDir, p);
   }
 

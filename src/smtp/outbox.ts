@@ -42,6 +42,7 @@ import {
   STALE_DROP_MS,
 } from "./maildrop.ts";
 import { formatAddressHeader } from "./mime_builder.ts";
+import { hasLongLines } from "./seven_bit.ts";
 import { Logger } from "../log/logger.ts";
 import { DataWriter } from "./dot_stuffing.ts";
 import {
@@ -120,8 +121,10 @@ export interface QueueMeta {
   messageId: string;
   /** Subject, at most 200 characters, for `outbox list`. */
   subject?: string;
-  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME). */
+  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME, or converted to quoted-printable). */
   eightBit: boolean;
+  /** A line of the stored message is longer than 998 octets (such parts are sent quoted-printable). */
+  longLines?: boolean;
   /** An envelope address is not ASCII (sent with SMTPUTF8). */
   smtputf8: boolean;
 }
@@ -333,6 +336,7 @@ export class Outbox {
   /** Owner of the outbox folder: files root creates in it are handed to this user. */
   #owner: { uid: number; gid: number } | null = null;
   #pickup: Promise<number> = Promise.resolve(0);
+  #junkSeen = new Set<string>();
 
   async #adopt(path: string): Promise<void> {
     if (this.#owner && this.#owner.uid !== 0 && processUid() === 0) {
@@ -384,8 +388,15 @@ export class Outbox {
       if (!isDropName(name) || !st.isFile || (!complete && old)) {
         if (!isDropName(name) || !st.isFile) {
           if (!old && st.isFile) continue; // maybe a tool in the middle of something; look again later
-          await Deno.remove(path).catch(() => {});
-          log.warn("maildrop.junk", { name, uid: st.uid ?? undefined, note: "not a maildrop file; removed" });
+          const removed = await Deno.remove(path).then(() => true, () => false);
+          if (removed || !this.#junkSeen.has(name)) {
+            log.warn("maildrop.junk", {
+              name,
+              uid: st.uid ?? undefined,
+              note: removed ? "not a maildrop file; removed" : "not a maildrop file and cannot be removed",
+            });
+          }
+          if (!removed) this.#junkSeen.add(name); // a non-empty folder a user made: say so once
           continue;
         }
         if (await unlockedOrUnreadable(path)) {
@@ -455,6 +466,8 @@ export class Outbox {
     const tmp = `${this.tmpDir}/${id}.tmp`;
     const head = await readHead(path, offset);
     let eightBit = false;
+    let longLines = false;
+    let lineLen = 0;
     // deno-lint-ignore no-control-regex
     const smtputf8 = [drop.from ?? "", ...drop.to].some((a) => /[^\x00-\x7f]/.test(a));
     const meta: QueueMeta = {
@@ -469,6 +482,7 @@ export class Outbox {
       messageId: headerValue(head, "message-id")?.slice(0, 998) ?? "",
       subject: headerValue(head, "subject")?.slice(0, 200),
       eightBit: false,
+      longLines: false,
       smtputf8,
       drop: name,
       uid: st.uid ?? undefined,
@@ -483,11 +497,16 @@ export class Outbox {
           const n = await src.read(buf);
           if (n === null) return;
           const chunk = buf.subarray(0, n);
-          if (!eightBit) eightBit = chunk.some((b) => b >= 0x80);
+          for (let i = 0; i < chunk.length; i++) {
+            const b = chunk[i];
+            if (b === 0x0a) lineLen = 0;
+            else if (b !== 0x0d && ++lineLen > 998) longLines = true;
+            if (b >= 0x80) eightBit = true;
+          }
           await w.write(chunk);
         }
       };
-      const headLen = await this.#writeFile(tmp, meta, body, () => eightBit);
+      const headLen = await this.#writeFile(tmp, meta, body, () => ({ eightBit, longLines }));
       size = (await Deno.stat(tmp)).size - headLen;
     } finally {
       src.close();
@@ -556,6 +575,7 @@ export class Outbox {
         messageId: raw.messageId,
         subject: subjectOf(raw.bytes),
         eightBit: raw.eightBit,
+        longLines: hasLongLines(raw.bytes),
         smtputf8: raw.smtputf8,
       };
       write = (w) => w.write(raw.bytes);
@@ -597,14 +617,14 @@ export class Outbox {
 
   /**
    * Writes meta line + message to `path` with one reused buffer (holding an flock, so a sweep never removes it)
-   * and fsyncs it; resolves to the body offset. When `eightBitAfter` returns true once the body is written, the
-   * meta's `"eightBit":false` is patched in place to `"eightBit":true ` (same length, still JSON).
+   * and fsyncs it; resolves to the body offset. Flags that `flagsAfter` reports true once the body is written
+   * are patched in place in the meta line (`"eightBit":false` becomes `"eightBit":true `: same length, still JSON).
    */
   async #writeFile(
     path: string,
     meta: QueueMeta,
     body: (w: DataWriter) => Promise<void>,
-    eightBitAfter?: () => boolean,
+    flagsAfter?: () => { eightBit: boolean; longLines: boolean },
   ): Promise<number> {
     const f = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
     try {
@@ -616,10 +636,11 @@ export class Outbox {
       const w = new DataWriter({ write: (d) => writeAll(f, d) }, { dotStuff: false, bufferSize: 65536 });
       await body(w);
       await w.end();
-      if (eightBitAfter?.() && !meta.eightBit) {
-        const at = encoder.encode(text.slice(0, text.indexOf('"eightBit":false'))).length +
-          '"eightBit":'.length;
-        await f.seek(at, Deno.SeekMode.Start);
+      const flags = flagsAfter?.() ?? { eightBit: false, longLines: false };
+      for (const key of ["eightBit", "longLines"] as const) {
+        const at = text.indexOf(`"${key}":false`);
+        if (!flags[key] || at < 0) continue;
+        await f.seek(encoder.encode(text.slice(0, at)).length + key.length + 3, Deno.SeekMode.Start);
         await writeAll(f, encoder.encode("true "));
       }
       await f.sync();
@@ -711,11 +732,52 @@ export class Outbox {
     return (await this.list("queued")).filter((e) => e.meta.tag === tag).length;
   }
 
+  /**
+   * Queued messages with one of `tags` that could still be withdrawn: not being sent and not possibly delivered
+   * already (no `.sending` marker). The alert monitor replaces such stale mail with a newer one.
+   */
+  async pending(tags: string[]): Promise<{ id: string; subject: string }[]> {
+    const want = new Set(tags);
+    return (await this.list("queued"))
+      .filter((e) => e.meta.tag !== undefined && want.has(e.meta.tag) && !e.inDoubt && !this.busy.has(e.id))
+      .map((e) => ({ id: e.id, subject: e.meta.subject ?? "" }));
+  }
+
+  /**
+   * Removes queued messages that a newer mail replaces, skipping any that started sending meanwhile or may have
+   * reached the server. Resolves to the number removed (each is logged as superseded).
+   */
+  async withdraw(ids: string[]): Promise<number> {
+    let n = 0;
+    for (const id of ids) {
+      if (!isOutboxId(id) || this.busy.has(id) || await exists(`${this.queueDir}/${id}.sending`)) continue;
+      if (await removeIfExists(`${this.queueDir}/${id}.msg`)) {
+        await removeIfExists(`${this.queueDir}/${id}.error`);
+        n++;
+        log.info("superseded", { id });
+      }
+    }
+    if (n > 0) await fsyncDir(this.queueDir);
+    return n;
+  }
+
+  /** How many times a `.sending` marker says the final "." went out without a recorded 250 (0: never). */
+  async inDoubtCount(id: string): Promise<number> {
+    try {
+      const text = await Deno.readTextFile(`${this.queueDir}/${id}.sending`);
+      return Math.max(1, text.split("\n").filter((l) => l.trim() !== "").length);
+    } catch {
+      return 0;
+    }
+  }
+
   /** Creates and fsyncs the `.sending` marker (the worker calls this right before the final "."). */
   async markSending(id: string): Promise<void> {
     const path = `${this.queueDir}/${id}.sending`;
-    const f = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
+    // One line per attempt that reached the final ".": the worker counts them to bound in-doubt resends.
+    const f = await Deno.open(path, { write: true, create: true, append: true, mode: 0o600 });
     try {
+      await this.#adopt(path);
       await writeAll(f, encoder.encode(new Date().toISOString() + "\n"));
       await f.sync();
     } finally {
@@ -749,6 +811,7 @@ export class Outbox {
         path,
         JSON.stringify({ attempts: attempts + 1, error: error.slice(0, 1000) }) + "\n",
       );
+      await this.#adopt(path);
     }
     try {
       await Deno.utime(`${this.queueDir}/${id}.msg`, new Date(), until);
@@ -760,6 +823,7 @@ export class Outbox {
   /** Moves a queued message to failed/ with `reason`. */
   async fail(id: string, reason: string): Promise<void> {
     await Deno.writeTextFile(`${this.failedDir}/${id}.reason`, reason + "\n");
+    await this.#adopt(`${this.failedDir}/${id}.reason`);
     await Deno.rename(`${this.queueDir}/${id}.msg`, `${this.failedDir}/${id}.msg`);
     await fsyncDir(this.failedDir);
     await fsyncDir(this.queueDir);
@@ -1018,12 +1082,19 @@ export function fileMessageSource(
   path: string,
   offset: number,
   size: number,
-  flags: { eightBit: boolean; smtputf8: boolean },
+  flags: { eightBit: boolean; smtputf8: boolean; longLines?: boolean },
   buf: Uint8Array,
-): { size: number; eightBit: boolean; smtputf8: boolean; write(w: DataWriter): Promise<void> } {
+): {
+  size: number;
+  eightBit: boolean;
+  longLines?: boolean;
+  smtputf8: boolean;
+  write(w: Pick<DataWriter, "write">): Promise<void>;
+} {
   return {
     size,
     eightBit: flags.eightBit,
+    longLines: flags.longLines,
     smtputf8: flags.smtputf8,
     async write(w) {
       const file = await Deno.open(path, { read: true });
