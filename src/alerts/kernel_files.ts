@@ -41,7 +41,12 @@ export function isKernelPath(path: string): boolean {
  *
  * @example
  * ```ts
- * try { await Deno.readTextFile(p); } catch (e) { if (isAllAccessRefusal(e)) { ... } }
+ * const p = "/etc/outpost/cpu-temp"; // a symlink into /sys
+ * try {
+ *   console.log(await Deno.readTextFile(p));
+ * } catch (e) {
+ *   if (isAllAccessRefusal(e)) console.log(await readKernelFile(p));
+ * }
  * ```
  */
 export function isAllAccessRefusal(e: unknown): boolean {
@@ -55,6 +60,7 @@ export function isAllAccessRefusal(e: unknown): boolean {
  * @example
  * ```ts
  * const text = await readKernelFile("/proc/loadavg");
+ * console.log(text.split(" ")[0]); // the 1-minute load
  * ```
  */
 export async function readKernelFile(path: string, maxBytes = 4096): Promise<string> {
@@ -74,6 +80,7 @@ export async function readKernelFile(path: string, maxBytes = 4096): Promise<str
  * @example
  * ```ts
  * const zones = await listKernelDir("/sys/class/thermal");
+ * console.log(zones);
  * ```
  */
 export async function listKernelDir(dir: string): Promise<string[]> {
@@ -108,7 +115,9 @@ export async function kernelFileExists(path: string): Promise<boolean> {
  *
  * @example
  * ```ts
+ * const buf = new Uint8Array(4096);
  * const text = await readSensorFile("/sys/class/thermal/thermal_zone0/temp", buf);
+ * console.log(Number(text) / 1000);
  * ```
  */
 export async function readSensorFile(path: string, buf: Uint8Array = new Uint8Array(4096)): Promise<string> {
@@ -129,6 +138,7 @@ export async function readSensorFile(path: string, buf: Uint8Array = new Uint8Ar
  * @example
  * ```ts
  * const zones = await listSensorDir("/sys/class/thermal", /^thermal_zone\d+$/);
+ * console.log(zones);
  * ```
  */
 export async function listSensorDir(dir: string, re: RegExp): Promise<string[]> {
@@ -151,6 +161,7 @@ export async function listSensorDir(dir: string, re: RegExp): Promise<string[]> 
  *
  * @example
  * ```ts
+ * const p = "/sys/class/thermal/thermal_zone0/temp";
  * if (await sensorFileExists(p)) console.log("found", p);
  * ```
  */

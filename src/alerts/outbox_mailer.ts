@@ -18,8 +18,17 @@ import { type FallbackConfigInput, renderFallbackConfigMail } from "./templates.
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ * import { AlertMonitor } from "./monitor.ts";
+ * import type { DeliveryWorker } from "../smtp/delivery_worker.ts";
+ * import type { Outbox } from "../smtp/outbox.ts";
+ *
+ * declare const daemon: { outbox: Outbox | null; worker: DeliveryWorker | null }; // what the daemon holds
+ * const config = (await loadConfig()).alerts;
+ * const stateFile = "/var/lib/outpost/alerts.json";
  * const mailer = outboxAlertMailer(() => daemon.outbox, () => daemon.worker);
  * const monitor = await AlertMonitor.open({ config, mailer, stateFile, host: "pi-freezer", board: "rpi4" });
+ * monitor.start();
  * ```
  */
 export function outboxAlertMailer(
@@ -54,6 +63,12 @@ export function outboxAlertMailer(
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../app/outpost_config.ts";
+ * import type { Outbox } from "../smtp/outbox.ts";
+ *
+ * declare const outbox: Outbox;
+ * const cfg = await loadConfig("/var/lib/outpost/last-good.toml"); // the fallback that runs
+ * const problems = ["[ftp] port: must be an integer"]; // why the boot file was refused
  * await queueFallbackConfigNotice(outbox, { to: cfg.alerts.to, stateDir: cfg.device.stateDir,
  *   fileText: await Deno.readTextFile("/boot/firmware/outpost.toml"),
  *   input: { host: "pi", board: "rpi4", file: "/boot/firmware/outpost.toml", problems,
