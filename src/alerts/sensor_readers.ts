@@ -11,6 +11,7 @@
 
 import { createHash } from "node:crypto";
 import { statfs } from "node:fs/promises";
+import { killAfter } from "../util/deadline.ts";
 
 /**
  * A sensor could not be read; the message is what the alert mail shows.
@@ -349,13 +350,7 @@ export async function runCommand(argv: string[], timeoutMs: number, maxBytes = 4
   } catch (e) {
     throw new SensorReadError(`Command ${argv[0]} could not be started: ${(e as Error).message}.`);
   }
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already exited */ }
-  }, timeoutMs);
+  using limit = killAfter(child, timeoutMs);
   const reader = child.stdout.getReader();
   const buf = new Uint8Array(maxBytes);
   let off = 0;
@@ -377,8 +372,7 @@ export async function runCommand(argv: string[], timeoutMs: number, maxBytes = 4
     reader.releaseLock();
   }
   const status = await child.status;
-  clearTimeout(timer);
-  if (timedOut) {
+  if (limit.expired) {
     throw new SensorReadError(`Command ${argv[0]} timed out after ${timeoutMs} ms and was killed.`);
   }
   if (!status.success) throw new SensorReadError(`Command ${argv[0]} exited with status ${status.code}.`);

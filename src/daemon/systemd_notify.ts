@@ -10,8 +10,12 @@
  */
 
 import { Logger } from "../log/logger.ts";
+import { killAfter } from "../util/deadline.ts";
 
 const log = new Logger("systemd");
+
+/** How long the `systemd-notify` fallback may take before it is killed. */
+const NOTIFY_TIMEOUT_MS = 5000;
 
 type DatagramSender = {
   send(p: Uint8Array, addr: { transport: "unixpacket"; path: string }): Promise<number>;
@@ -69,13 +73,17 @@ export class SystemdNotifier {
     if (!this.socketPath || this.#broken) return;
     try {
       if (await this.#sendDatagram(state)) return;
-      const out = await new Deno.Command("systemd-notify", {
+      const child = new Deno.Command("systemd-notify", {
         // --pid names the daemon as the sender: a short-lived helper otherwise races systemd's sender lookup.
         args: [`--pid=${Deno.pid}`, ...state.split("\n").filter((l) => l.length > 0)],
         stdin: "null",
         stdout: "null",
         stderr: "piped",
-      }).output();
+      }).spawn();
+      // A hung helper must not pile up one child per watchdog ping.
+      using limit = killAfter(child, NOTIFY_TIMEOUT_MS);
+      const out = await child.output();
+      if (limit.expired) throw new Error(`systemd-notify did not finish within ${NOTIFY_TIMEOUT_MS} ms`);
       if (!out.success) throw new Error(new TextDecoder().decode(out.stderr).trim() || `exit ${out.code}`);
     } catch (e) {
       this.#broken = true;

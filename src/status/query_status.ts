@@ -4,6 +4,7 @@
  * @module
  */
 
+import { closeAfter } from "../util/deadline.ts";
 import type { StatusSnapshot } from "./status_snapshot.ts";
 
 /**
@@ -62,16 +63,12 @@ export async function queryStatus(path: string, timeoutMs = 10_000): Promise<Sta
   }
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const timer = setTimeout(() => conn.close(), timeoutMs);
-  let timedOut = true;
+  using limit = closeAfter(conn, timeoutMs);
   try {
     const buf = new Uint8Array(64 * 1024);
     while (true) {
       const n = await conn.read(buf);
-      if (n === null) {
-        timedOut = false;
-        break;
-      }
+      if (n === null) break;
       total += n;
       if (total > MAX_ANSWER) {
         throw new StatusQueryError("broken", `The answer on ${path} is larger than 8 MiB.`);
@@ -80,15 +77,14 @@ export async function queryStatus(path: string, timeoutMs = 10_000): Promise<Sta
     }
   } catch (e) {
     if (e instanceof StatusQueryError) throw e;
-    if (timedOut) {
+    if (limit.expired) {
       throw new StatusQueryError(
         "broken",
         `The daemon did not answer on ${path} within ${timeoutMs / 1000} s.`,
       );
     }
-    throw e;
+    throw new StatusQueryError("broken", `The daemon's answer on ${path} broke off: ${(e as Error).message}`);
   } finally {
-    clearTimeout(timer);
     try {
       conn.close();
     } catch {

@@ -10,6 +10,7 @@
  */
 
 import { Logger } from "../log/logger.ts";
+import { closeAfter } from "../util/deadline.ts";
 
 const log = new Logger("status");
 const encoder = new TextEncoder();
@@ -73,9 +74,8 @@ export class StatusSocket {
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    using _limit = closeAfter(conn, 10_000);
     try {
-      timer = setTimeout(() => conn.close(), 10_000);
       const data = encoder.encode(JSON.stringify(await this.#answer()) + "\n");
       let off = 0;
       while (off < data.length) off += await conn.write(data.subarray(off));
@@ -84,7 +84,6 @@ export class StatusSocket {
         log.warn("socket.answer_failed", { error: (e as Error).message });
       }
     } finally {
-      clearTimeout(timer);
       try {
         conn.close();
       } catch {
