@@ -1,8 +1,8 @@
 /**
  * Type-checks every JSDoc `@example` in the project (`deno task check-docs`, part of `deno task check`).
  *
- * It runs `deno check --doc` over {@link DOC_ROOTS} (or the paths given as arguments), prints every diagnostic except one kind, and exits 1 if
- * any remain.
+ * It runs `deno check --doc` over {@link DOC_ROOTS} (or the paths given as arguments), prints every diagnostic
+ * except one kind, and exits 1 if any remain.
  *
  * The kind it drops: Deno checks each example as a module of its own and adds one line that imports every
  * export of the documented file, `import { a, b, c } from "file:///…/x.ts";`. With the project's
@@ -11,8 +11,8 @@
  * examples, and no compiler option can silence them without also silencing real unused locals. So an
  * unused-declaration diagnostic is dropped when it sits on that auto-import line: line 1 of an example module
  * (`file:///…/x.ts#12-20.ts:1:10`), or, when the example writes imports of its own, the line right after them
- * (Deno puts the example's own imports first). An unused local or import the example itself declares is still
- * reported.
+ * (Deno puts the example's own imports first), and, when Deno prints the line, it is the import of the
+ * documented file by its `file://` URL. An unused local or import the example itself declares is still reported.
  *
  * If the command fails but its output cannot be understood (Deno changed its format, a module did not
  * resolve), the script prints the whole output and fails.
@@ -167,7 +167,6 @@ export function isAutoImportArtifact(d: Diagnostic, readText: (url: URL) => stri
   if (!UNUSED_CODES.has(d.code) || d.at === null) return false;
   const example = /#\d+-\d+\.[jt]sx?$/.test(d.at.url);
   if (!example) return false;
-  if (d.at.line === 1) return true;
   if (d.at.line !== autoImportLine(d.at.url, readText)) return false;
   // Deno prints the source line unless it is very long; when it does, it must be the import of the file itself.
   const source = d.lines[1] ?? "";
