@@ -113,3 +113,17 @@ Deno.test("config: a path with a space or comma is refused up front, naming the 
       e instanceof ConfigError && e.problems.some((p) => /ftp\.users\[0\]\.root: must not contain/.test(p)),
   );
 });
+
+Deno.test("config: [smtp] from with a display name gives the From name and the bare envelope address", () => {
+  const base = '[device]\nname = "pi-freezer"\n[smtp]\nhost = "smtp.example.com"\n';
+  const named = parseConfig(`${base}from = "Freezer Pi <you@example.com>"\n`, "/boot/outpost.toml");
+  assert.equal(named.smtp?.from, "you@example.com");
+  assert.equal(named.smtp?.fromName, "Freezer Pi");
+  const both = parseConfig(
+    `${base}from = "Freezer Pi <you@example.com>"\nfrom_name = "Lab"\n`,
+    "/boot/outpost.toml",
+  );
+  assert.equal(both.smtp?.fromName, "Lab", "from_name wins");
+  const bare = parseConfig(`${base}from = "you@example.com"\n`, "/boot/outpost.toml");
+  assert.equal(bare.smtp?.fromName, "pi-freezer", "the device name by default");
+});

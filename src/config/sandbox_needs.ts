@@ -194,7 +194,9 @@ export function isWildcardHost(host: string): boolean {
 }
 
 function netEntry(host: string, port: number, listening = true): string {
-  // A listener on a wildcard address (and its passive ports) binds whatever local address the client reached.
+  // Deno's ":PORT" covers listening on 0.0.0.0 (and loopback) only, not on "::" nor on a LAN address; so the FTP
+  // server binds its passive listeners to the same wildcard address as its control listener (ftp_session.ts).
+  if (listening && (host === "::" || host === "[::]")) return `[::]:${port}`;
   if (listening && isWildcardHost(host)) return `:${port}`;
   return `${bracket(host)}:${port}`;
 }
