@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
+import { ftpFileLimit } from "../src/ftp/ftp_server.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -186,6 +187,9 @@ TimeoutStopSec=45s
 KillMode=mixed
 Restart=on-failure
 RestartSec=5s
+# From the [ftp] limits (sessions x 4 descriptors + TLS handshakes + 512 for the rest, rounded up to a power of
+# two): the FTP server refuses connections past its limits long before this, so it never runs out of descriptors.
+LimitNOFILE=${ftpFileLimit(config.ftp ?? {})}
 User=${paths.user}
 Group=${paths.user}
 UMask=0027

@@ -245,7 +245,7 @@ export async function serveCommand(args: string[]): Promise<number> {
 
   const notifier = SystemdNotifier.fromEnv();
   await notifier.send("READY=1\nSTATUS=serving");
-  notifier.startWatchdog();
+  notifier.startWatchdog(() => daemon.healthy());
   if (crashed) {
     await daemon.notify(
       "restarted after an unclean stop",

@@ -56,6 +56,24 @@ export interface FtpServerOptions {
   maxSessions: number;
   /** Most control connections from one address (default 50); more get 421 and are closed. */
   maxSessionsPerIp: number;
+  /**
+   * Most connections at once that have not logged in yet, TLS handshakes on the implicit port included
+   * (default 50); more get 421 (or, on the implicit port, are closed).
+   */
+  maxUnauthenticated?: number;
+  /** Most not-yet-logged-in connections from one address (default 8). */
+  maxUnauthenticatedPerIp?: number;
+  /** Most TLS handshakes in progress at once on the implicit port (default 32). */
+  maxHandshakes?: number;
+  /** Most TLS handshakes in progress from one address on the implicit port (default 4). */
+  maxHandshakesPerIp?: number;
+  /** Milliseconds a connection may take from connect (or REIN, or AUTH TLS) to a good login (default 60 s). */
+  loginTimeoutMs?: number;
+  /**
+   * Milliseconds between self-checks of the listeners (default 10 s): the server connects to each of its own
+   * ports and re-creates a listener that no longer accepts (after EMFILE/ENFILE). 0 turns the check off.
+   */
+  selfCheckMs?: number;
   /** Milliseconds without a command or a running transfer before a session is closed (default 5 min). */
   idleTimeoutMs: number;
   /**
@@ -107,6 +125,12 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
     allowActive: true,
     maxSessions: 300,
     maxSessionsPerIp: 50,
+    maxUnauthenticated: 50,
+    maxUnauthenticatedPerIp: 8,
+    maxHandshakes: 32,
+    maxHandshakesPerIp: 4,
+    loginTimeoutMs: 60_000,
+    selfCheckMs: 10_000,
     idleTimeoutMs: 300_000,
     dataTimeoutMs: 30_000,
     loginFailDelayMs: 1000,
@@ -199,8 +223,99 @@ export function formatXferlogLine(e: XferEntry, now: Date): string {
   ].join(" ");
 }
 
+/** One listening port (the control port or the implicit FTPS port) and the `node:net` server behind it. */
+interface Listener {
+  readonly implicitTls: boolean;
+  readonly host: string;
+  /** The bound port (the configured one, or the one picked for port 0). */
+  port: number;
+  /** null while it is being re-created (after the old one stopped accepting). */
+  server: Server | null;
+  /** The last self-check saw it accept. */
+  accepting: boolean;
+}
+
+/** Default limits for the options that are optional in {@link FtpServerOptions}. */
+const LIMIT_DEFAULTS = {
+  maxUnauthenticated: 50,
+  maxUnauthenticatedPerIp: 8,
+  maxHandshakes: 32,
+  maxHandshakesPerIp: 4,
+  loginTimeoutMs: 60_000,
+  selfCheckMs: 10_000,
+};
+
+/** How long a self-check waits for its own connection to be accepted. */
+const PROBE_TIMEOUT_MS = 3000;
+
+function bindServer(server: Server, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (e: Error) => reject(e);
+    server.once("error", onError);
+    server.listen({ host, port }, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Stops a listener from accepting and frees its port at once. (`server.close(cb)` calls back only after every
+ * connection it accepted has ended, so it is not awaited here.)
+ */
+async function stopListening(server: Server): Promise<void> {
+  try {
+    server.close();
+  } catch {
+    // Not listening any more.
+  }
+  await new Promise((r) => setTimeout(r, 0));
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    try {
+      server.close(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
+/** The address a self-check connects to for a listener bound to `host` (loopback for the wildcards). */
+function probeHost(host: string): string {
+  if (host === "0.0.0.0" || host === "") return "127.0.0.1";
+  if (host === "::" || host === "[::]") return "::1";
+  return host.startsWith("[") ? host.slice(1, -1) : host;
+}
+
+/**
+ * Upper bound of the file descriptors the FTP server holds with `opts` (control and data sockets, passive
+ * listeners, open files, handshakes), plus room for the rest of the daemon: what `LimitNOFILE=` should allow.
+ *
+ * @example
+ * ```ts
+ * const nofile = ftpFileLimit({ maxSessions: 300 }); // 2048 (the defaults)
+ * ```
+ */
+export function ftpFileLimit(opts: Partial<Pick<FtpServerOptions, "maxSessions" | "maxHandshakes">>): number {
+  const perSession = 4; // control socket, passive listener, data socket, open file
+  const handshakes = opts.maxHandshakes ?? LIMIT_DEFAULTS.maxHandshakes;
+  const need = (opts.maxSessions ?? 300) * perSession + handshakes + 512;
+  let n = 1024;
+  while (n < need) n *= 2;
+  return n;
+}
+
 /**
  * An FTP server.
+ *
+ * Limits that keep the listeners alive against hostile clients: sessions (total and per address), connections
+ * that have not logged in yet (total and per address, with a login timeout), TLS handshakes in progress on the
+ * implicit port (total and per address), and a self-check that connects to each of its own ports every
+ * `selfCheckMs` and re-creates a listener that stopped accepting (Deno's `node:net` listener never accepts
+ * again after an EMFILE/ENFILE). {@link FtpServer.isAccepting} says whether the last check passed, so the
+ * systemd watchdog can stop pinging a wedged daemon.
  *
  * @example
  * ```ts
@@ -215,16 +330,21 @@ export class FtpServer {
   readonly #log = new Logger("ftp");
   readonly #sessions = new Map<FtpSession, Promise<void>>();
   readonly #handshakes = new Set<Promise<void>>();
+  readonly #handshakesPerIp = new Map<string, number>();
   readonly #perIp = new Map<string, number>();
   readonly #bans = new BanTable(10_000);
   readonly #buffers: BufferPool;
   readonly #ctx: SessionContext;
-  #server: Server | null = null;
-  #implicitServer: Server | null = null;
-  #implicitPort: number | null = null;
+  readonly #listeners: Listener[] = [];
+  /** Local ports of self-check connections in flight, and what to call when one is accepted. */
+  readonly #probes = new Map<number, () => void>();
+  /** Settles once the self-check connection in flight (if any) has its local port in `#probes`. */
+  #probeConnecting: Promise<void> | null = null;
+  #checking: Promise<boolean> | null = null;
   #port = 0;
   #nextId = 1;
   #timer: ReturnType<typeof setInterval> | undefined;
+  #checkTimer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   #xferChain: Promise<void> = Promise.resolve();
 
@@ -258,7 +378,7 @@ export class FtpServer {
 
   /** The implicit FTPS port (after {@link FtpServer.listen}), or null when there is none. */
   get implicitPort(): number | null {
-    return this.#implicitPort;
+    return this.#listeners.find((l) => l.implicitTls)?.port ?? null;
   }
 
   /** The port the server listens on (after {@link FtpServer.listen}). */
@@ -276,45 +396,68 @@ export class FtpServer {
     return this.#sessions.size;
   }
 
-  /** Starts listening; rejects when the address cannot be bound. */
+  /**
+   * True while every listener accepted at its last self-check (and the server is listening): what the systemd
+   * watchdog asks before each ping. A listener that stopped accepting is re-created at the next check; while
+   * that fails (the process is still out of file descriptors) this stays false.
+   *
+   * @example
+   * ```ts
+   * setInterval(() => { if (server.isAccepting()) notifier.send("WATCHDOG=1"); }, 30_000);
+   * ```
+   */
+  isAccepting(): boolean {
+    return !this.#closing && this.#listeners.length > 0 && this.#listeners.every((l) => l.accepting);
+  }
+
+  /**
+   * Runs a self-check now: connects to each listener's own port, re-creates any that did not accept, and
+   * resolves to {@link FtpServer.isAccepting} afterwards.
+   *
+   * @example
+   * ```ts
+   * if (!(await server.checkAccepting())) console.log("a listener is wedged");
+   * ```
+   */
+  checkAccepting(): Promise<boolean> {
+    this.#checking ??= this.#selfCheck().finally(() => this.#checking = null);
+    return this.#checking;
+  }
+
+  /**
+   * Starts listening; rejects when an address cannot be bound. A failure leaves nothing bound (a half-started
+   * implicit FTPS listener is closed again), so a reload can put the previous server back.
+   */
   async listen(): Promise<void> {
-    if (this.#server) throw new Error("FTP server not started: it is already listening.");
-    const tlsOpts = this.#opts.tls;
-    if (tlsOpts && tlsOpts.mode !== "off") {
-      const context: ServerTlsContext = await loadFtpTlsContext(tlsOpts, this.#log);
-      this.#ctx.tls = { opts: tlsOpts, context };
-      if (tlsOpts.implicitPort !== null) {
-        const implicit = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket, true));
-        const host = tlsOpts.implicitHost ?? this.#opts.hostname;
-        await new Promise<void>((resolve, reject) => {
-          const onError = (e: Error) =>
-            reject(new Error(`Implicit FTPS not started on port ${tlsOpts.implicitPort}: ${e.message}`));
-          implicit.once("error", onError);
-          implicit.listen({ host, port: tlsOpts.implicitPort }, () => {
-            implicit.off("error", onError);
-            resolve();
-          });
-        });
-        implicit.on("error", (e) => this.#log.error("listener.error", { error: String(e) }));
-        this.#implicitServer = implicit;
-        const a = implicit.address();
-        this.#implicitPort = typeof a === "object" && a ? a.port : tlsOpts.implicitPort;
-        this.#log.info("listening.implicit_tls", { host, port: this.#implicitPort });
+    if (this.#listeners.length > 0) throw new Error("FTP server not started: it is already listening.");
+    try {
+      const tlsOpts = this.#opts.tls;
+      if (tlsOpts && tlsOpts.mode !== "off") {
+        const context: ServerTlsContext = await loadFtpTlsContext(tlsOpts, this.#log);
+        this.#ctx.tls = { opts: tlsOpts, context };
+        if (tlsOpts.implicitPort !== null) {
+          const host = tlsOpts.implicitHost ?? this.#opts.hostname;
+          try {
+            await this.#addListener(true, host, tlsOpts.implicitPort);
+          } catch (e) {
+            throw new Error(
+              `Implicit FTPS not started on port ${tlsOpts.implicitPort}: ${(e as Error).message}`,
+            );
+          }
+          this.#log.info("listening.implicit_tls", { host, port: this.implicitPort });
+        }
       }
+      try {
+        this.#port = (await this.#addListener(false, this.#opts.hostname, this.#opts.port)).port;
+      } catch (e) {
+        throw new Error(`FTP server not started: ${(e as Error).message}`);
+      }
+    } catch (e) {
+      const bound = this.#listeners.splice(0);
+      await Promise.all(bound.map((l) => l.server ? stopListening(l.server) : Promise.resolve()));
+      this.#ctx.tls = null;
+      throw e;
     }
-    const server = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket, false));
-    await new Promise<void>((resolve, reject) => {
-      const onError = (e: Error) => reject(new Error(`FTP server not started: ${e.message}`));
-      server.once("error", onError);
-      server.listen({ host: this.#opts.hostname, port: this.#opts.port }, () => {
-        server.off("error", onError);
-        resolve();
-      });
-    });
-    server.on("error", (e) => this.#log.error("listener.error", { error: String(e) }));
-    this.#server = server;
-    const addr = server.address();
-    this.#port = typeof addr === "object" && addr ? addr.port : this.#opts.port;
     const period = Math.max(
       50,
       Math.min(1000, Math.floor(Math.min(this.#opts.idleTimeoutMs, this.#opts.dataTimeoutMs) / 4)),
@@ -323,7 +466,103 @@ export class FtpServer {
       const now = Date.now();
       for (const s of this.#sessions.keys()) s.tick(now);
     }, period);
+    const every = this.#opts.selfCheckMs ?? LIMIT_DEFAULTS.selfCheckMs;
+    if (every > 0) this.#checkTimer = setInterval(() => void this.checkAccepting(), every);
     this.#log.info("listening", { host: this.#opts.hostname, port: this.#port });
+  }
+
+  async #addListener(implicitTls: boolean, host: string, port: number): Promise<Listener> {
+    const server = this.#makeServer(implicitTls);
+    await bindServer(server, host, port);
+    const a = server.address();
+    const l: Listener = {
+      implicitTls,
+      host,
+      port: typeof a === "object" && a ? a.port : port,
+      server,
+      accepting: true,
+    };
+    server.on("error", (e) => this.#log.error("listener.error", { port: l.port, error: String(e) }));
+    this.#listeners.push(l);
+    return l;
+  }
+
+  #makeServer(implicitTls: boolean): Server {
+    return createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket, implicitTls));
+  }
+
+  async #selfCheck(): Promise<boolean> {
+    for (const l of this.#listeners) {
+      if (this.#closing) break;
+      if (l.server && (await this.#probe(l))) {
+        if (!l.accepting) this.#log.info("listener.recovered", { port: l.port });
+        l.accepting = true;
+        continue;
+      }
+      if (this.#closing) break;
+      // Not accepting: Deno's node:net listener does not resume after EMFILE/ENFILE, so make a new one.
+      l.accepting = false;
+      const old = l.server;
+      l.server = null;
+      if (old) {
+        this.#log.error("listener.wedged", { port: l.port, note: "re-creating the listener" });
+        await stopListening(old);
+      }
+      const fresh = this.#makeServer(l.implicitTls);
+      try {
+        await bindServer(fresh, l.host, l.port);
+      } catch (e) {
+        this.#log.error("listener.rebind_failed", { port: l.port, error: (e as Error).message });
+        continue;
+      }
+      if (this.#closing) {
+        await stopListening(fresh);
+        break;
+      }
+      fresh.on("error", (e) => this.#log.error("listener.error", { port: l.port, error: String(e) }));
+      l.server = fresh;
+      l.accepting = await this.#probe(l);
+      if (l.accepting) this.#log.info("listener.recovered", { port: l.port });
+    }
+    return this.isAccepting();
+  }
+
+  /** Connects to the listener's own port; true when the connection is accepted within the probe timeout. */
+  async #probe(l: Listener): Promise<boolean> {
+    let accepted!: () => void;
+    const seen = new Promise<boolean>((resolve) => accepted = () => resolve(true));
+    const connecting = Deno.connect({ hostname: probeHost(l.host), port: l.port });
+    let localPort = -1;
+    this.#probeConnecting = connecting.then((c) => {
+      localPort = c.localAddr.port;
+      this.#probes.set(localPort, accepted);
+    }, () => {});
+    let conn: Deno.TcpConn | null = null;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const timeout = new Promise<boolean>((resolve) =>
+        timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS)
+      );
+      conn = await Promise.race([connecting, timeout.then(() => null)]);
+      if (conn === null) {
+        connecting.then((c) => c.close(), () => {});
+        return false;
+      }
+      await this.#probeConnecting;
+      return await Promise.race([seen, timeout]);
+    } catch {
+      // Refused, or this process is out of file descriptors itself.
+      return false;
+    } finally {
+      clearTimeout(timer);
+      this.#probeConnecting = null;
+      this.#probes.delete(localPort);
+      try {
+        conn?.close();
+      } catch {
+        // Already closed.
+      }
+    }
   }
 
   #refuse(socket: Socket, reply: string): void {
@@ -333,25 +572,85 @@ export class FtpServer {
     socket.end(reply + "\r\n", () => socket.destroy());
   }
 
+  /** Connections not logged in yet (sessions before login plus TLS handshakes), in total and from `ip`. */
+  #unauthenticated(ip: string): { total: number; fromIp: number } {
+    let total = this.#handshakes.size;
+    let fromIp = this.#handshakesPerIp.get(ip) ?? 0;
+    for (const s of this.#sessions.keys()) {
+      if (s.state.kind === "logged-in") continue;
+      total++;
+      if (s.peerIp === ip) fromIp++;
+    }
+    return { total, fromIp };
+  }
+
+  /** Why a new connection from `ip` must be refused, or null. */
+  #refusal(ip: string, implicitTls: boolean): string | null {
+    const o = this.#opts;
+    if (this.#closing) return "shutting_down";
+    if (this.#bans.isBanned(ip, Date.now())) return "banned";
+    if (this.#sessions.size + this.#handshakes.size >= o.maxSessions) return "max_sessions";
+    if ((this.#perIp.get(ip) ?? 0) >= o.maxSessionsPerIp) return "max_sessions_per_ip";
+    const u = this.#unauthenticated(ip);
+    if (u.total >= (o.maxUnauthenticated ?? LIMIT_DEFAULTS.maxUnauthenticated)) return "max_unauthenticated";
+    if (u.fromIp >= (o.maxUnauthenticatedPerIp ?? LIMIT_DEFAULTS.maxUnauthenticatedPerIp)) {
+      return "max_unauthenticated_per_ip";
+    }
+    if (implicitTls) {
+      if (this.#handshakes.size >= (o.maxHandshakes ?? LIMIT_DEFAULTS.maxHandshakes)) return "max_handshakes";
+      if (
+        (this.#handshakesPerIp.get(ip) ?? 0) >= (o.maxHandshakesPerIp ?? LIMIT_DEFAULTS.maxHandshakesPerIp)
+      ) {
+        return "max_handshakes_per_ip";
+      }
+    }
+    return null;
+  }
+
   #accept(socket: Socket, implicitTls: boolean): void {
+    socket.on("error", () => {});
     const peerIp = normalizeIp(socket.remoteAddress ?? "");
     const localIp = normalizeIp(socket.localAddress ?? this.#opts.hostname);
+    const remotePort = socket.remotePort ?? -1;
+    const probing = this.#probeConnecting;
+    if (probing !== null && peerIp === localIp) {
+      // Maybe the self-check's own connection: decide once its local port is known.
+      probing.then(() => this.#acceptChecked(socket, implicitTls, peerIp, localIp, remotePort));
+      return;
+    }
+    this.#acceptChecked(socket, implicitTls, peerIp, localIp, remotePort);
+  }
+
+  #acceptChecked(
+    socket: Socket,
+    implicitTls: boolean,
+    peerIp: string,
+    localIp: string,
+    remotePort: number,
+  ): void {
+    const probe = peerIp === localIp ? this.#probes.get(remotePort) : undefined;
+    if (probe) {
+      probe();
+      socket.destroy();
+      return;
+    }
+    const reason = this.#refusal(peerIp, implicitTls);
     if (implicitTls) {
       // No plaintext may be sent on an implicit-TLS port: refusals just close.
-      const refuse = (reason: string) => {
+      if (reason) {
         this.#log.info("session.refused", { ip: peerIp, reason, tls: "implicit" });
         socket.destroy();
-      };
-      if (this.#closing) return refuse("shutting_down");
-      if (this.#bans.isBanned(peerIp, Date.now())) return refuse("banned");
-      if (this.#sessions.size >= this.#opts.maxSessions) return refuse("max_sessions");
-      if ((this.#perIp.get(peerIp) ?? 0) >= this.#opts.maxSessionsPerIp) return refuse("max_sessions_per_ip");
+        return;
+      }
       const tls = this.#ctx.tls!;
       this.#perIp.set(peerIp, (this.#perIp.get(peerIp) ?? 0) + 1);
+      this.#handshakesPerIp.set(peerIp, (this.#handshakesPerIp.get(peerIp) ?? 0) + 1);
       socket.setNoDelay(true);
-      socket.on("error", () => {});
-      const pending = upgradeServerSocket(socket, tls.context, { timeoutMs: this.#opts.dataTimeoutMs }).then(
+      const pending = upgradeServerSocket(socket, tls.context, {
+        timeoutMs: Math.min(this.#opts.dataTimeoutMs, this.#loginTimeoutMs()),
+      }).then(
         (conn) => {
+          this.#handshakeDone(peerIp);
           if (this.#closing) {
             conn.close();
             this.#release(peerIp);
@@ -360,6 +659,7 @@ export class FtpServer {
           this.#startSession(conn, peerIp, localIp, true);
         },
         (e) => {
+          this.#handshakeDone(peerIp);
           this.#release(peerIp);
           this.#log.info("tls.handshake_failed", { ip: peerIp, error: (e as Error).message });
         },
@@ -368,31 +668,26 @@ export class FtpServer {
       pending.finally(() => this.#handshakes.delete(pending));
       return;
     }
-    if (this.#closing) {
-      this.#refuse(socket, "421 Server is shutting down.");
+    if (reason) {
+      this.#log.info("session.refused", { ip: peerIp, reason });
+      this.#refuse(socket, REFUSAL_REPLIES[reason] ?? "421 Service not available; try again later.");
       return;
     }
-    if (this.#bans.isBanned(peerIp, Date.now())) {
-      this.#log.info("session.refused", { ip: peerIp, reason: "banned" });
-      this.#refuse(socket, "421 Too many failed logins from your address; try again later.");
-      return;
-    }
-    if (this.#sessions.size >= this.#opts.maxSessions) {
-      this.#log.info("session.refused", { ip: peerIp, reason: "max_sessions" });
-      this.#refuse(socket, "421 Too many users are connected; try again later.");
-      return;
-    }
-    const count = this.#perIp.get(peerIp) ?? 0;
-    if (count >= this.#opts.maxSessionsPerIp) {
-      this.#log.info("session.refused", { ip: peerIp, reason: "max_sessions_per_ip" });
-      this.#refuse(socket, "421 Too many connections from your address; try again later.");
-      return;
-    }
-    this.#perIp.set(peerIp, count + 1);
+    this.#perIp.set(peerIp, (this.#perIp.get(peerIp) ?? 0) + 1);
     // Replies are small and often back to back (150 then 226): without this, Nagle's algorithm and the client's
     // delayed ACK add ~40 ms per transfer.
     socket.setNoDelay(true);
     this.#startSession(new NodeConn(socket), peerIp, localIp, false);
+  }
+
+  #loginTimeoutMs(): number {
+    return this.#opts.loginTimeoutMs ?? LIMIT_DEFAULTS.loginTimeoutMs;
+  }
+
+  #handshakeDone(ip: string): void {
+    const n = (this.#handshakesPerIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.#handshakesPerIp.delete(ip);
+    else this.#handshakesPerIp.set(ip, n);
   }
 
   #startSession(conn: NodeConn | TlsConn, peerIp: string, localIp: string, implicitTls: boolean): void {
@@ -427,12 +722,11 @@ export class FtpServer {
   async close(opts: { graceMs?: number } = {}): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    const server = this.#server;
-    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-    const implicit = this.#implicitServer;
-    const implicitClosed = implicit
-      ? new Promise<void>((resolve) => implicit.close(() => resolve()))
-      : Promise.resolve();
+    clearInterval(this.#checkTimer);
+    await this.#checking;
+    const closed = Promise.all(
+      this.#listeners.map((l) => l.server ? closeServer(l.server) : Promise.resolve()),
+    );
     await Promise.all(this.#handshakes);
     const grace = opts.graceMs ?? 0;
     if (grace > 0 && this.#sessions.size > 0) {
@@ -447,8 +741,17 @@ export class FtpServer {
     await Promise.all(this.#sessions.values());
     clearInterval(this.#timer);
     await closed;
-    await implicitClosed;
     await this.#xferChain;
     this.#log.info("closed", { port: this.#port });
   }
 }
+
+const REFUSAL_REPLIES: Record<string, string> = {
+  shutting_down: "421 Server is shutting down.",
+  banned: "421 Too many failed logins from your address; try again later.",
+  max_sessions: "421 Too many users are connected; try again later.",
+  max_sessions_per_ip: "421 Too many connections from your address; try again later.",
+  max_unauthenticated: "421 Too many connections are waiting to log in; try again later.",
+  max_unauthenticated_per_ip:
+    "421 Too many connections from your address are waiting to log in; try again later.",
+};

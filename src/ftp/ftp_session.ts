@@ -194,6 +194,8 @@ export class FtpSession {
   cwd = "/";
   /** When the last command arrived (ms since the epoch); the idle timeout counts from it. */
   lastActivity: number = Date.now();
+  /** When a session that has not logged in is closed (ms since the epoch); reset by REIN and AUTH TLS. */
+  loginDeadline: number;
   readonly #ctx: SessionContext;
   readonly #data: DataChannel;
   #ascii = true;
@@ -232,6 +234,7 @@ export class FtpSession {
     this.peerIp = peerIp;
     this.localIp = localIp;
     this.#ctx = ctx;
+    this.loginDeadline = Date.now() + (ctx.opts.loginTimeoutMs ?? 60_000);
     this.reader = new LineReader(conn, {
       maxLineLength: ctx.opts.maxLineLength,
       acceptBareCr: isUrgentAbort,
@@ -314,7 +317,10 @@ export class FtpSession {
   async shutdown(message: string): Promise<void> {
     if (this.#closed) return;
     this.#abortTransfer(false);
-    await this.reply(`421 ${message}`);
+    // A client that never reads must not hold the session open: the 421 gets one second.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.reply(`421 ${message}`), new Promise((r) => timer = setTimeout(r, 1000))]);
+    clearTimeout(timer);
     this.#closed = true;
     closeQuietly(this.control);
   }
@@ -322,6 +328,11 @@ export class FtpSession {
   /** Called periodically by the server: enforces the idle timeout and the data-stall timeout. */
   tick(now: number): void {
     if (this.#closed) return;
+    if (this.state.kind !== "logged-in" && now > this.loginDeadline) {
+      this.#ctx.log.info("session.login_timeout", { id: this.id, ip: this.peerIp });
+      this.shutdown("Login timed out; closing the control connection.").catch(() => {});
+      return;
+    }
     const t = this.#transfer;
     if (t) {
       if (t.bytes !== t.seenBytes || t.conn === null) {
@@ -618,6 +629,7 @@ export class FtpSession {
 
   #reset(): void {
     this.state = { kind: "awaiting-user" };
+    this.loginDeadline = Date.now() + (this.#ctx.opts.loginTimeoutMs ?? 60_000);
     this.cwd = "/";
     this.#ascii = true;
     this.#rest = 0;
