@@ -67,6 +67,11 @@ export interface FtpServerOptions {
   maxHandshakes?: number;
   /** Most TLS handshakes in progress from one address on the implicit port (default 4). */
   maxHandshakesPerIp?: number;
+  /**
+   * Password checks (PBKDF2) computed at once, all sessions together (default 2); more wait in a short queue
+   * (at most 4 per address, 32 in all), and a login that finds the queue full gets 421 at once.
+   */
+  maxPasswordChecks?: number;
   /** Milliseconds a connection may take from connect (or REIN, or AUTH TLS) to a good login (default 60 s). */
   loginTimeoutMs?: number;
   /**
@@ -130,6 +135,7 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
     maxHandshakes: 32,
     maxHandshakesPerIp: 4,
     loginTimeoutMs: 60_000,
+    maxPasswordChecks: 2,
     selfCheckMs: 10_000,
     idleTimeoutMs: 300_000,
     dataTimeoutMs: 30_000,
@@ -142,15 +148,41 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
   };
 }
 
-/** Failed-login counts and temporary bans per address, bounded (oldest entries are evicted first). */
-class BanTable {
+/**
+ * Failed-login counts and temporary bans per address, bounded. Under table pressure it forgets, in this order,
+ * entries whose ban has expired, then the least recently failed addresses that are not banned, and an active
+ * ban (the one ending soonest) only when every entry is one.
+ */
+export class BanTable {
   readonly #max: number;
+  /** Least recently failed first (an entry moves to the end at each failure). */
   readonly #entries = new Map<string, { fails: number; until: number }>();
 
+  /**
+   * Makes a table holding at most `max` addresses.
+   *
+   * @example
+   * ```ts
+   * const bans = new BanTable(10_000);
+   * ```
+   */
   constructor(max: number) {
     this.#max = max;
   }
 
+  /** Addresses in the table. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * True while `ip` is banned.
+   *
+   * @example
+   * ```ts
+   * if (bans.isBanned("192.168.1.7", Date.now())) refuse();
+   * ```
+   */
   isBanned(ip: string, now: number): boolean {
     const e = this.#entries.get(ip);
     if (!e || e.until === 0) return false;
@@ -159,6 +191,14 @@ class BanTable {
     return false;
   }
 
+  /**
+   * Counts a failed login from `ip`; true when the address is (now) banned.
+   *
+   * @example
+   * ```ts
+   * const banned = bans.fail("192.168.1.7", Date.now(), 5, 300_000);
+   * ```
+   */
   fail(ip: string, now: number, maxFailures: number, banMs: number): boolean {
     const e = this.#entries.get(ip) ?? { fails: 0, until: 0 };
     this.#entries.delete(ip);
@@ -167,21 +207,122 @@ class BanTable {
       e.until = 0;
       e.fails = 0;
     }
-    e.fails++;
-    if (e.fails >= maxFailures) {
-      e.until = now + banMs;
-      e.fails = 0;
+    if (e.until === 0) {
+      e.fails++;
+      if (e.fails >= maxFailures) {
+        e.until = now + banMs;
+        e.fails = 0;
+      }
     }
-    while (this.#entries.size > this.#max) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.#entries.delete(oldest);
-    }
+    while (this.#entries.size > this.#max) this.#evict(now, ip);
     return e.until !== 0;
   }
 
-  clear(ip: string): void {
-    this.#entries.delete(ip);
+  #evict(now: number, keep: string): void {
+    let soonest: string | null = null;
+    let soonestUntil = Infinity;
+    let firstUnbanned: string | null = null;
+    for (const [ip, e] of this.#entries) {
+      if (ip === keep) continue;
+      if (e.until !== 0 && now >= e.until) {
+        this.#entries.delete(ip);
+        return;
+      }
+      if (e.until === 0) {
+        firstUnbanned ??= ip;
+        // The oldest non-banned entry is the least recently failed; expired bans later in the map still win.
+        continue;
+      }
+      if (e.until < soonestUntil) {
+        soonestUntil = e.until;
+        soonest = ip;
+      }
+    }
+    const victim = firstUnbanned ?? soonest;
+    if (victim !== null) this.#entries.delete(victim);
+    else this.#entries.clear();
+  }
+
+  /**
+   * Forgets the failures of `ip` after a good login; an active ban stays.
+   *
+   * @example
+   * ```ts
+   * bans.succeeded("192.168.1.7", Date.now());
+   * ```
+   */
+  succeeded(ip: string, now: number): void {
+    if (!this.isBanned(ip, now)) this.#entries.delete(ip);
+  }
+}
+
+/**
+ * A counting semaphore with a bounded queue, for CPU-heavy work (password hashing) shared by all sessions.
+ *
+ * @example
+ * ```ts
+ * const checks = new WorkGate(2, 32, 4);
+ * const r = await checks.run("192.168.1.7", () => accounts.authenticate(name, pass));
+ * if (r === WorkGate.FULL) reply("421 Too many logins in progress; try again later.");
+ * ```
+ */
+export class WorkGate {
+  /** What {@link WorkGate.run} returns when the queue is full. */
+  static readonly FULL: unique symbol = Symbol("full");
+  readonly #slots: number;
+  readonly #maxQueued: number;
+  readonly #maxPerKey: number;
+  #running = 0;
+  readonly #queue: (() => void)[] = [];
+  readonly #perKey = new Map<string, number>();
+
+  /**
+   * `slots` jobs run at once; up to `maxQueued` wait; one key (address) may hold at most `maxPerKey` of both.
+   *
+   * @example
+   * ```ts
+   * const gate = new WorkGate(2, 32, 4);
+   * ```
+   */
+  constructor(slots: number, maxQueued: number, maxPerKey: number) {
+    this.#slots = Math.max(1, slots);
+    this.#maxQueued = maxQueued;
+    this.#maxPerKey = maxPerKey;
+  }
+
+  /** Jobs running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /**
+   * Runs `job` when a slot is free; {@link WorkGate.FULL} at once when the queue (or the key's share) is full.
+   *
+   * @example
+   * ```ts
+   * const user = await gate.run(ip, () => accounts.authenticate(name, pass));
+   * ```
+   */
+  async run<T>(key: string, job: () => Promise<T>): Promise<T | typeof WorkGate.FULL> {
+    const mine = this.#perKey.get(key) ?? 0;
+    if (mine >= this.#maxPerKey) return WorkGate.FULL;
+    if (this.#running >= this.#slots && this.#queue.length >= this.#maxQueued) return WorkGate.FULL;
+    this.#perKey.set(key, mine + 1);
+    try {
+      if (this.#running >= this.#slots) await new Promise<void>((resolve) => this.#queue.push(resolve));
+      else this.#running++;
+      try {
+        return await job();
+      } finally {
+        const next = this.#queue.shift();
+        if (next) next(); // the slot passes straight to the next job
+        else this.#running--;
+      }
+    } finally {
+      const n = (this.#perKey.get(key) ?? 1) - 1;
+      if (n <= 0) this.#perKey.delete(key);
+      else this.#perKey.set(key, n);
+    }
   }
 }
 
@@ -333,6 +474,7 @@ export class FtpServer {
   readonly #handshakesPerIp = new Map<string, number>();
   readonly #perIp = new Map<string, number>();
   readonly #bans = new BanTable(10_000);
+  readonly #passwordChecks: WorkGate;
   readonly #buffers: BufferPool;
   readonly #ctx: SessionContext;
   readonly #listeners: Listener[] = [];
@@ -359,6 +501,7 @@ export class FtpServer {
    */
   constructor(opts: FtpServerOptions) {
     this.#opts = opts;
+    this.#passwordChecks = new WorkGate(opts.maxPasswordChecks ?? 2, 32, 4);
     this.#buffers = new BufferPool(
       opts.transferBufferSize ?? TRANSFER_BUFFER_SIZE,
       4,
@@ -370,7 +513,9 @@ export class FtpServer {
       log: this.#log,
       buffers: this.#buffers,
       loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
-      loginSucceeded: (ip) => this.#bans.clear(ip),
+      loginSucceeded: (ip) => this.#bans.succeeded(ip, Date.now()),
+      isBanned: (ip) => this.#bans.isBanned(ip, Date.now()),
+      checkPassword: (ip, job) => this.#passwordChecks.run(ip, job),
       xferlog: (e) => this.#xferlog(e),
       tls: null,
     };

@@ -70,6 +70,8 @@ import {
  *   buffers: new BufferPool(TRANSFER_BUFFER_SIZE, 4),
  *   loginFailed: () => false,
  *   loginSucceeded: () => {},
+ *   isBanned: () => false,
+ *   checkPassword: (_ip, job) => job(),
  *   xferlog: () => {},
  *   tls: null,
  * };
@@ -84,8 +86,15 @@ export interface SessionContext {
   readonly buffers: BufferPool;
   /** Records a failed login from `ip`; true when the address is now banned. */
   loginFailed(ip: string): boolean;
-  /** Records a good login from `ip` (clears its failure count). */
+  /** Records a good login from `ip` (clears its failure count; an active ban stays). */
   loginSucceeded(ip: string): void;
+  /** True while `ip` is banned after too many failed logins (checked at every USER and PASS). */
+  isBanned(ip: string): boolean;
+  /**
+   * Runs a password check through the server-wide gate (a few at once, a short queue); the `FULL` symbol when
+   * the queue is full.
+   */
+  checkPassword<T>(ip: string, job: () => Promise<T>): Promise<T | symbol>;
   /** Appends one transfer to the xferlog, if configured. */
   xferlog(entry: XferEntry): void;
   /** FTPS settings and the shared TLS context, or null when TLS is off. */
@@ -638,11 +647,20 @@ export class FtpSession {
     this.#facts = [...MLST_FACTS];
   }
 
+  /** Answers 421 and ends the session when the address is banned (at every USER and PASS). */
+  async #refuseBanned(): Promise<boolean> {
+    if (!this.#ctx.isBanned(this.peerIp)) return false;
+    this.#ctx.log.info("login.refused", { id: this.id, ip: this.peerIp, reason: "banned" });
+    await this.reply("421 Too many failed logins from your address; try again later.");
+    return true;
+  }
+
   async #user(name: string): Promise<boolean> {
     if (this.state.kind === "logged-in") {
       await this.reply("530 Already logged in; send REIN to change the user.");
       return true;
     }
+    if (await this.#refuseBanned()) return false;
     this.state = { kind: "awaiting-pass", name };
     await this.reply("331 User name okay, need password.");
     return true;
@@ -659,8 +677,20 @@ export class FtpSession {
       return true;
     }
     const { opts, log } = this.#ctx;
-    const user = await opts.accounts.authenticate(state.name, password);
+    if (await this.#refuseBanned()) return false;
+    const checked = await this.#ctx.checkPassword(
+      this.peerIp,
+      () => opts.accounts.authenticate(state.name, password),
+    );
     this.state = { kind: "awaiting-user" };
+    if (typeof checked === "symbol") {
+      log.info("login.refused", { id: this.id, ip: this.peerIp, reason: "password_checks_busy" });
+      await this.reply("421 Too many logins in progress; try again later.");
+      return false;
+    }
+    // A ban that began while the password was being checked (other sessions of the address failed) holds.
+    if (await this.#refuseBanned()) return false;
+    const user = checked;
     if (user === null) {
       const banned = this.#ctx.loginFailed(this.peerIp);
       log.info("login.failed", { id: this.id, ip: this.peerIp, user: state.name, banned });
