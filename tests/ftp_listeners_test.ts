@@ -10,6 +10,7 @@ import { FtpControl, type FtpReply, startFtp } from "./helpers/ftp_fixture.ts";
 import { startFtps } from "./helpers/ftps_fixture.ts";
 import { LineReader } from "../src/net/line_reader.ts";
 import { SYSTEM_PYTHON } from "./helpers/peers.ts";
+import { readStream, startFtpChild } from "./helpers/ftp_child.ts";
 
 const HOST = "127.0.0.1";
 
@@ -155,76 +156,26 @@ Deno.test("listen() that fails on the control port leaves the implicit FTPS port
   }
 });
 
-const streamReaders = new WeakMap<
-  ReadableStream<Uint8Array>,
-  { r: ReadableStreamDefaultReader<Uint8Array>; rest: Uint8Array }
->();
-
-/** `read(buf)` over a byte stream (for LineReader). */
-async function readStream(stream: ReadableStream<Uint8Array>, buf: Uint8Array): Promise<number | null> {
-  let st = streamReaders.get(stream);
-  if (!st) streamReaders.set(stream, st = { r: stream.getReader(), rest: new Uint8Array(0) });
-  if (st.rest.length === 0) {
-    const { value, done } = await st.r.read();
-    if (done) return null;
-    st.rest = value;
-  }
-  const n = Math.min(buf.length, st.rest.length);
-  buf.set(st.rest.subarray(0, n));
-  st.rest = st.rest.subarray(n);
-  return n;
-}
-
-/** Reads the child's JSON lines (log lines in between are skipped). */
-class ChildLines {
-  readonly #reader: LineReader;
-  constructor(stdout: ReadableStream<Uint8Array>) {
-    this.#reader = new LineReader({ read: (b: Uint8Array) => readStream(stdout, b) }, {
-      maxLineLength: 1 << 20,
-    });
-  }
-  async next<T>(): Promise<T> {
-    for (let i = 0; i < 10_000; i++) {
-      const line = await this.#reader.readLine();
-      if (line === null) throw new Error("Child ended.");
-      if (line.startsWith("{")) return JSON.parse(line) as T;
-    }
-    throw new Error("No JSON line from the child.");
-  }
-}
-
 Deno.test({
   name: "both listeners accept again after the process ran out of file descriptors (ulimit -n 128)",
   async fn() {
-    const opts = {
+    const child = await startFtpChild({
       tls: true,
-      selfCheckMs: 0, // checks are driven from here, so the test sees the wedged state
+      selfCheckMs: 0, // checks are driven from here
       maxSessions: 10_000,
       maxSessionsPerIp: 10_000,
       maxUnauthenticated: 10_000,
       maxUnauthenticatedPerIp: 10_000,
       maxHandshakes: 10_000,
       maxHandshakesPerIp: 10_000,
-    };
-    const script = new URL("./helpers/ftp_server_child.ts", import.meta.url).pathname;
-    const child = new Deno.Command("bash", {
-      args: ["-c", `ulimit -n 128 && exec "${Deno.execPath()}" run -A "${script}" '${JSON.stringify(opts)}'`],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const lines = new ChildLines(child.stdout);
-    const writer = child.stdin.getWriter();
-    const ask = async () => {
-      await writer.write(new TextEncoder().encode("check\n"));
-      return (await lines.next<{ accepting: boolean }>()).accepting;
-    };
+    }, { nofile: 128 });
+    const ask = async () => (await child.ask<{ accepting: boolean }>("check")).accepting;
     // The flood comes from a Python child holding 200 idle connections until its stdin closes. (A Deno client
     // connecting as fast as it can makes Deno 2.9.6 itself panic in the server at EMFILE, in ext/signals: see
     // the README; the limits keep the daemon from ever getting there.)
     let flooder: Deno.ChildProcess | null = null;
     try {
-      const info = await lines.next<{ port: number; implicitPort: number; certPem: string }>();
+      const info = child.info;
       assert.ok(await ask(), "not accepting before the flood");
       flooder = new Deno.Command(SYSTEM_PYTHON, {
         args: [
@@ -257,7 +208,7 @@ Deno.test({
       const c = await FtpControl.connect(HOST, info.port);
       assert.equal((await c.reply()).code, 220);
       c.close();
-      const t = await Deno.connectTls({ hostname: HOST, port: info.implicitPort, caCerts: [info.certPem] });
+      const t = await Deno.connectTls({ hostname: HOST, port: info.implicitPort!, caCerts: [info.certPem] });
       const tr = new LineReader(t, { maxLineLength: 1024 });
       assert.match((await tr.readLine()) ?? "", /^220 /);
       t.close();
@@ -266,16 +217,7 @@ Deno.test({
         flooder.kill("SIGKILL");
         await flooder.status;
       }
-      await writer.close().catch(() => {});
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const ended = await Promise.race([
-        child.status.then(() => true),
-        new Promise<boolean>((r) => timer = setTimeout(() => r(false), 15_000)),
-      ]);
-      clearTimeout(timer);
-      if (!ended) child.kill("SIGKILL");
-      await child.status;
-      await child.stdout.cancel().catch(() => {});
+      await child.close();
     }
   },
 });

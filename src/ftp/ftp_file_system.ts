@@ -228,6 +228,8 @@ export const UPLOAD_TEMP_PREFIX = ".outpost-upload-";
 const NOT_FOUND = "No such file or directory.";
 const DENIED = "Permission denied.";
 const COPY_BUFFER_SIZE = 64 * 1024;
+/** Directory entries statted together (and held at once) while listing. */
+const LIST_BATCH = 32;
 
 /**
  * Maps any error from a file system call (or from writing an upload's file) to an {@link FtpFsError} whose
@@ -485,7 +487,8 @@ export class FtpFileSystem {
 
   /**
    * Lists a directory. Symlinks inside the root appear as their targets; symlinks leading outside, upload temp
-   * files and names holding CR/LF/NUL (which no client could address) are left out.
+   * files and names holding CR/LF/NUL (which no client could address) are left out. Holds the whole listing in
+   * memory: for transfers use {@link FtpFileSystem.listBatches}.
    *
    * @example
    * ```ts
@@ -493,32 +496,75 @@ export class FtpFileSystem {
    * ```
    */
   async list(vdir: string): Promise<FtpFileInfo[]> {
-    const dirReal = await this.hostPath(vdir);
     const out: FtpFileInfo[] = [];
+    for await (const batch of this.listBatches(vdir)) out.push(...batch);
+    return out;
+  }
+
+  /**
+   * Lists a directory in batches of at most `batchSize` entries, in bounded memory whatever its size:
+   * `Deno.readDir` is read lazily and each batch is statted together before it is handed out. Same filtering
+   * as {@link FtpFileSystem.list}; a batch may be shorter (entries removed while listing are left out).
+   *
+   * @example
+   * ```ts
+   * for await (const batch of fs.listBatches("/big")) for (const e of batch) send(e.name);
+   * ```
+   */
+  async *listBatches(vdir: string, batchSize = LIST_BATCH): AsyncGenerator<FtpFileInfo[]> {
+    const dirReal = await this.hostPath(vdir);
+    let st: Deno.FileInfo;
     try {
-      const st = await Deno.stat(dirReal);
-      if (!st.isDirectory) throw new FtpFsError(550, "Not a directory.");
-      for await (const entry of Deno.readDir(dirReal)) {
-        const name = entry.name;
-        if (name.startsWith(UPLOAD_TEMP_PREFIX) || hasControlChars(name)) continue;
-        const path = dirReal === "/" ? `/${name}` : `${dirReal}/${name}`;
-        try {
-          if (entry.isSymlink) {
-            const verdict = await this.#judgeLink(path, dirReal);
-            if (verdict.kind === "outside") continue;
-            if (verdict.kind === "dangling") out.push(infoFrom(name, await Deno.lstat(path), "link"));
-            else out.push(infoFrom(name, await Deno.stat(verdict.real)));
-          } else {
-            out.push(infoFrom(name, await Deno.lstat(path)));
-          }
-        } catch {
-          // Removed while listing: leave it out.
-        }
-      }
+      st = await Deno.stat(dirReal);
     } catch (e) {
       throw toFtpFsError(e);
     }
-    return out;
+    if (!st.isDirectory) throw new FtpFsError(550, "Not a directory.");
+    let pending: Deno.DirEntry[] = [];
+    const iter = Deno.readDir(dirReal)[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        let r: IteratorResult<Deno.DirEntry>;
+        try {
+          r = await iter.next();
+        } catch (e) {
+          throw toFtpFsError(e);
+        }
+        if (!r.done) {
+          const name = r.value.name;
+          if (name.startsWith(UPLOAD_TEMP_PREFIX) || hasControlChars(name)) continue;
+          pending.push(r.value);
+          if (pending.length < batchSize) continue;
+        }
+        if (pending.length > 0) {
+          const batch = pending;
+          pending = [];
+          const infos = await Promise.all(batch.map((e) => this.#entryInfo(dirReal, e)));
+          yield infos.filter((x): x is FtpFileInfo => x !== null);
+        }
+        if (r.done) return;
+      }
+    } finally {
+      await iter.return?.();
+    }
+  }
+
+  /** Info for one directory entry, or null when it is to be left out (a link leading out, or gone). */
+  async #entryInfo(dirReal: string, entry: Deno.DirEntry): Promise<FtpFileInfo | null> {
+    const name = entry.name;
+    const path = dirReal === "/" ? `/${name}` : `${dirReal}/${name}`;
+    try {
+      if (entry.isSymlink) {
+        const verdict = await this.#judgeLink(path, dirReal);
+        if (verdict.kind === "outside") return null;
+        if (verdict.kind === "dangling") return infoFrom(name, await Deno.lstat(path), "link");
+        return infoFrom(name, await Deno.stat(verdict.real));
+      }
+      return infoFrom(name, await Deno.lstat(path));
+    } catch {
+      // Removed while listing: leave it out.
+      return null;
+    }
   }
 
   /**

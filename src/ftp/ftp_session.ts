@@ -164,6 +164,11 @@ interface Transfer extends TransferProgress {
 
 const encoder = new TextEncoder();
 
+/** A listing of one entry (LIST or STAT of a file), shaped like {@link FtpFileSystem.listBatches}. */
+async function* oneBatch(info: FtpFileInfo): AsyncGenerator<FtpFileInfo[]> {
+  yield [info];
+}
+
 function quotePath(p: string): string {
   return sanitizeForReply(p).replaceAll('"', '""');
 }
@@ -918,11 +923,12 @@ export class FtpSession {
     }
     const p = fs.resolve(this.cwd, stripListOptions(arg) || ".");
     const info = await fs.stat(p);
-    const entries = info.type === "dir" ? await fs.list(p) : [info];
+    const batches = info.type === "dir" ? fs.listBatches(p) : oneBatch(info);
     const now = new Date();
     let out = `213-Status of "${quotePath(p)}":\r\n`;
-    for (const e of entries) {
-      out += ` ${sanitizeForReply(formatListLine(e, now))}\r\n`;
+    // Streamed in batches: a directory of any size costs one batch and ~16 KiB of reply text at a time.
+    for await (const batch of batches) {
+      for (const e of batch) out += ` ${sanitizeForReply(formatListLine(e, now))}\r\n`;
       if (out.length > 16384) {
         await this.reply(out);
         out = "";
@@ -1106,18 +1112,25 @@ export class FtpSession {
       await this.reply("501 MLSD needs a directory; use MLST for a file.");
       return;
     }
-    const entries: FtpFileInfo[] = info.type === "dir" ? await fs.list(p) : [info];
     const facts = this.#facts;
+    // The directory is read while it is sent, one batch of entries at a time (bounded memory for any size).
+    const batches = info.type === "dir" ? fs.listBatches(p) : oneBatch(info);
     this.#startTransfer(kind, p, "150 Here comes the directory listing.", {
       body: async (conn, buf, t) => {
         const out = new LineWriter(conn, buf, t);
         const now = new Date();
-        for (const e of entries) {
-          if (kind === "list") await out.line(formatListLine(e, now));
-          else if (kind === "nlst") await out.line(formatNlstLine(e));
-          else await out.line(filterFacts(formatMlsxFacts(e, user.perms), facts));
+        for await (const batch of batches) {
+          if (t.aborted || t.timedOut) break;
+          for (const e of batch) {
+            if (kind === "list") await out.line(formatListLine(e, now));
+            else if (kind === "nlst") await out.line(formatNlstLine(e));
+            else await out.line(filterFacts(formatMlsxFacts(e, user.perms), facts));
+          }
         }
         await out.flush();
+      },
+      cleanup: async () => {
+        await batches.return(undefined);
       },
       success: "226 Directory send OK.",
     });

@@ -2,7 +2,7 @@
  * An FTP server in a child process, for tests that need their own file-descriptor limit
  * (`bash -c "ulimit -n 128; exec deno run ..."`). It prints one JSON line
  * `{ port, implicitPort, certPem, root }` when listening, then answers stdin lines: `check` prints
- * `{ accepting }` after a self-check; end of stdin closes the server and exits.
+ * `{ accepting }` after a self-check, `mem` prints `Deno.memoryUsage()`; end of stdin closes the server and exits.
  *
  * Options come as one JSON argument (merged over the defaults; `tls: true` turns on an implicit FTPS port).
  *
@@ -60,6 +60,7 @@ for (let i = 0; i < 100_000; i++) {
   const line = await reader.readLine();
   if (line === null) break;
   if (line === "check") console.log(JSON.stringify({ accepting: await server.checkAccepting() }));
+  if (line === "mem") console.log(JSON.stringify(Deno.memoryUsage()));
 }
 await server.close();
 await Deno.remove(base, { recursive: true });
