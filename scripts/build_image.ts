@@ -20,18 +20,25 @@ import { ConfigError } from "../src/config/section.ts";
 import { bundleOutpost, BUNDLES } from "./bundle_outpost.ts";
 import { defaultCacheDir, fetchDenoArm64 } from "./deno_arm64.ts";
 import {
+  ARM64_IMAGE_ADVICE,
   checkFilesystems,
   debugfsBatch,
   extFreeBytes,
+  type ExtInode,
+  extListDir,
+  extReadFile,
   extStat,
   fatFreeBytes,
   ImageError,
   type ImageLayout,
   mtoolsImage,
   mustRun,
+  parseExtStat,
   readImageLayout,
+  requireArm64,
   runTool,
 } from "./disk_image.ts";
+import { type AccountFiles, planAccount } from "./image_account.ts";
 import { type BoardPaths, DEFAULT_BOARD_PATHS, makeUnits, readBoardProfile } from "./make_unit.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -143,7 +150,7 @@ function ancestors(path: string): string[] {
  */
 export async function buildImage(opts: BuildImageOptions): Promise<BuildImageResult> {
   const log = opts.log ?? ((l: string) => console.error(l));
-  const steps = 8;
+  const steps = 9;
   let step = 0;
   const progress = (msg: string) => log(`[${++step}/${steps}] ${msg}`);
 
@@ -161,7 +168,17 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
   const compressed = opts.base.endsWith(".xz");
 
   progress(`Checking ${opts.base}`);
-  if (!compressed) await readImageLayout(opts.base); // refuse a garbage input before writing anything
+  if (/armhf/i.test(opts.base.slice(opts.base.lastIndexOf("/") + 1))) {
+    throw new ImageError(
+      `Cannot use ${opts.base}: its name says it is a 32-bit (armhf) image, and Deno, which runs outpost, has no ` +
+        `32-bit ARM build. ${ARM64_IMAGE_ADVICE}`,
+    );
+  }
+  if (!compressed) {
+    // Refuse a garbage or 32-bit input before writing anything.
+    const layout = await readImageLayout(opts.base);
+    await requireArm64(opts.base, layout.root, log);
+  }
   const outBytes = compressed ? await xzUncompressedSize(opts.base) : baseInfo.size;
   const avail = await availableBytes(dirOf(opts.out));
   if (avail < outBytes + 64 * MIB) {
@@ -172,16 +189,38 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     );
   }
 
-  // Everything that can fail without touching the output is prepared first.
-  progress("Preparing the runtime, the bundle and the config");
-  const profile = await readBoardProfile(opts.board ?? "generic-arm64", opts.boardsDir);
-  const denoBin = opts.deno ?? await fetchDenoArm64(opts.cacheDir ?? defaultCacheDir(), log);
-  const configText = opts.config
-    ? await Deno.readTextFile(opts.config)
-    : profile.configTemplate ?? FALLBACK_TEMPLATE;
+  // The image is built under a hidden name next to the output and renamed into place only when complete, so a
+  // refused or failed build leaves nothing that looks like an image.
+  const partial = `${dirOf(opts.out)}/.${opts.out.slice(opts.out.lastIndexOf("/") + 1)}.partial-${Deno.pid}`;
   const work = await Deno.makeTempDir({ prefix: "outpost-image-" });
   let outCreated = false;
   try {
+    progress(`${compressed ? "Decompressing" : "Copying"} ${opts.base} (${mib(outBytes)})`);
+    outCreated = true;
+    if (compressed) {
+      await mustRun(
+        "sh",
+        ["-c", 'xz -dc -- "$1" > "$2"', "sh", opts.base, partial],
+        `decompressing ${opts.base}`,
+      );
+    } else {
+      await mustRun("cp", ["--sparse=always", "--", opts.base, partial], `copying ${opts.base}`);
+    }
+    await Deno.chmod(partial, 0o644);
+    const layout = await readImageLayout(partial);
+    if (compressed) await requireArm64(partial, layout.root, log, opts.base);
+    log(
+      `      ${layout.label === "dos" ? "MBR" : "GPT"}: boot FAT at ${mib(layout.boot.offset)} (${
+        mib(layout.boot.size)
+      }), root ext4 at ${mib(layout.root.offset)} (${mib(layout.root.size)})`,
+    );
+
+    progress("Preparing the runtime, the bundle and the config");
+    const profile = await readBoardProfile(opts.board ?? "generic-arm64", opts.boardsDir);
+    const denoBin = opts.deno ?? await fetchDenoArm64(opts.cacheDir ?? defaultCacheDir(), log);
+    const configText = opts.config
+      ? await Deno.readTextFile(opts.config)
+      : profile.configTemplate ?? FALLBACK_TEMPLATE;
     let config;
     try {
       config = parseConfig(configText, "/boot/firmware/outpost.toml");
@@ -192,28 +231,10 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
       throw e;
     }
     for (const name of Object.keys(BUNDLES)) await bundleOutpost(`${work}/${name}`, BUNDLES[name]);
-
-    progress(`${compressed ? "Decompressing" : "Copying"} ${opts.base} to ${opts.out} (${mib(outBytes)})`);
-    outCreated = true;
-    if (compressed) {
-      await mustRun(
-        "sh",
-        ["-c", 'xz -dc -- "$1" > "$2"', "sh", opts.base, opts.out],
-        `decompressing ${opts.base}`,
-      );
-    } else {
-      await mustRun("cp", ["--sparse=always", "--", opts.base, opts.out], `copying ${opts.base}`);
-    }
-    await Deno.chmod(opts.out, 0o644);
-    const layout = await readImageLayout(opts.out);
-    log(
-      `      ${layout.label === "dos" ? "MBR" : "GPT"}: boot FAT at ${mib(layout.boot.offset)} (${
-        mib(layout.boot.size)
-      }), root ext4 at ${mib(layout.root.offset)} (${mib(layout.root.size)})`,
-    );
+    const img = partial;
 
     // Bookworm mounts the boot partition at /boot/firmware; older releases at /boot.
-    const firmwareDir = await extStat(opts.out, layout.root, "/boot/firmware");
+    const firmwareDir = await extStat(img, layout.root, "/boot/firmware");
     const bootMount = firmwareDir ? "/boot/firmware" : "/boot";
     const paths: BoardPaths = { ...DEFAULT_BOARD_PATHS, configPath: `${bootMount}/outpost.toml` };
     const units = makeUnits({ ...config, path: paths.configPath }, profile, paths);
@@ -255,7 +276,40 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     await Deno.writeTextFile(`${work}/outpost.service`, units.service);
     await Deno.writeTextFile(`${work}/outpost-firstboot.service`, units.firstboot);
     await Deno.writeTextFile(`${work}/outpost.toml`, configText);
+    const account = await readAccountFiles(img, layout);
+    const stateDir = config.device.stateDir;
+    const plan = planAccount(account.files, {
+      name: paths.user,
+      home: stateDir,
+      shell: "/usr/sbin/nologin",
+      gecos: "outpost FTP server and alert monitor",
+      today: Math.floor(Date.now() / 86_400_000),
+    });
+    await Deno.writeTextFile(`${work}/sysusers.conf`, plan.sysusersConf);
+    files.push({
+      path: `/usr/lib/sysusers.d/${paths.user}.conf`,
+      source: `${work}/sysusers.conf`,
+      mode: 0o644,
+    });
+    // Pi OS Lite has no MTA: cron's MAILTO and scripts get /usr/sbin/sendmail through outpost's outbox. Run as root,
+    // the message is queued as the outpost user, because the daemon must be able to read and delete it.
+    const sendmailWrapper = "/usr/local/libexec/outpost-sendmail";
+    await Deno.writeTextFile(
+      `${work}/outpost-sendmail`,
+      `#!/bin/sh\n# sendmail drop-in written by the outpost image builder: queues the message in outpost's durable\n` +
+        `# outbox; the outpost daemon delivers it. As root it queues as the ${paths.user} user (the daemon's).\n` +
+        `if [ "$(id -u)" = 0 ]; then\n` +
+        `  exec /usr/bin/setpriv --reuid=${paths.user} --regid=${paths.user} --clear-groups /usr/bin/env ` +
+        `HOME=${config.device.stateDir} DENO_DIR=/var/cache/outpost /usr/local/bin/outpost sendmail "$@"\n` +
+        `fi\nexec /usr/local/bin/outpost sendmail "$@"\n`,
+    );
+    files.push({ path: sendmailWrapper, source: `${work}/outpost-sendmail`, mode: 0o755 });
+    const baseSendmail = await extStat(img, layout.root, "/usr/sbin/sendmail");
+    const ownSendmail = baseSendmail !== null && parseExtStat(baseSendmail).target === sendmailWrapper;
     const links = [
+      ...(baseSendmail === null || ownSendmail
+        ? [{ path: "/usr/sbin/sendmail", target: sendmailWrapper }]
+        : []),
       {
         path: "/etc/systemd/system/multi-user.target.wants/outpost.service",
         target: "/etc/systemd/system/outpost.service",
@@ -268,27 +322,32 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
 
     progress("Checking free space in the image");
     const sizes = await Promise.all(files.map(async (f) => (await Deno.stat(f.source)).size));
-    const need = sizes.reduce((a, b) => a + b, 0) + 4 * MIB;
-    const extFree = await extFreeBytes(opts.out, layout.root);
+    // Files already there (an image built before, being upgraded) are replaced, so their space comes back.
+    const replaced = await Promise.all(files.map(async (f) => {
+      const st = await extStat(img, layout.root, f.path);
+      return st ? Math.max(0, parseExtStat(st).size) : 0;
+    }));
+    const need = sizes.reduce((a, b) => a + b, 0) - replaced.reduce((a, b) => a + b, 0) + 4 * MIB;
+    const extFree = await extFreeBytes(img, layout.root);
     if (extFree < need) {
       throw new ImageError(
         `The root partition has ${mib(extFree)} free but outpost needs ${mib(need)} (the Deno runtime is ` +
           `${mib(sizes[0])}). Use an image with more free space on its root partition.`,
       );
     }
-    const fatFree = await fatFreeBytes(opts.out, layout.boot);
+    const fatFree = await fatFreeBytes(img, layout.boot);
     if (fatFree < configText.length + 64 * 1024) {
       throw new ImageError(`The boot partition has only ${fatFree} bytes free; outpost.toml does not fit.`);
     }
     log(`      root: ${mib(extFree)} free, ${mib(need)} needed; boot: ${mib(fatFree)} free`);
 
-    progress(`Writing ${files.length} files and ${links.length} unit links to the root partition`);
+    progress(`Writing ${files.length} files and ${links.length} links to the root partition`);
     const dirs = [...new Set([...files, ...links].flatMap((f) => ancestors(dirOf(f.path))))].sort();
     const newDirs: string[] = [];
-    for (const d of dirs) if (!await extStat(opts.out, layout.root, d)) newDirs.push(d);
+    for (const d of dirs) if (!await extStat(img, layout.root, d)) newDirs.push(d);
     if (newDirs.length > 0) {
       await debugfsBatch(
-        opts.out,
+        img,
         layout.root,
         newDirs.flatMap((d) => [`mkdir ${d}`, `sif ${d} mode 040755`]),
         {
@@ -298,7 +357,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     }
     const ownDirs = [paths.prefix, `${paths.prefix}/bin`, `${paths.prefix}/boards`];
     await debugfsBatch(
-      opts.out,
+      img,
       layout.root,
       [...files, ...links].map((f) => `rm ${f.path}`),
       { write: true, tolerate: ["File not found", "rm: "] },
@@ -311,10 +370,66 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     }
     for (const l of links) cmds.push(`symlink ${l.path} ${l.target}`);
     for (const [i, f] of files.entries()) log(`      ${f.path} (${mib(sizes[i])}, ${f.mode.toString(8)})`);
-    await debugfsBatch(opts.out, layout.root, cmds, { write: true });
+    await debugfsBatch(img, layout.root, cmds, { write: true });
+
+    progress(
+      `${
+        plan.existed ? "Keeping" : "Declaring"
+      } the ${paths.user} account (uid ${plan.uid}, gid ${plan.gid}) ` +
+        "and its folders",
+    );
+    const accountCmds: string[] = [];
+    for (const name of ["passwd", "group", "shadow", "gshadow"] as const) {
+      const text = plan[name];
+      if (text === account.files[name]) continue;
+      const target = `/etc/${name}`;
+      const src = `${work}/account-${name}`;
+      await Deno.writeTextFile(src, text);
+      const old = account.inodes[name];
+      const secret = name === "shadow" || name === "gshadow";
+      const mode = old?.mode ?? (secret ? (account.shadowGid === null ? 0o600 : 0o640) : 0o644);
+      const gid = old?.gid ?? (secret ? account.shadowGid ?? 0 : 0);
+      if (old) accountCmds.push(`rm ${target}`);
+      accountCmds.push(
+        `write ${src} ${target}`,
+        `sif ${target} mode 0100${mode.toString(8)}`,
+        `sif ${target} uid ${old?.uid ?? 0}`,
+        `sif ${target} gid ${gid}`,
+      );
+    }
+    // The account's folders, as the first-boot step (kept as a fallback) would make them.
+    const owned: { path: string; mode: number; always: boolean }[] = [
+      { path: stateDir, mode: 0o750, always: true },
+      { path: "/var/cache/outpost", mode: 0o750, always: true },
+      ...units.perms.dataDirs.filter((d) => d !== stateDir).map((d) => ({
+        path: d,
+        mode: 0o755,
+        always: false,
+      })),
+    ];
+    const made = new Set<string>();
+    for (const d of owned) {
+      for (const a of ancestors(dirOf(d.path))) {
+        if (!made.has(a) && !await extStat(img, layout.root, a)) {
+          made.add(a);
+          accountCmds.push(`mkdir ${a}`, `sif ${a} mode 040755`, `sif ${a} uid 0`, `sif ${a} gid 0`);
+        }
+      }
+      const existed = made.has(d.path) || !!await extStat(img, layout.root, d.path);
+      if (!existed) accountCmds.push(`mkdir ${d.path}`);
+      made.add(d.path);
+      if (!existed || d.always) {
+        accountCmds.push(
+          `sif ${d.path} mode 040${d.mode.toString(8)}`,
+          `sif ${d.path} uid ${plan.uid}`,
+          `sif ${d.path} gid ${plan.gid}`,
+        );
+      }
+    }
+    await debugfsBatch(img, layout.root, accountCmds, { write: true });
 
     progress(`Writing outpost.toml to the boot partition (${bootMount}/outpost.toml on the board)`);
-    const fat = mtoolsImage(opts.out, layout.boot);
+    const fat = mtoolsImage(img, layout.boot);
     const existing = await runTool("mdir", ["-b", "-i", fat, "::/outpost.toml"]);
     if (existing.code === 0 && !opts.config) {
       log("      keeping the outpost.toml already on the boot partition");
@@ -348,8 +463,9 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     }
 
     progress("Checking both file systems (fsck.fat -n, e2fsck -fn)");
-    await checkFilesystems(opts.out, layout);
+    await checkFilesystems(img, layout);
 
+    await Deno.rename(partial, opts.out);
     progress(`Done: ${opts.out}`);
     return {
       layout,
@@ -357,11 +473,58 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
       files: files.map((f, i) => ({ path: f.path, mode: f.mode, bytes: sizes[i] })),
     };
   } catch (e) {
-    if (outCreated) await Deno.remove(opts.out).catch(() => {});
+    if (outCreated) await Deno.remove(partial).catch(() => {});
     throw e;
   } finally {
     await Deno.remove(work, { recursive: true });
   }
+}
+
+/** The base image's account files, their inodes (to keep mode and owner) and the gid of group `shadow`. */
+async function readAccountFiles(image: string, layout: ImageLayout): Promise<{
+  files: AccountFiles;
+  inodes: Record<"passwd" | "group" | "shadow" | "gshadow", ExtInode | null>;
+  shadowGid: number | null;
+}> {
+  const dec = new TextDecoder();
+  const text = async (p: string) => {
+    const b = await extReadFile(image, layout.root, p);
+    return b === null ? null : dec.decode(b);
+  };
+  const inode = async (p: string) => {
+    const st = await extStat(image, layout.root, p);
+    return st ? parseExtStat(st) : null;
+  };
+  const sysusers: string[] = [];
+  for (const dir of ["/usr/lib/sysusers.d", "/etc/sysusers.d"]) {
+    for (const name of await extListDir(image, layout.root, dir)) {
+      if (name.endsWith(".conf") && name !== "outpost.conf") {
+        sysusers.push(await text(`${dir}/${name}`) ?? "");
+      }
+    }
+  }
+  const files: AccountFiles = {
+    passwd: await text("/etc/passwd") ?? "",
+    group: await text("/etc/group") ?? "",
+    shadow: await text("/etc/shadow"),
+    gshadow: await text("/etc/gshadow"),
+    loginDefs: await text("/etc/login.defs"),
+    sysusers,
+  };
+  if (!files.passwd.includes("root:")) {
+    throw new ImageError("Cannot use the image: its root partition has no /etc/passwd with a root user.");
+  }
+  const shadowLine = files.group.split("\n").find((l) => l.startsWith("shadow:"));
+  return {
+    files,
+    inodes: {
+      passwd: await inode("/etc/passwd"),
+      group: await inode("/etc/group"),
+      shadow: await inode("/etc/shadow"),
+      gshadow: await inode("/etc/gshadow"),
+    },
+    shadowGid: shadowLine ? Number(shadowLine.split(":")[2]) : null,
+  };
 }
 
 const USAGE = `Usage: deno run -A scripts/build_image.ts --base RASPIOS.img[.xz] --out OUT.img [--board ID]

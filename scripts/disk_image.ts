@@ -393,3 +393,131 @@ export async function checkFilesystems(image: string, layout: ImageLayout): Prom
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+/**
+ * Reads a file from the ext partition (following symlinks in the path), or returns null when it does not exist.
+ *
+ * @example
+ * ```ts
+ * const passwd = await extReadFile("disk.img", layout.root, "/etc/passwd");
+ * ```
+ */
+export async function extReadFile(
+  image: string,
+  root: ImagePartition,
+  path: string,
+): Promise<Uint8Array | null> {
+  const st = await extStat(image, root, path);
+  if (!st) return null;
+  const dir = await Deno.makeTempDir({ prefix: "outpost-debugfs-" });
+  try {
+    const r = await runTool("debugfs", ["-R", `dump -p "${path}" ${dir}/file`, extImage(image, root)]);
+    try {
+      return await Deno.readFile(`${dir}/file`);
+    } catch {
+      throw new ImageError(`Cannot read ${path} from the root partition: ${r.stderr.trim()}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Names in a folder of the ext partition (empty when the folder does not exist).
+ *
+ * @example
+ * ```ts
+ * const confs = await extListDir("disk.img", layout.root, "/usr/lib/sysusers.d");
+ * ```
+ */
+export async function extListDir(image: string, root: ImagePartition, dir: string): Promise<string[]> {
+  if (!await extStat(image, root, dir)) return [];
+  const r = await runTool("debugfs", ["-R", `ls -p "${dir}"`, extImage(image, root)]);
+  return r.stdout.split("\n").map((l) => l.split("/")[5]).filter((n): n is string =>
+    n !== undefined && n !== "" && n !== "." && n !== ".."
+  );
+}
+
+/** What the root file system's programs are built for. */
+export interface ImageArch {
+  arch: "arm64" | "armhf" | "x86-64" | "other" | "unknown";
+  /** The file that told, e.g. "/usr/bin/ls is a 32-bit ARM program". */
+  evidence: string;
+}
+
+function elfArch(head: Uint8Array): { arch: ImageArch["arch"]; what: string } | null {
+  if (head.length < 20 || head[0] !== 0x7f || head[1] !== 0x45 || head[2] !== 0x4c || head[3] !== 0x46) {
+    return null;
+  }
+  const bits = head[4] === 2 ? 64 : 32;
+  const machine = head[18] | (head[19] << 8);
+  if (machine === 0xb7 && bits === 64) return { arch: "arm64", what: "a 64-bit ARM (aarch64) program" };
+  if (machine === 0x28) return { arch: "armhf", what: "a 32-bit ARM program" };
+  if (machine === 0x3e && bits === 64) return { arch: "x86-64", what: "an x86-64 (PC) program" };
+  return { arch: "other", what: `a ${bits}-bit program for ELF machine ${machine}` };
+}
+
+/**
+ * Tells the root file system's architecture from the ELF header of `ls`, else from which dynamic loader is
+ * present (a 64-bit Raspberry Pi OS may also carry 32-bit libraries, so the aarch64 loader wins).
+ *
+ * @example
+ * ```ts
+ * const { arch } = await detectImageArch("disk.img", layout.root); // "arm64"
+ * ```
+ */
+export async function detectImageArch(image: string, root: ImagePartition): Promise<ImageArch> {
+  for (const p of ["/usr/bin/ls", "/bin/ls"]) {
+    const data = await extReadFile(image, root, p);
+    const elf = data ? elfArch(data.subarray(0, 64)) : null;
+    if (elf) return { arch: elf.arch, evidence: `${p} is ${elf.what}` };
+  }
+  const loaders: [string, ImageArch["arch"]][] = [
+    ["/usr/lib/ld-linux-aarch64.so.1", "arm64"],
+    ["/lib/ld-linux-aarch64.so.1", "arm64"],
+    ["/usr/lib/ld-linux-armhf.so.3", "armhf"],
+    ["/lib/ld-linux-armhf.so.3", "armhf"],
+    ["/usr/lib64/ld-linux-x86-64.so.2", "x86-64"],
+    ["/lib64/ld-linux-x86-64.so.2", "x86-64"],
+  ];
+  for (const [p, arch] of loaders) {
+    if (await extStat(image, root, p)) return { arch, evidence: `it has ${p}` };
+  }
+  return { arch: "unknown", evidence: "it has neither /usr/bin/ls nor a known dynamic loader" };
+}
+
+/** Where to get the image outpost needs; part of every refusal of a wrong-architecture image. */
+export const ARM64_IMAGE_ADVICE = 'Download "Raspberry Pi OS Lite (64-bit)" (a file named like ' +
+  "2024-11-19-raspios-bookworm-arm64-lite.img.xz) from raspberrypi.com/software/operating-systems and build " +
+  "from that; it runs on every board outpost supports (Pi 3, 4, 5 and Zero 2 W).";
+
+/**
+ * Throws an {@link ImageError} unless the image is arm64 (an image it cannot tell is let through; `warn` says so).
+ *
+ * @example
+ * ```ts
+ * await requireArm64("raspios.img", layout.root, console.error);
+ * ```
+ */
+export async function requireArm64(
+  image: string,
+  root: ImagePartition,
+  warn: (line: string) => void,
+  shownName = image,
+): Promise<void> {
+  const { arch, evidence } = await detectImageArch(image, root);
+  if (arch === "arm64") return;
+  if (arch === "unknown") {
+    warn(`      warning: cannot tell the image's architecture (${evidence}); assuming arm64`);
+    return;
+  }
+  if (arch === "armhf") {
+    throw new ImageError(
+      `Cannot use ${shownName}: it is a 32-bit (armhf) image (${evidence}), and Deno, which runs outpost, has ` +
+        `no 32-bit ARM build. ${ARM64_IMAGE_ADVICE}`,
+    );
+  }
+  throw new ImageError(
+    `Cannot use ${shownName}: it is not an arm64 image (${evidence}). ${ARM64_IMAGE_ADVICE}`,
+  );
+}

@@ -10,10 +10,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { parse as parseToml } from "smol-toml";
+import { loadBoardProfile } from "../src/alerts/board_profiles.ts";
+import { ConfigError } from "../src/config/section.ts";
 import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
 import { ftpFileLimit } from "../src/ftp/ftp_server.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
+import { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives } from "../src/daemon/systemd_sandbox.ts";
+
+export { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives };
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -29,6 +33,10 @@ export interface BoardPaths {
   envFile: string;
   /** The unprivileged user the daemon runs as. */
   user: string;
+  /** The daemon's Deno cache folder (`CacheDirectory=outpost` makes /var/cache/outpost). */
+  cacheDir: string;
+  /** The drop-in the prepare step writes when an edited config needs other sandbox paths or capabilities. */
+  dropIn: string;
 }
 
 /** Default board paths (Raspberry Pi OS Bookworm mounts the boot partition at /boot/firmware). */
@@ -38,21 +46,24 @@ export const DEFAULT_BOARD_PATHS: BoardPaths = {
   lastGoodPath: "/var/lib/outpost/last-good.toml",
   envFile: "/run/outpost/deno-flags.env",
   user: "outpost",
+  cacheDir: "/var/cache/outpost",
+  dropIn: "/etc/systemd/system/outpost.service.d/50-sandbox.conf",
 };
 
-/** The parts of a board profile (`boards/<id>.toml`) the unit uses. */
+/** The parts of a board profile (`boards/<id>.toml`) the unit and the image use. */
 export interface BoardProfile {
   id: string;
   /** V8 old-space cap in MiB (`v8_max_old_space_mb`). */
   v8MaxOldSpaceMb: number;
-  /** The commented outpost.toml template for this board, if the profile has one. */
+  /** The commented outpost.toml template for this board (`boards/<id>.outpost.toml`), if there is one. */
   configTemplate: string | null;
   /** Lines the image adds to the boot partition's config.txt (`config_txt`, e.g. "kernel=kernel8.img"). */
   configTxt: string[];
 }
 
 /**
- * Reads `boards/<id>.toml` (and `boards/<id>.outpost.toml` as the config template when present).
+ * Reads `boards/<id>.toml` through the one profile reader (`src/alerts/board_profiles.ts`, which validates it),
+ * and `boards/<id>.outpost.toml` as the config template when present.
  *
  * @example
  * ```ts
@@ -60,50 +71,14 @@ export interface BoardProfile {
  * ```
  */
 export async function readBoardProfile(id: string, boardsDir = `${REPO}/boards`): Promise<BoardProfile> {
-  if (!/^[A-Za-z0-9._-]+$/.test(id)) {
-    throw new Error(`Board id "${id}" is not valid (letters, digits, . _ -).`);
-  }
-  let text: string;
+  let p;
   try {
-    text = await Deno.readTextFile(`${boardsDir}/${id}.toml`);
-  } catch {
-    const known: string[] = [];
-    try {
-      for await (const e of Deno.readDir(boardsDir)) {
-        if (e.name.endsWith(".toml") && !e.name.endsWith(".outpost.toml")) known.push(e.name.slice(0, -5));
-      }
-    } catch {
-      // No boards folder: the message below says none are known.
-    }
-    throw new Error(
-      `No board profile ${boardsDir}/${id}.toml (known boards: ${known.sort().join(", ") || "none"}).`,
-    );
+    p = await loadBoardProfile(id, boardsDir);
+  } catch (e) {
+    throw new Error(e instanceof ConfigError ? e.problems.join("; ") : (e as Error).message);
   }
-  const doc = parseToml(text) as Record<string, unknown>;
-  const find = (t: Record<string, unknown>, key: string): unknown => {
-    if (key in t) return t[key];
-    for (const v of Object.values(t)) {
-      if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-        const r = find(v as Record<string, unknown>, key);
-        if (r !== undefined) return r;
-      }
-    }
-    return undefined;
-  };
-  const mb = find(doc, "v8_max_old_space_mb");
-  let template: string | null = null;
-  const tmplKey = find(doc, "config_template") ?? find(doc, "outpost_toml");
-  if (typeof tmplKey === "string") template = tmplKey;
-  else {
-    template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
-  }
-  const configTxt = find(doc, "config_txt");
-  return {
-    id,
-    v8MaxOldSpaceMb: typeof mb === "number" && mb > 0 ? mb : 256,
-    configTemplate: template,
-    configTxt: Array.isArray(configTxt) ? configTxt.filter((l): l is string => typeof l === "string") : [],
-  };
+  const template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
+  return { id, v8MaxOldSpaceMb: p.v8MaxOldSpaceMb, configTemplate: template, configTxt: p.configTxt };
 }
 
 /** Units generated for one config and board. */
@@ -117,13 +92,6 @@ export interface GeneratedUnits {
   /** The permissions derived at build time (shown in the unit as a comment). */
   perms: DerivedPermissions;
 }
-
-function uniq(xs: string[]): string[] {
-  return [...new Set(xs)];
-}
-
-/** FTP data folder that every generated unit allows writes to (the board templates' suggested user root). */
-export const FTP_DATA_DIR = "/srv/ftp";
 
 /**
  * Generates the units for `config` on a board with `profile`.
@@ -140,26 +108,22 @@ export function makeUnits(
   paths: BoardPaths = DEFAULT_BOARD_PATHS,
 ): GeneratedUnits {
   const derived = derivePermissions({ ...config, path: paths.configPath });
-  // FTP data under /srv/ftp is always writable, so users added on the boot partition after flashing (the template
-  // suggests root = "/srv/ftp") work without rebuilding the unit. Other roots need a regenerated unit.
-  const perms = { ...derived, dataDirs: uniq([...derived.dataDirs, FTP_DATA_DIR]) };
+  // /srv/ftp always exists and is writable, so users added on the boot partition later (the templates suggest
+  // roots below it) need no new sandbox.
+  const perms = { ...derived, dataDirs: [...new Set([...derived.dataDirs, FTP_DATA_DIR])] };
+  const sandbox = sandboxDirectives(perms);
   const p = paths.prefix;
   const deno = `${p}/bin/deno`;
-  const caps = perms.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";
-  const readWrite = uniq([...perms.dataDirs, ...perms.write]).map((d) => `-${d}`);
-  const writable = uniq([...perms.dataDirs, ...perms.write]).join(",");
   const stateDir = config.device.stateDir;
-  const runDir = paths.envFile.slice(0, paths.envFile.lastIndexOf("/"));
   const common = "--no-config --no-npm --no-remote --no-prompt";
   const prepare = [
-    `/usr/bin/env DENO_DIR=/var/cache/outpost-prepare ${deno} run ${common}`,
-    `--allow-read=/etc/passwd,${paths.configPath},${
-      paths.configPath.slice(0, paths.configPath.lastIndexOf("/"))
-    },${uniq([stateDir, ...perms.dataDirs]).join(",")}`,
-    `--allow-write=${runDir},${uniq([stateDir, ...perms.dataDirs]).join(",")}`,
-    "--allow-env --allow-sys=hostname",
+    `/usr/bin/env DENO_DIR=${paths.cacheDir}-prepare ${deno} run ${common}`,
+    // The prepare step is root's: it reads whatever the edited config names and creates the folders (and their
+    // parents) it asks for, wherever they are, so its files are not narrowed; it has no network and runs only
+    // `systemctl daemon-reload` after writing the sandbox drop-in.
+    "--allow-read --allow-write --allow-env --allow-sys=hostname --deny-net --allow-run=systemctl",
     `${p}/outpost-prepare.js --config ${paths.configPath} --last-good ${paths.lastGoodPath}`,
-    `--env-file ${paths.envFile} --user ${paths.user} --mkdirs --writable ${writable}`,
+    `--env-file ${paths.envFile} --user ${paths.user} --mkdirs --drop-in ${paths.dropIn}`,
     `--v8-max-old-space-mb ${profile.v8MaxOldSpaceMb}`,
   ].join(" ");
   const buildFlags = denoPermissionFlags(perms, { v8MaxOldSpaceMb: profile.v8MaxOldSpaceMb });
@@ -193,7 +157,7 @@ LimitNOFILE=${ftpFileLimit(config.ftp ?? {})}
 User=${paths.user}
 Group=${paths.user}
 UMask=0027
-Environment=DENO_DIR=/var/cache/outpost DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 OUTPOST_CONFIG=${paths.configPath}
+Environment=DENO_DIR=${paths.cacheDir} DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 OUTPOST_CONFIG=${paths.configPath}
 # glibc gives each of Deno's file-I/O threads its own malloc arena; two arenas keep RSS down on a 512 MB board.
 Environment=MALLOC_ARENA_MAX=2
 EnvironmentFile=-${paths.envFile}
@@ -203,13 +167,15 @@ CacheDirectory=outpost
 ExecStartPre=+${prepare}
 ExecStart=${deno} run ${common} --cached-only $OUTPOST_DENO_FLAGS ${p}/outpost.js serve --config ${paths.configPath}
 ExecReload=/bin/kill -HUP $MAINPID
+# Exit status 75: the sandbox must change (a reload or an edited config needs new paths); start again through
+# ExecStartPre, which derives the new flags.
+RestartForceExitStatus=75
 
-# Sandbox
-AmbientCapabilities=${caps}
-CapabilityBoundingSet=${caps}
+# Sandbox (the first three lines are what the prepare step compares against ${SANDBOX_ID_VAR})
+${sandbox.lines.join("\n")}
+Environment=${SANDBOX_ID_VAR}=${sandbox.id}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=${readWrite.join(" ")}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes

@@ -12,7 +12,13 @@
 import { parseArgs } from "node:util";
 import { type OutpostConfig, parseConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/section.ts";
-import { denoPermissionFlags, derivePermissions } from "./derive_permissions.ts";
+import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
+import {
+  EXIT_SANDBOX_CHANGED,
+  SANDBOX_ID_VAR,
+  sandboxDirectives,
+  sandboxDropIn,
+} from "../src/daemon/systemd_sandbox.ts";
 
 /** A config chosen at boot: the file itself, or the last good copy when the file is invalid. */
 export interface ChosenConfig {
@@ -75,7 +81,11 @@ async function ensureDir(
     await Deno.stat(path);
     return false;
   } catch {
-    await Deno.mkdir(path, { recursive: true, mode });
+    // Missing parents are made traversable (0755, root's); only the folder itself gets `mode` and the owner.
+    const parent = path.slice(0, path.lastIndexOf("/"));
+    if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
+    await Deno.mkdir(path, { mode });
+    await Deno.chmod(path, mode);
     if (owner) await Deno.chown(path, owner.uid, owner.gid);
     return true;
   }
@@ -83,11 +93,75 @@ async function ensureDir(
 
 const USAGE =
   `Usage: outpost-prepare --config FILE [--last-good FILE] [--env-file FILE] [--user NAME] [--mkdirs]
-                       [--writable DIR,DIR] [--v8-max-old-space-mb N]
+                       [--drop-in FILE] [--v8-max-old-space-mb N]
 
 Derives the Deno permission flags outpost serve needs from the config and prints them (or writes
-OUTPOST_DENO_FLAGS=... to --env-file for the systemd unit). With --mkdirs it also creates the state dir and the
-FTP roots owned by --user (run as root by the unit's ExecStartPre=+).`;
+OUTPOST_DENO_FLAGS=... to --env-file for the systemd unit). With --mkdirs it also creates the folders (and files)
+the config names, owned by --user (run as root by the unit's ExecStartPre=+).
+
+With --drop-in, the kernel side of the sandbox (ReadWritePaths=, the bind capability) is compared with the one the
+unit was started with ($${SANDBOX_ID_VAR}). When the config needs another one, the drop-in is written, systemd is
+reloaded, and the step exits with status 75 so that systemd starts the service again with it.`;
+
+async function ensureFile(path: string, owner: { uid: number; gid: number } | null): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return false;
+  } catch {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o755 });
+    const f = await Deno.open(path, { write: true, createNew: true, mode: 0o640 });
+    f.close();
+    if (owner) await Deno.chown(path, owner.uid, owner.gid);
+    return true;
+  }
+}
+
+async function reloadSystemd(): Promise<string | null> {
+  try {
+    const out = await new Deno.Command("systemctl", {
+      args: ["daemon-reload"],
+      stdout: "null",
+      stderr: "piped",
+    })
+      .output();
+    return out.success ? null : new TextDecoder().decode(out.stderr).trim() || `exit status ${out.code}`;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/**
+ * Compares the sandbox `perms` need with the one the unit runs under and, when they differ, writes `dropIn`.
+ * Returns true when the service must start again to get it.
+ */
+async function updateSandbox(perms: DerivedPermissions, dropIn: string): Promise<boolean> {
+  const want = sandboxDirectives(perms);
+  const running = Deno.env.get(SANDBOX_ID_VAR);
+  if (running === want.id) return false;
+  const text = sandboxDropIn(want);
+  const old = await Deno.readTextFile(dropIn).catch(() => null);
+  if (old === text) {
+    // Written before, yet the unit did not pick it up (no systemd, or a reload that failed): run with what there
+    // is rather than loop; writes outside the unit's ReadWritePaths fail and are logged by the daemon.
+    console.error(
+      `outpost-prepare: warning: ${dropIn} asks for ${want.lines.join(" ")}, but the service was started ` +
+        `without it; run "systemctl daemon-reload" and restart outpost.`,
+    );
+    return false;
+  }
+  await Deno.mkdir(dropIn.slice(0, dropIn.lastIndexOf("/")) || "/", { recursive: true, mode: 0o755 });
+  await Deno.writeTextFile(`${dropIn}.tmp`, text, { mode: 0o644 });
+  await Deno.rename(`${dropIn}.tmp`, dropIn);
+  console.error(
+    `outpost-prepare: the config needs a different sandbox (${want.lines.join("; ")}); wrote ${dropIn}, ` +
+      `starting again with it.`,
+  );
+  if (Deno.env.get("INVOCATION_ID")) {
+    const why = await reloadSystemd();
+    if (why) console.error(`outpost-prepare: warning: systemctl daemon-reload failed: ${why}`);
+  }
+  return true;
+}
 
 /**
  * The prepare step's CLI (see the module doc); resolves to the exit status.
@@ -106,7 +180,7 @@ export async function outpostPrepare(args: string[]): Promise<number> {
       "env-file": { type: "string" },
       user: { type: "string" },
       mkdirs: { type: "boolean", default: false },
-      writable: { type: "string" },
+      "drop-in": { type: "string" },
       "v8-max-old-space-mb": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -133,22 +207,16 @@ export async function outpostPrepare(args: string[]): Promise<number> {
         chosen.problems.join("\n  "),
     );
   }
-  const perms = derivePermissions(chosen.config);
+  let perms: DerivedPermissions;
+  try {
+    perms = derivePermissions(chosen.config);
+  } catch (e) {
+    console.error(`outpost-prepare: cannot start: ${(e as Error).message}`);
+    return 1;
+  }
+  // The daemon reads the last good copy when the file on the boot partition is broken.
   if (values["last-good"]) perms.read.push(values["last-good"]);
   for (const n of perms.notes) console.error(`outpost-prepare: note: ${n}`);
-  if (values.writable) {
-    const allowed = values.writable.split(",").filter(Boolean);
-    for (const w of perms.write) {
-      if (!allowed.some((a) => w === a || w.startsWith(a.endsWith("/") ? a : `${a}/`))) {
-        console.error(
-          `outpost-prepare: warning: ${w} is not in the unit's ReadWritePaths (${
-            allowed.join(", ")
-          }); writes ` +
-            `there will fail. Regenerate the unit for this config (see the README, \"Install on a running board\").`,
-        );
-      }
-    }
-  }
   if (values.mkdirs) {
     const owner = values.user ? await lookupUser(values.user) : null;
     if (values.user && !owner) {
@@ -160,6 +228,9 @@ export async function outpostPrepare(args: string[]): Promise<number> {
       if (await ensureDir(dir, owner, dir === chosen.config.device.stateDir ? 0o750 : 0o755)) {
         console.error(`outpost-prepare: created ${dir}`);
       }
+    }
+    for (const file of perms.dataFiles) {
+      if (await ensureFile(file, owner)) console.error(`outpost-prepare: created ${file}`);
     }
   }
   const mb = values["v8-max-old-space-mb"] ? Number(values["v8-max-old-space-mb"]) : undefined;
@@ -173,6 +244,7 @@ export async function outpostPrepare(args: string[]): Promise<number> {
   } else {
     console.log(flags.join(" "));
   }
+  if (values["drop-in"] && await updateSandbox(perms, values["drop-in"])) return EXIT_SANDBOX_CHANGED;
   return 0;
 }
 

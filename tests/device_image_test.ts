@@ -59,6 +59,7 @@ ports = "50000-50003"
 name = "alice"
 password_hash = "${await hashPassword("secret", 1000)}"
 root = "/srv/outpost"
+permissions = ["all"]
 `;
 
 async function withWorkDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -120,12 +121,12 @@ Deno.test({
     withWorkDir(async (dir) => {
       const base = `${dir}/base.img`;
       const out = `${dir}/out.img`;
-      await makeBaseImage(base, { label: "dos" });
+      await makeBaseImage(base, { label: "dos", ...BUSY_IDS });
       const before = await fileSha256(base);
       const { result, lines } = await build(dir, base, out);
       assert.equal(await fileSha256(base), before, "the input image is not modified");
       assert.ok(
-        lines.some((l) => l.startsWith("[1/8]")) && lines.some((l) => l.includes("Done")),
+        lines.some((l) => l.startsWith("[1/9]")) && lines.some((l) => l.includes("Done")),
         "progress shown",
       );
       assert.equal(result.configPathOnBoard, "/boot/firmware/outpost.toml");
@@ -177,7 +178,11 @@ Deno.test({
       assert.match(unit.stdout, /^ProtectSystem=strict$/m);
       assert.match(unit.stdout, /^ReadWritePaths=.*-\/srv\/outpost/m);
       assert.match(unit.stdout, /^Type=notify$/m);
-      assert.match(unit.stdout, /--allow-net=:21,:50000,:50001,:50002,:50003\n/, "net narrowed to ports");
+      assert.match(
+        unit.stdout,
+        /--allow-net=:21,:50000,:50001,:50002,:50003,unix:\/var\/lib\/outpost\/status.sock\n/,
+        "net narrowed to ports (and the status socket)",
+      );
       assert.match(unit.stdout, /--max-old-space-size=160/);
 
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);
@@ -186,6 +191,126 @@ Deno.test({
       const configTxt = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/config.txt"]);
       assert.match(configTxt.stdout, /^kernel=kernel8\.img$/m, "the board's config.txt lines are added");
       assert.equal((await inode(out, layout, "/opt/outpost/boards/testboard.toml")).mode, 0o644);
+      await assertAccount(out, layout, 994);
+
+      // /usr/sbin/sendmail (cron's MAILTO) goes through outpost, queued as the outpost user so the daemon can read it.
+      const sendmail = await inode(out, layout, "/usr/sbin/sendmail");
+      assert.deepEqual([sendmail.type, sendmail.target], ["symlink", "/usr/local/libexec/outpost-sendmail"]);
+      const wrapper = await inode(out, layout, "/usr/local/libexec/outpost-sendmail");
+      assert.deepEqual([wrapper.type, wrapper.mode, wrapper.uid], ["regular", 0o755, 0]);
+      const wrapperText = await extText(out, layout, "/usr/local/libexec/outpost-sendmail");
+      assert.match(wrapperText, /setpriv --reuid=outpost --regid=outpost --clear-groups/);
+      assert.match(wrapperText, /\/usr\/local\/bin\/outpost sendmail "\$@"/);
+
+      // Building again from the built image keeps the account as it is (no second set of lines).
+      const again = `${dir}/again.img`;
+      await build(dir, out, again);
+      await assertAccount(again, await readImageLayout(again), 994);
+    }),
+});
+
+/** Base-image users and groups that take the top system ids, as systemd's and dbus's do on Pi OS. */
+const BUSY_IDS = {
+  passwd: [
+    "systemd-network:x:998:998:systemd Network Management:/:/usr/sbin/nologin",
+    "systemd-timesync:x:997:997:systemd Time Synchronization:/:/usr/sbin/nologin",
+  ],
+  group: ["systemd-journal:x:999:", "systemd-network:x:998:", "systemd-timesync:x:997:", "netdev:x:996:"],
+  // A fixed id another package's sysusers.d entry claims; systemd-sysusers would create it at boot.
+  files: { "/usr/lib/sysusers.d/other.conf": 'u other 995 "Other daemon" /\n' },
+};
+
+async function extText(image: string, layout: ImageLayout, path: string): Promise<string> {
+  const r = await runTool("debugfs", ["-R", `cat ${path}`, extImage(image, layout.root)]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout;
+}
+
+/** The image declares the outpost account with `id` in all five files, and its folders belong to it. */
+async function assertAccount(image: string, layout: ImageLayout, id: number): Promise<void> {
+  const sysusers = await extText(image, layout, "/usr/lib/sysusers.d/outpost.conf");
+  assert.match(sysusers, new RegExp(`^u outpost ${id} "[^"]+" /var/lib/outpost /usr/sbin/nologin$`, "m"));
+  const conf = await inode(image, layout, "/usr/lib/sysusers.d/outpost.conf");
+  assert.deepEqual([conf.type, conf.mode, conf.uid, conf.gid], ["regular", 0o644, 0, 0]);
+  const count = (text: string, re: RegExp) => text.split("\n").filter((l) => re.test(l)).length;
+  const passwd = await extText(image, layout, "/etc/passwd");
+  assert.equal(
+    count(passwd, new RegExp(`^outpost:x:${id}:${id}:[^:]*:/var/lib/outpost:/usr/sbin/nologin$`)),
+    1,
+    passwd,
+  );
+  assert.match(passwd, /^root:x:0:0:root:\/root:\/bin\/bash$/m, "the base image's users are kept");
+  assert.match(passwd, /^systemd-network:x:998:/m);
+  const group = await extText(image, layout, "/etc/group");
+  assert.equal(count(group, new RegExp(`^outpost:x:${id}:$`)), 1, group);
+  assert.match(group, /^netdev:x:996:$/m);
+  const shadow = await extText(image, layout, "/etc/shadow");
+  assert.equal(count(shadow, /^outpost:[!*]+:\d*:/), 1, "a locked password in /etc/shadow");
+  assert.match(shadow, /^root:\*:/m);
+  const gshadow = await extText(image, layout, "/etc/gshadow");
+  assert.equal(count(gshadow, /^outpost:[!*]*::$/), 1, gshadow);
+  for (const p of ["/etc/shadow", "/etc/gshadow"]) {
+    const f = await inode(image, layout, p);
+    assert.deepEqual([f.mode, f.uid, f.gid], [0o640, 0, 42], `${p} keeps mode 0640 root:shadow`);
+  }
+  for (const p of ["/etc/passwd", "/etc/group"]) {
+    const f = await inode(image, layout, p);
+    assert.deepEqual([f.mode, f.uid, f.gid], [0o644, 0, 0], `${p} mode and owner`);
+  }
+  for (
+    const [p, mode] of [["/var/lib/outpost", 0o750], ["/var/cache/outpost", 0o750], ["/srv/outpost", 0o755]]
+  ) {
+    const d = await inode(image, layout, p as string);
+    assert.deepEqual([d.type, d.mode, d.uid, d.gid], ["directory", mode, id, id], `${p} belongs to outpost`);
+  }
+}
+
+Deno.test({
+  name: "device image: a 32-bit (armhf) image is refused before anything is written, naming the 64-bit image",
+  ignore,
+  fn: () =>
+    withWorkDir(async (dir) => {
+      const out = `${dir}/out.img`;
+      const base = `${dir}/pi.img`;
+      await makeBaseImage(base, { arch: "armhf" });
+      const check = (e: unknown) => {
+        assert.ok(e instanceof ImageError, String(e));
+        assert.match(e.message, /32-bit/);
+        assert.match(e.message, /Raspberry Pi OS Lite \(64-bit\)/);
+        return true;
+      };
+      await assert.rejects(() => build(dir, base, out), check);
+      await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound, "no output written");
+      const logged: string[] = [];
+      await assert.rejects(
+        () =>
+          buildImage({
+            base,
+            out,
+            board: "testboard",
+            boardsDir: `${dir}/boards`,
+            log: (l) => logged.push(l),
+          }),
+        check,
+      );
+      assert.ok(!logged.some((l) => /Copying|Decompressing|Preparing/.test(l)), logged.join("\n"));
+
+      // Compressed, and with only the 32-bit loader to go by.
+      const bare = `${dir}/bare.img`;
+      await makeBaseImage(bare, { arch: "none", files: { "/usr/lib/ld-linux-armhf.so.3": "" } });
+      for (const img of [base, bare]) {
+        assert.equal((await runTool("xz", ["-0", "-T1", "-k", img])).code, 0);
+        await assert.rejects(() => build(dir, `${img}.xz`, out), check);
+        await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound, "no output written");
+      }
+      const names = [];
+      for await (const e of Deno.readDir(dir)) names.push(e.name);
+      assert.deepEqual(names.sort(), ["bare.img", "bare.img.xz", "boards", "pi.img", "pi.img.xz"]);
+
+      // An x86-64 PC image is not for the Pi either.
+      const pc = `${dir}/pc.img`;
+      await makeBaseImage(pc, { arch: "none", files: { "/usr/lib64/ld-linux-x86-64.so.2": "" } });
+      await assert.rejects(() => build(dir, pc, out), /not an arm64 image|x86-64/);
     }),
 });
 
@@ -195,7 +320,11 @@ Deno.test({
   fn: () =>
     withWorkDir(async (dir) => {
       const base = `${dir}/base.img`;
-      await makeBaseImage(base, { label: "gpt", firmwareDir: false });
+      await makeBaseImage(base, {
+        label: "gpt",
+        firmwareDir: false,
+        files: { "/usr/sbin/sendmail": "#!/bin/sh\n# an MTA the user installed\n" },
+      });
       const xz = await runTool("xz", ["-0", "-T1", "-k", base]);
       assert.equal(xz.code, 0, xz.stderr);
       await Deno.remove(base);
@@ -217,6 +346,8 @@ Deno.test({
       assert.match(unit.stdout, /^AmbientCapabilities=$/m, "no capability for port 2121");
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, result.layout.boot), "::/outpost.toml"]);
       assert.match(toml.stdout, /pi-freezer/);
+      const mta = parseExtStat(await extStat(out, result.layout.root, "/usr/sbin/sendmail") ?? "");
+      assert.equal(mta.type, "regular", "an existing /usr/sbin/sendmail is left alone");
       await assert.rejects(
         () => buildImage({ base: out, out, board: "testboard", boardsDir: `${dir}/boards` }),
         /never modified in place/,

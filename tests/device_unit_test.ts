@@ -13,6 +13,11 @@ import { outpostPrepare } from "../scripts/outpost_prepare.ts";
 import { findPeer, skipWithout } from "./helpers/peers.ts";
 
 const HASH = await hashPassword("secret", 1000);
+
+/** The TCP part of a net list (the status socket, on by default, is a unix: entry). */
+function tcp(net: string[] | "all"): string[] | "all" {
+  return net === "all" ? net : net.filter((n) => !n.startsWith("unix:"));
+}
 const PROFILE = { id: "testboard", v8MaxOldSpaceMb: 128, configTemplate: null, configTxt: [] };
 
 function config(port: number, extra = ""): string {
@@ -57,11 +62,11 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
   const perms = derivePermissions(parseConfig(config(21), "/boot/firmware/outpost.toml"));
   // A wildcard listen address: passive listeners bind whichever local address the client reached, so ports are
   // allowed on any host (":port"), but only those ports.
-  assert.deepEqual(perms.net, [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
+  assert.deepEqual(tcp(perms.net), [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
   const local = derivePermissions(
     parseConfig(config(21).replace("port = 21", 'host = "127.0.0.1"\nport = 21'), "/boot/outpost.toml"),
   );
-  assert.deepEqual(local.net, [
+  assert.deepEqual(tcp(local.net), [
     "127.0.0.1:21",
     "127.0.0.1:50000",
     "127.0.0.1:50001",
@@ -74,12 +79,13 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
       "/var/lib/outpost",
       "/boot/firmware/outpost.toml",
       "/srv/outpost/alice",
-      "/sys",
+      "/sys/class/thermal/thermal_zone0/temp",
       "/proc/loadavg",
     ]
   ) {
     assert.ok(perms.read.includes(p), `reads ${p}`);
   }
+  assert.ok(!perms.read.includes("/sys") && !perms.read.includes("/"), "no whole trees for exact sensors");
   assert.deepEqual(perms.write.sort(), [
     "/srv/outpost/alice",
     "/var/lib/outpost",
@@ -103,10 +109,13 @@ Deno.test("device unit: active FTP mode widens net access and says so; no [ftp] 
   assert.equal(minimal.net, "all", "wildcard address and no passive range: any local address and port");
   assert.ok(minimal.notes.some((n) => n.includes("[ftp.passive]")));
   const loop = derivePermissions(parseConfig('[ftp]\nhost = "::1"\nactive = false\n', "/boot/outpost.toml"));
-  assert.deepEqual(loop.net, ["[::1]:2121", "[::1]"]);
+  assert.deepEqual(tcp(loop.net), ["[::1]:2121", "[::1]"]);
   const off = derivePermissions(parseConfig("[ftp]\nenabled = false\n", "/boot/outpost.toml"));
-  assert.deepEqual(off.net, []);
-  assert.ok(denoPermissionFlags(off).includes("--deny-net"));
+  assert.deepEqual(tcp(off.net), []);
+  assert.ok(
+    denoPermissionFlags(off).some((f) => /^--allow-net=unix:[^,]+$/.test(f)),
+    "only the status socket",
+  );
 });
 
 Deno.test("device unit: implicit FTPS adds its port, and the bind capability below 1024", () => {
@@ -152,7 +161,7 @@ Deno.test("device unit: the bind capability only below port 1024, and the harden
   assert.match(low, /^WatchdogSec=\d+s$/m);
   assert.match(
     low,
-    /^ReadWritePaths=-\/var\/lib\/outpost -\/srv\/outpost\/alice -\/srv\/ftp -\/var\/log\/outpost\/xferlog$/m,
+    /^ReadWritePaths=-\/var\/lib\/outpost -\/srv\/outpost\/alice -\/var\/log\/outpost\/xferlog -\/srv\/ftp$/m,
   );
   assert.match(
     low,
@@ -209,14 +218,32 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
       "--env-file",
       env,
     ];
-    assert.equal(await outpostPrepare([...args, "--mkdirs", "--writable", `${dir}/state`]), 0);
+    // The unit was started without the sandbox this config needs: the drop-in is written and 75 asks systemd to
+    // start again; the next start (same drop-in) goes on rather than loop.
+    const dropIn = `${dir}/etc/outpost.service.d/50-sandbox.conf`;
+    assert.equal(await outpostPrepare([...args, "--mkdirs", "--drop-in", dropIn]), 75);
     const line = await Deno.readTextFile(env);
     assert.match(
       line,
-      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001 /,
+      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001,unix:\S+status.sock /,
     );
     assert.ok((await Deno.stat(`${dir}/data`)).isDirectory, "the FTP root was created");
-    assert.ok(errors.some((e) => e.includes(`${dir}/data is not in the unit's ReadWritePaths`)));
+    const text = await Deno.readTextFile(dropIn);
+    // alice is read-only (the default): her root is made, but not writable.
+    assert.match(text, new RegExp(`^ReadWritePaths=-${dir}/state -/srv/ftp$`, "m"));
+    assert.match(text, /^ReadWritePaths=$/m, "the unit's list is reset first");
+    assert.match(text, /^Environment=OUTPOST_SANDBOX_ID=[0-9a-f]{16}$/m);
+    assert.ok(errors.some((e) => e.includes("needs a different sandbox")), errors.join("\n"));
+    assert.equal(await outpostPrepare([...args, "--drop-in", dropIn]), 0);
+    const id = /OUTPOST_SANDBOX_ID=(\w+)/.exec(text)![1];
+    Deno.env.set("OUTPOST_SANDBOX_ID", id);
+    try {
+      errors.length = 0;
+      assert.equal(await outpostPrepare([...args, "--drop-in", dropIn]), 0);
+      assert.deepEqual(errors.filter((e) => /sandbox|warning/.test(e)), []);
+    } finally {
+      Deno.env.delete("OUTPOST_SANDBOX_ID");
+    }
 
     // A typo on the boot partition: the last good copy (kept by serve) decides the permissions.
     await Deno.writeTextFile(`${dir}/state/last-good.toml`, good);

@@ -9,7 +9,7 @@ import { startSink } from "./helpers/smtp_sink.ts";
 import { startScriptServer } from "./helpers/smtp_script_server.ts";
 import { Outbox } from "../src/smtp/outbox.ts";
 import { DeliveryWorker } from "../src/smtp/delivery_worker.ts";
-import { loadMailConfig } from "../src/smtp/smtp_config.ts";
+import { loadMailConfig } from "../src/config/config.ts";
 import { parseSendmailArgs } from "../src/cli/sendmail_command.ts";
 import { setLogSink } from "../src/log/logger.ts";
 
@@ -59,8 +59,10 @@ Deno.test({
         "To: Me <me@example.com>\nBcc: hidden@example.com\nSubject: cron: backup done\n\n.dotted\n.\nend\n";
       const r = await outpost(["sendmail", "-t", "-oi", "-C", cfg], msg);
       assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "", "nothing on stdout (cron would mail it)");
       const mail = await loadMailConfig(cfg);
       const outbox = await Outbox.open(mail.outbox);
+      assert.equal(await outbox.pickup(), 1);
       const [e] = await outbox.list("queued");
       assert.deepEqual(e.meta.to, ["me@example.com", "hidden@example.com"]);
       assert.equal(e.meta.tag, "sendmail");
@@ -124,7 +126,7 @@ Deno.test({
         "x",
       ]);
       assert.equal(q.code, 0, q.stderr);
-      assert.match(q.stdout, /Queued as /);
+      assert.match(q.stdout, /Queued \(<[^>]+>\)/);
       const list = await outpost(["outbox", "list", "--json", "-C", cfg]);
       assert.equal(list.code, 0);
       assert.equal(JSON.parse(list.stdout.trim()).subject, "later");
@@ -151,7 +153,7 @@ Deno.test("sendmail: usage and config errors map to sysexits 64 and 78", async (
     const cfg = await writeConfig(dir, 1);
     const noRcpt = await outpost(["sendmail", "-t", "-C", cfg], "Subject: none\n\nx\n");
     assert.equal(noRcpt.code, 65);
-    assert.match((await outpost(["sendmail", "--help"])).stdout, /daemon's delivery worker sends it/);
+    assert.match((await outpost(["sendmail", "--help"])).stdout, /drops it in outpost's maildrop/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

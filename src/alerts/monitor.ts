@@ -26,7 +26,8 @@ import {
 } from "./rule_engine.ts";
 import { SensorReadError } from "./sensor_readers.ts";
 import { SensorSource } from "./sensor_source.ts";
-import { formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import { formatDuration, formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import { FailureLogBackoff } from "./failure_log_backoff.ts";
 import { Logger } from "../log/logger.ts";
 
 /**
@@ -84,6 +85,104 @@ export interface AlertMonitorOptions {
   now?: () => number;
 }
 
+/**
+ * One sensor as {@link AlertMonitor.status} reports it.
+ *
+ * @example
+ * ```ts
+ * const s: SensorStatus = monitor.status().sensors[0];
+ * console.log(`${s.name}: ${s.value ?? "no reading"} ${s.unit}`);
+ * ```
+ */
+export interface SensorStatus {
+  /** The sensor's name (`[sensors.<name>]`). */
+  name: string;
+  /** Its type (thermal, w1, file, ...). */
+  type: string;
+  /** Unit shown after readings. */
+  unit: string;
+  /** Decimals shown. */
+  decimals: number;
+  /** Read interval in ms. */
+  intervalMs: number;
+  /** Failures are logged, never mailed. */
+  optional: boolean;
+  /** The last good reading, or null when none yet. */
+  value: number | null;
+  /** When the sensor was last read (good or not), ms since the epoch; null before the first read. */
+  at: number | null;
+  /** The last read's error, or null when it read fine. */
+  error: string | null;
+  /** Reads failed in a row. */
+  failures: number;
+  /** A SENSOR ERROR went out and no good reading came since. */
+  failing: boolean;
+  /** When that started. */
+  failingSince: number | null;
+}
+
+/**
+ * One rule as {@link AlertMonitor.status} reports it. `state`: "ok"; "pending" (some of the last `ofSamples`
+ * readings breached, fewer than `forSamples`); "alert" (announced, `since`); "held" (tripped inside the cooldown,
+ * mailed at `cooldownUntil` if it still stands).
+ *
+ * @example
+ * ```ts
+ * const r: RuleStatus = monitor.status().rules[0];
+ * if (r.state === "pending") console.log(`${r.breaches} of ${r.ofSamples}, alert at ${r.forSamples}`);
+ * ```
+ */
+export interface RuleStatus {
+  /** The rule id. */
+  id: string;
+  /** Its sensor. */
+  sensor: string;
+  /** Breach direction. */
+  direction: "above" | "below";
+  /** Threshold. */
+  threshold: number;
+  /** Hysteresis value it must get back past. */
+  clearAt: number;
+  /** Severity of its mails. */
+  severity: string;
+  /** Where it stands. */
+  state: "ok" | "pending" | "alert" | "held";
+  /** Breaching readings among the last `ofSamples`. */
+  breaches: number;
+  /** Breaches needed to alert. */
+  forSamples: number;
+  /** Window length. */
+  ofSamples: number;
+  /** When the standing alert started (ms), or null. */
+  since: number | null;
+  /** When the cooldown ends (ms), or null when none runs. */
+  cooldownUntil: number | null;
+  /** When the next reminder is due (ms), or null. */
+  nextReminderAt: number | null;
+  /** Reminders sent for the standing alert. */
+  reminders: number;
+  /** When the last alert mail went out (ms), or null. */
+  lastAlertAt: number | null;
+}
+
+/**
+ * What {@link AlertMonitor.status} returns.
+ *
+ * @example
+ * ```ts
+ * const st: MonitorStatus = monitor.status();
+ * console.log(st.samples, st.sensors.length, st.rules.length);
+ * ```
+ */
+export interface MonitorStatus {
+  /** Readings taken since start. */
+  samples: number;
+  /** Every configured sensor. */
+  sensors: SensorStatus[];
+  /** Every rule. */
+  rules: RuleStatus[];
+}
+
 /** Most events a digest keeps; older ones are counted as dropped (the first and the latest are kept). */
 const DIGEST_MAX_EVENTS = 200;
 
@@ -123,7 +222,9 @@ export class AlertMonitor {
   #rulesBySensor = new Map<string, RuleConfig[]>();
   #windows = new Map<string, RuleWindow>();
   #failures = new Map<string, number>();
+  #failLog = new Map<string, FailureLogBackoff>();
   #lastValue = new Map<string, number>();
+  #lastSample = new Map<string, Sample>();
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #inflight = new Set<Promise<void>>();
   #chain: Promise<void> = Promise.resolve();
@@ -188,6 +289,65 @@ export class AlertMonitor {
     return structuredClone(this.#state);
   }
 
+  /**
+   * Each sensor's last reading and each rule's state, for `outpost status` and the status page.
+   *
+   * @example
+   * ```ts
+   * const { sensors, rules } = monitor.status(Date.now());
+   * for (const r of rules) console.log(r.id, r.state);
+   * ```
+   */
+  status(now: number = this.#now()): MonitorStatus {
+    const sensors: SensorStatus[] = [];
+    for (const [name, src] of this.#sources) {
+      const c = src.config;
+      const last = this.#lastSample.get(name);
+      const good = last && last.error === undefined ? last : undefined;
+      const health = this.#state.sensors[name]?.health;
+      sensors.push({
+        name,
+        type: c.type,
+        unit: c.unit,
+        decimals: c.decimals,
+        intervalMs: c.intervalMs,
+        optional: c.optional,
+        value: good ? good.value : (this.#lastValue.get(name) ?? null),
+        at: last?.at ?? null,
+        error: last?.error ?? null,
+        failures: this.#failures.get(name) ?? 0,
+        failing: health?.failing ?? false,
+        failingSince: health?.since ?? null,
+      });
+    }
+    const rules: RuleStatus[] = [];
+    for (const r of this.config.rules) {
+      const s = this.#state.rules[r.id] ?? initialRuleState();
+      const w = this.#windows.get(r.id) ?? initialRuleWindow();
+      let breaches = 0;
+      for (let n = w.recent >>> 0; n; n &= n - 1) breaches++;
+      const cooldownEnd = s.lastAlertAt !== null && r.cooldownMs > 0 ? s.lastAlertAt + r.cooldownMs : null;
+      rules.push({
+        id: r.id,
+        sensor: r.sensor,
+        direction: r.direction,
+        threshold: r.threshold,
+        clearAt: r.clearAt,
+        severity: r.severity,
+        state: s.alerting ? (s.announced ? "alert" : "held") : breaches > 0 ? "pending" : "ok",
+        breaches,
+        forSamples: r.forSamples,
+        ofSamples: r.ofSamples,
+        since: s.alerting ? s.since : null,
+        cooldownUntil: cooldownEnd !== null && cooldownEnd > now ? cooldownEnd : null,
+        nextReminderAt: s.alerting && s.announced ? s.nextReminderAt : null,
+        reminders: s.reminders,
+        lastAlertAt: s.lastAlertAt,
+      });
+    }
+    return { samples: this.samples, sensors, rules };
+  }
+
   #schedule(name: string, delay: number): void {
     if (!this.#running) return;
     const t = setTimeout(() => {
@@ -235,7 +395,8 @@ export class AlertMonitor {
     const events: AlertEvent[] = [];
     let persist = false;
     if (sample.error === undefined) this.#lastValue.set(cfg.name, sample.value);
-    else log.warn("sensor.read_failed", { sensor: cfg.name, error: sample.error });
+    this.#lastSample.set(cfg.name, sample);
+    this.#logRead(cfg.name, sample);
 
     const sensorState = this.#state.sensors[cfg.name] ??
       (this.#state.sensors[cfg.name] = { health: initialHealthState(), fingerprint: null });
@@ -265,6 +426,16 @@ export class AlertMonitor {
         sample,
       );
       this.#windows.set(rule.id, step.window);
+      const before = this.#state.rules[rule.id];
+      if (step.state.alerting && !step.state.announced && step.state.trips > (before?.trips ?? 0)) {
+        log.info("rule.suppressed", {
+          rule: rule.id,
+          sensor: cfg.name,
+          value: sample.error === undefined ? sample.value : undefined,
+          cooldown_until: isoSeconds((step.state.lastAlertAt ?? sample.at) + rule.cooldownMs),
+          trips: step.state.trips,
+        });
+      }
       if (step.persist) {
         this.#state.rules[rule.id] = step.state;
         persist = true;
@@ -275,6 +446,34 @@ export class AlertMonitor {
       log.info(`event.${ev.kind}`, { sensor: ev.sensor, rule: ev.rule ?? undefined, value: ev.value });
     }
     await this.#dispatch(events, persist);
+  }
+
+  /** Logs a failed read once, then at a growing interval ({@link FailureLogBackoff}), and the recovery once. */
+  #logRead(sensor: string, sample: Sample): void {
+    let b = this.#failLog.get(sensor);
+    if (sample.error === undefined) {
+      const run = b?.recovered(sample.at);
+      if (run) {
+        log.info("sensor.read_ok", {
+          sensor,
+          failures: run.failures,
+          failing_for: formatDuration(sample.at - run.since),
+        });
+      }
+      return;
+    }
+    if (!b) this.#failLog.set(sensor, b = new FailureLogBackoff());
+    const d = b.failed(sample.at);
+    if (d.log === "first") log.warn("sensor.read_failed", { sensor, error: sample.error });
+    else if (d.log === "again") {
+      log.warn("sensor.still_failing", {
+        sensor,
+        failures: d.failures,
+        since: isoSeconds(d.since),
+        error: sample.error,
+        note: "logged again at a growing interval until it reads again",
+      });
+    }
   }
 
   /** Routes new events (and anything held back) to the mailer; persists first when anything changed. */
@@ -463,4 +662,8 @@ export class AlertMonitor {
     }
     return true;
   }
+}
+
+function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }

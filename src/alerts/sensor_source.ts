@@ -305,14 +305,31 @@ export class SensorSource {
   }
 }
 
-async function iioCompanion(raw: string, kind: "scale" | "offset"): Promise<string | null> {
-  // Per-channel (in_voltage0_scale) first, then the shared one (in_voltage_scale).
+/**
+ * The IIO scale and offset files read beside a `_raw` file: the channel's own, then the shared one.
+ *
+ * @example
+ * ```ts
+ * iioCompanionPaths("/sys/bus/iio/devices/iio:device0/in_voltage0_raw", "scale");
+ * // [".../in_voltage0_scale", ".../in_voltage_scale"]
+ * ```
+ */
+export function iioCompanionPaths(raw: string, kind: "scale" | "offset"): string[] {
   const own = raw.replace(/_raw$/, `_${kind}`);
   const shared = raw.replace(/(in_[a-z]+)\d*(_[a-z]+)?_raw$/, `$1_${kind}`);
-  for (const p of [own, shared]) {
+  return own === shared ? [own] : [own, shared];
+}
+
+async function iioCompanion(raw: string, kind: "scale" | "offset"): Promise<string | null> {
+  for (const p of iioCompanionPaths(raw, kind)) {
     try {
       if ((await Deno.stat(p)).isFile) return p;
-    } catch { /* try the next */ }
+    } catch (e) {
+      // A missing file means "no such companion"; anything else (no permission) must not silently skew the value.
+      if (!(e instanceof Deno.errors.NotFound)) {
+        throw new SensorReadError(`Cannot check ${p}: ${(e as Error).message}.`);
+      }
+    }
   }
   return null;
 }

@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { ConfigError } from "../config/section.ts";
 import { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { Outbox } from "../smtp/outbox.ts";
-import { loadMailConfig } from "../smtp/smtp_config.ts";
+import { loadMailConfig } from "../config/config.ts";
 import { EX } from "./sendmail_command.ts";
 
 const HELP = `Usage: outpost outbox <list|retry|purge|flush> [ID] [options]
@@ -81,6 +81,8 @@ export async function outboxCommand(args: string[]): Promise<number> {
     return EX.IOERR;
   }
   try {
+    // Take in what local users submitted, so list/retry/purge see it (the daemon does the same continuously).
+    await outbox.pickup();
     if (action === "list") {
       const now = Date.now();
       for (const e of await outbox.list()) {

@@ -13,10 +13,17 @@
 
 import { parseArgs } from "node:util";
 import { hashPassword } from "../config/password.ts";
-import { findConfigPath, type OutpostConfig, parseConfig, parseTomlDocument } from "../config/config.ts";
+import {
+  configSandboxNeeds,
+  findConfigPath,
+  type OutpostConfig,
+  parseConfig,
+  parseTomlDocument,
+} from "../config/config.ts";
 import { ConfigError } from "../config/section.ts";
 import { OutpostDaemon } from "../daemon/outpost_daemon.ts";
 import { SystemdNotifier } from "../daemon/systemd_notify.ts";
+import { EXIT_SANDBOX_CHANGED, restartableBySystemd, sandboxShortfall } from "../daemon/systemd_sandbox.ts";
 import { Logger } from "../log/logger.ts";
 
 const log = new Logger("serve");
@@ -239,6 +246,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     console.error(`outpost serve: could not start: ${(e as Error).message}`);
     return 1;
   }
+  daemon.fromLastGood = loaded.fromLastGood;
   await writeAtomic(marker, `${Deno.pid}\n`);
   if (!loaded.fromLastGood && path) await rememberGood(loaded.config, loaded.text);
   for (const line of loginHint(loaded.config, password)) console.log(line);
@@ -256,6 +264,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     await daemon.notify("started", `outpost started at ${new Date().toISOString()}.`);
   }
 
+  let exitStatus = 0;
   let reloading = Promise.resolve();
   const reload = () => {
     reloading = reloading.then(async () => {
@@ -264,6 +273,21 @@ export async function serveCommand(args: string[]): Promise<number> {
       try {
         if (!path || text === null) throw new ConfigError([`${path ?? "config"}: cannot be read`]);
         const next = parseConfig(text, absolute(path));
+        const missing = sandboxShortfall(configSandboxNeeds(next));
+        if (missing.length > 0) {
+          if (!restartableBySystemd()) {
+            throw new ConfigError([
+              `the new config needs what this process was not started with (${missing.join(", ")}); ` +
+              `restart outpost to apply it`,
+            ]);
+          }
+          // The flags and the unit's ReadWritePaths are derived before start: let systemd start us again through
+          // the prepare step (exit 75, RestartForceExitStatus=75) rather than report a reload that cannot work.
+          log.warn("reload.restart_for_sandbox", { needs: missing.join(", ") });
+          exitStatus = EXIT_SANDBOX_CHANGED;
+          stop();
+          return;
+        }
         await daemon.reload(next);
         await rememberGood(next, text);
       } catch (e) {
@@ -290,5 +314,5 @@ export async function serveCommand(args: string[]): Promise<number> {
   await reloading;
   await daemon.stop(graceMs);
   await Deno.remove(marker).catch(() => {});
-  return 0;
+  return exitStatus;
 }

@@ -15,6 +15,12 @@ import { readFtpSection } from "../ftp/ftp_config.ts";
 import type { OutboxOptions } from "../smtp/outbox.ts";
 import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
 import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
+import { readStatusConfig, type StatusConfig } from "../status/status_config.ts";
+import { statusSandboxNeeds } from "../status/status_needs.ts";
+import { alertsSandboxNeeds } from "../alerts/alerts_needs.ts";
+import { ftpSandboxNeeds } from "../ftp/ftp_needs.ts";
+import { mailSandboxNeeds } from "../smtp/mail_needs.ts";
+import { type SandboxNeeds, SandboxNeedsBuilder } from "./sandbox_needs.ts";
 import { ConfigError, Section } from "./section.ts";
 
 /**
@@ -59,6 +65,8 @@ export interface OutpostConfig {
   outbox: OutboxOptions;
   /** The alert monitor: sensors and rules. */
   alerts: AlertsConfig;
+  /** The `[status]` table: the status socket and the optional status page. */
+  status: StatusConfig;
   /** The parsed TOML document, for areas that read their own tables. */
   document: Record<string, unknown>;
 }
@@ -156,6 +164,8 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
   const alerts = readAlertsConfig(root);
   const smtp = readSmtpConfig(root.section("smtp"), device);
   const outbox = readOutboxConfig(root.section("outbox"), device.stateDir);
+  const ftpLogins = ftpSection.options.accounts.users.filter((u) => u.passwordHash !== null).length;
+  const status = readStatusConfig(root.section("status"), device.stateDir, ftpLogins);
   for (const read of readers) read(root);
   root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
@@ -171,6 +181,7 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
     smtp,
     outbox,
     alerts,
+    status,
     document,
   };
 }
@@ -231,4 +242,78 @@ export async function loadConfig(path?: string, readers: AreaReader[] = []): Pro
   }
   const abs = found.startsWith("/") ? found : `${Deno.cwd()}/${found}`;
   return parseConfig(text, abs, readers);
+}
+
+/**
+ * The mail settings of a loaded config: the device, `[smtp]` (null when absent) and `[outbox]`.
+ *
+ * @example
+ * ```ts
+ * const mail: MailConfig = await loadMailConfig("/etc/outpost/outpost.toml");
+ * ```
+ */
+export interface MailConfig {
+  /** `[device]`: the board's name (default sender name and HELO) and its state directory. */
+  device: { name: string; stateDir: string };
+  /** `[smtp]`: how to reach the mail server, or null when the table is absent. */
+  smtp: SmtpClientOptions | null;
+  /** `[outbox]`: where queued mail is kept and its limits. */
+  outbox: OutboxOptions;
+}
+
+/**
+ * Loads the config file (see {@link loadConfig}) and returns its mail part. Throws `ConfigError`.
+ *
+ * @example
+ * ```ts
+ * const { smtp, outbox } = await loadMailConfig(); // $OUTPOST_CONFIG or the default paths
+ * ```
+ */
+export async function loadMailConfig(path?: string): Promise<MailConfig> {
+  const cfg = await loadConfig(path);
+  return { device: cfg.device, smtp: cfg.smtp, outbox: cfg.outbox };
+}
+
+/**
+ * Environment variables the daemon itself reads (systemd notify and watchdog, logging, the config path, the
+ * journal's stream marker).
+ *
+ * @example
+ * ```ts
+ * DAEMON_ENV_VARS.includes("NOTIFY_SOCKET"); // true
+ * ```
+ */
+export const DAEMON_ENV_VARS: readonly string[] = [
+  "NOTIFY_SOCKET",
+  "WATCHDOG_USEC",
+  "WATCHDOG_PID",
+  "OUTPOST_LOG",
+  "OUTPOST_CONFIG",
+  "JOURNAL_STREAM",
+  "INVOCATION_ID",
+  "OUTPOST_SANDBOX_ID",
+];
+
+/**
+ * Everything `outpost serve` needs from the system for `config`: the device's own needs (state folder, the config
+ * file, systemd notification, the host name) combined with each area's, as each area declares them from its
+ * parsed config. The prepare step turns this into Deno flags and `ReadWritePaths=`; a reload compares against it.
+ *
+ * @example
+ * ```ts
+ * const needs = configSandboxNeeds(parseConfig(text, "/boot/firmware/outpost.toml"));
+ * needs.write; // ["/var/lib/outpost", ...]
+ * ```
+ */
+export function configSandboxNeeds(config: OutpostConfig): SandboxNeeds {
+  const b = new SandboxNeedsBuilder();
+  b.readWrite(config.device.stateDir, { own: true });
+  if (config.path) b.read(config.path);
+  b.run("systemd-notify").sys("hostname");
+  for (const v of DAEMON_ENV_VARS) b.env(v);
+  if (config.ftp) b.merge(ftpSandboxNeeds(config.ftp));
+  b.merge(mailSandboxNeeds(config.smtp, config.outbox));
+  b.merge(alertsSandboxNeeds(config.alerts, config.device.stateDir));
+  b.merge(statusSandboxNeeds(config.status));
+  return b.build();
 }

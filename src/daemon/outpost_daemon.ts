@@ -15,6 +15,7 @@ import { FtpServer } from "../ftp/ftp_server.ts";
 import { Logger } from "../log/logger.ts";
 import { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { Outbox } from "../smtp/outbox.ts";
+import { StatusService } from "../status/status_service.ts";
 
 const log = new Logger("daemon");
 
@@ -34,6 +35,11 @@ export class OutpostDaemon {
   #worker: DeliveryWorker | null = null;
   #monitor: AlertMonitor | null = null;
   #watcher: Deno.FsWatcher | null = null;
+  #status: StatusService | null = null;
+  /** When the daemon started (ms since the epoch), for `outpost status`. */
+  readonly startedAt: number = Date.now();
+  /** True when the running config is the last good copy (set by `outpost serve`), for `outpost status`. */
+  fromLastGood = false;
 
   private constructor(config: OutpostConfig) {
     this.#config = config;
@@ -67,6 +73,16 @@ export class OutpostDaemon {
     return this.#outbox;
   }
 
+  /** The delivery worker, when `[smtp]` is configured. */
+  get worker(): DeliveryWorker | null {
+    return this.#worker;
+  }
+
+  /** The status socket and page, when running. */
+  get status(): StatusService | null {
+    return this.#status;
+  }
+
   /** The alert monitor, when enabled. */
   get monitor(): AlertMonitor | null {
     return this.#monitor;
@@ -77,11 +93,25 @@ export class OutpostDaemon {
     const d = new OutpostDaemon(config);
     try {
       await d.#startParts();
+      await d.#startStatus();
     } catch (e) {
       await d.#stopParts(0);
       throw e;
     }
     return d;
+  }
+
+  /** Starts the status socket and page (`[status]`); they log their own failures and never stop the daemon. */
+  async #startStatus(): Promise<void> {
+    this.#status = await StatusService.start(this.#config.status, {
+      startedAt: this.startedAt,
+      config: () => this.#config,
+      fromLastGood: () => this.fromLastGood,
+      ftp: () => this.#ftp?.status() ?? null,
+      monitor: () => this.#monitor?.status() ?? null,
+      outbox: () => this.#outbox,
+      worker: () => this.#worker?.status() ?? null,
+    }, this.#config.device.stateDir);
   }
 
   async #startParts(): Promise<void> {
@@ -223,11 +253,18 @@ export class OutpostDaemon {
       for (const part of changed) await this.#startPart(part);
       throw e;
     }
+    if (JSON.stringify(prev.status) !== JSON.stringify(next.status)) {
+      await this.#status?.stop();
+      await this.#startStatus();
+    }
+    this.fromLastGood = false;
     log.info("reload.done");
   }
 
   /** Drains and stops everything; transfers get `graceMs` to finish. */
   async stop(graceMs = 10_000): Promise<void> {
+    await this.#status?.stop();
+    this.#status = null;
     await this.#stopParts(graceMs);
     log.info("stopped");
   }

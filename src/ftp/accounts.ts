@@ -106,6 +106,11 @@ export class Accounts {
     return this.#anonymous !== null;
   }
 
+  /** The anonymous user's root, or null when anonymous logins are off. */
+  get anonymousRoot(): string | null {
+    return this.#anonymous?.root ?? null;
+  }
+
   /** The configured users (not the anonymous one). */
   get users(): FtpUser[] {
     return [...this.#users.values()];

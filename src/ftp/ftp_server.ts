@@ -449,6 +449,39 @@ export function ftpFileLimit(opts: Partial<Pick<FtpServerOptions, "maxSessions" 
 }
 
 /**
+ * What {@link FtpServer.status} reports.
+ *
+ * @example
+ * ```ts
+ * const st: FtpServerStatus = server.status();
+ * for (const s of st.sessions) if (s.transfer) console.log(s.user, s.transfer.path, s.transfer.bytes);
+ * ```
+ */
+export interface FtpServerStatus {
+  /** Bound listeners: the control port (tls = the `[ftp.tls] mode`) and the implicit FTPS port. */
+  listeners: { host: string; port: number; tls: string }[];
+  /** Open control connections; `transfer` is the running transfer or null. */
+  sessions: {
+    id: number;
+    ip: string;
+    user: string | null;
+    tls: boolean;
+    since: number;
+    idleMs: number;
+    transfer: { kind: string; path: string; bytes: number; started: number } | null;
+  }[];
+  /** Totals since the server started (file transfers only, not listings). */
+  counters: {
+    sessions: number;
+    transfersOk: number;
+    transfersFailed: number;
+    bytesIn: number;
+    bytesOut: number;
+    loginFailures: number;
+  };
+}
+
+/**
  * An FTP server.
  *
  * Limits that keep the listeners alive against hostile clients: sessions (total and per address), connections
@@ -489,6 +522,14 @@ export class FtpServer {
   #checkTimer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   #xferChain: Promise<void> = Promise.resolve();
+  #counters: FtpServerStatus["counters"] = {
+    sessions: 0,
+    transfersOk: 0,
+    transfersFailed: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    loginFailures: 0,
+  };
 
   /**
    * Makes a server; nothing is bound or loaded until {@link FtpServer.listen}. The options object is kept,
@@ -512,7 +553,10 @@ export class FtpServer {
       opts,
       log: this.#log,
       buffers: this.#buffers,
-      loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
+      loginFailed: (ip) => {
+        this.#counters.loginFailures++;
+        return this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs);
+      },
       loginSucceeded: (ip) => this.#bans.succeeded(ip, Date.now()),
       isBanned: (ip) => this.#bans.isBanned(ip, Date.now()),
       checkPassword: (ip, job) => this.#passwordChecks.run(ip, job),
@@ -567,6 +611,38 @@ export class FtpServer {
   checkAccepting(): Promise<boolean> {
     this.#checking ??= this.#selfCheck().finally(() => this.#checking = null);
     return this.#checking;
+  }
+
+  /**
+   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
+   *
+   * @example
+   * ```ts
+   * const st = server.status();
+   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
+   * ```
+   */
+  status(): FtpServerStatus {
+    const listeners: FtpServerStatus["listeners"] = [];
+    // The control port first, then the implicit FTPS port.
+    for (const l of [...this.#listeners].sort((a, b) => Number(a.implicitTls) - Number(b.implicitTls))) {
+      if (l.server === null) continue;
+      listeners.push({
+        host: l.host,
+        port: l.port,
+        tls: l.implicitTls ? "implicit" : this.#ctx.tls ? this.#ctx.tls.opts.mode : "off",
+      });
+    }
+    const sessions = [...this.#sessions.keys()].map((s) => ({
+      id: s.id,
+      ip: s.peerIp,
+      user: s.userName,
+      tls: s.tlsControl,
+      since: s.openedAt,
+      idleMs: Math.max(0, Date.now() - s.lastActivity),
+      transfer: s.activeTransfer,
+    }));
+    return { listeners, sessions, counters: { ...this.#counters } };
   }
 
   /**
@@ -837,6 +913,7 @@ export class FtpServer {
 
   #startSession(conn: NodeConn | TlsConn, peerIp: string, localIp: string, implicitTls: boolean): void {
     const session = new FtpSession(this.#nextId++, conn, peerIp, localIp, this.#ctx, { implicitTls });
+    this.#counters.sessions++;
     const done = session.run().finally(() => {
       this.#sessions.delete(session);
       this.#release(peerIp);
@@ -851,6 +928,11 @@ export class FtpServer {
   }
 
   #xferlog(e: XferEntry): void {
+    const c = this.#counters;
+    if (e.incoming) c.bytesIn += e.bytes;
+    else c.bytesOut += e.bytes;
+    if (e.complete) c.transfersOk++;
+    else c.transfersFailed++;
     const path = this.#opts.xferlogPath;
     if (!path) return;
     const line = formatXferlogLine(e, new Date()) + "\n";

@@ -18,7 +18,7 @@
 
 import { Logger } from "../log/logger.ts";
 import { deliver, type SmtpClientOptions, SmtpError } from "./smtp_client.ts";
-import { fileMessageSource, type Outbox, type OutboxEntry } from "./outbox.ts";
+import { fileMessageSource, type Outbox, type OutboxEntry, sendPrefix } from "./outbox.ts";
 
 const log = new Logger("mail");
 
@@ -57,6 +57,8 @@ export interface WorkerStatus {
   lastError: string | null;
   /** Messages in the queue at the last scan (including ones waiting for a retry). */
   pending: number;
+  /** Delivery results since the worker started: accepted, given up (moved to failed/), deferred for a retry. */
+  results: { delivered: number; failed: number; deferred: number };
 }
 
 const SESSION_STAGES = new Set(["connect", "greeting", "TLS", "EHLO", "STARTTLS", "AUTH"]);
@@ -88,6 +90,8 @@ export class DeliveryWorker {
   #failingSince: Date | null = null;
   #lastError: string | null = null;
   #pending = 0;
+  #results = { delivered: 0, failed: 0, deferred: 0 };
+  #watcher: Deno.FsWatcher | null = null;
 
   /** Makes a stopped worker for `outbox`; sets the outbox's sender defaults from `smtp`. Call `start()`. */
   constructor(outbox: Outbox, smtp: SmtpClientOptions, opts: DeliveryWorkerOptions = {}) {
@@ -103,12 +107,31 @@ export class DeliveryWorker {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#watchMaildrop();
     this.#loop = this.#run();
+  }
+
+  /** Kicks the worker when a local user drops a message (inotify; the poll stays as the fallback). */
+  #watchMaildrop(): void {
+    try {
+      const watcher = Deno.watchFs(this.#outbox.maildropDir, { recursive: false });
+      this.#watcher = watcher;
+      (async () => {
+        for await (const _ of watcher) this.kick();
+      })().catch((e) => log.warn("maildrop.watch_ended", { reason: (e as Error).message }));
+    } catch (e) {
+      log.warn("maildrop.watch_unavailable", {
+        reason: (e as Error).message,
+        note: "the worker polls instead",
+      });
+    }
   }
 
   /** Stops after the delivery in progress (if any) settles. */
   async stop(): Promise<void> {
     this.#running = false;
+    this.#watcher?.close();
+    this.#watcher = null;
     this.#wake?.();
     await this.#loop;
     this.#loop = null;
@@ -128,6 +151,7 @@ export class DeliveryWorker {
       failingSince: this.#failingSince,
       lastError: this.#lastError,
       pending: this.#pending,
+      results: { ...this.#results },
     };
   }
 
@@ -161,6 +185,11 @@ export class DeliveryWorker {
    * Tests and `outpost outbox` call it directly.
    */
   async runOnce(): Promise<number> {
+    try {
+      await this.#outbox.pickup();
+    } catch (e) {
+      log.error("maildrop.pickup_failed", { error: e instanceof Error ? e.message : String(e) });
+    }
     const now = Date.now();
     const entries = await this.#outbox.list("queued");
     this.#pending = entries.length;
@@ -195,10 +224,19 @@ export class DeliveryWorker {
     outbox.busy.add(e.id);
     if (e.inDoubt) log.warn("resend", { id: e.id, messageId: meta.messageId, note: "possible duplicate" });
     try {
+      const prefix = sendPrefix(meta, this.#smtp);
+      const stored = fileMessageSource(e.path, e.offset, e.size, meta, this.#buf);
       const result = await deliver(
         this.#smtp,
-        { from: meta.from, to: meta.to },
-        fileMessageSource(e.path, e.offset, e.size, meta, this.#buf),
+        { from: meta.from || this.#smtp.from, to: meta.to },
+        {
+          ...stored,
+          size: stored.size + prefix.length,
+          write: async (w) => {
+            if (prefix.length > 0) await w.write(prefix);
+            await stored.write(w);
+          },
+        },
         { beforeDot: () => outbox.markSending(e.id) },
       );
       const temp = result.refused.filter((r) => !r.error.permanent);
@@ -215,7 +253,14 @@ export class DeliveryWorker {
         this.#onFailed?.({ ...e, id: copy, state: "failed" }, reason);
       }
       await outbox.delivered(e.id);
-      log.info("delivered", { id: e.id, messageId: meta.messageId, rcpts: result.accepted.length });
+      this.#results.delivered++;
+      log.info("delivered", {
+        id: e.id,
+        to: result.accepted.join(","),
+        subject: meta.subject,
+        messageId: meta.messageId,
+        rcpts: result.accepted.length,
+      });
       this.#failingSince = null;
       this.#lastError = null;
       return false;
@@ -231,13 +276,27 @@ export class DeliveryWorker {
           ? error.message
           : `Gave up after ${Math.round(age / 60000)} min: ${error.message}`;
         await outbox.fail(e.id, reason);
-        log.error("failed", { id: e.id, messageId: meta.messageId, reason });
+        this.#results.failed++;
+        log.error("failed", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          messageId: meta.messageId,
+          reason,
+        });
         this.#onFailed?.({ ...e, state: "failed" }, reason);
         return false;
       }
       const delay = this.#delay(age);
       await outbox.defer(e.id, new Date(Date.now() + delay));
-      log.warn("retry", { id: e.id, in_s: Math.round(delay / 1000), error: error.message });
+      this.#results.deferred++;
+      log.warn("retry", {
+        id: e.id,
+        to: meta.to.join(","),
+        subject: meta.subject,
+        in_s: Math.round(delay / 1000),
+        error: error.message,
+      });
       if (SESSION_STAGES.has(error.stage)) {
         this.#pauseUntil = Date.now() + delay;
         return true;

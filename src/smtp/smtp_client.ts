@@ -98,6 +98,8 @@ export interface SmtpClientOptions {
   replyTimeoutMs: number;
   /** Longest wait for one body write and for the reply to the final ".". */
   dataTimeoutMs: number;
+  /** `[smtp] aliases`: local names (lower case, `default` for any other) to addresses; used by sendmail. */
+  aliases?: Record<string, string[]>;
 }
 
 /**

@@ -15,6 +15,27 @@ export interface BaseImageOptions {
   rootMiB?: number;
   /** Create /boot/firmware in the root tree (Bookworm layout). Default true. */
   firmwareDir?: boolean;
+  /**
+   * What `/usr/bin/ls` is: "arm64" (an aarch64 ELF header, the default), "armhf" (a 32-bit ARM one, plus
+   * `/usr/lib/ld-linux-armhf.so.3`) or "none" (no programs at all).
+   */
+  arch?: "arm64" | "armhf" | "none";
+  /** Extra `/etc/passwd` lines (the file always has root). */
+  passwd?: string[];
+  /** Extra `/etc/group` lines (the file always has root and shadow). */
+  group?: string[];
+  /** Extra files in the root tree, by absolute path. */
+  files?: Record<string, string>;
+}
+
+/** The first 64 bytes of an ELF executable: class (1 = 32-bit, 2 = 64-bit) and machine (0x28 ARM, 0xb7 AArch64). */
+export function elfHeader(arch: "arm64" | "armhf"): Uint8Array {
+  const h = new Uint8Array(64);
+  h.set([0x7f, 0x45, 0x4c, 0x46, arch === "arm64" ? 2 : 1, 1, 1, 0]);
+  h[16] = 3; // ET_DYN
+  h[18] = arch === "arm64" ? 0xb7 : 0x28;
+  h[20] = 1; // EV_CURRENT
+  return h;
 }
 
 async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
@@ -90,7 +111,24 @@ export async function makeBaseImage(
     }
     if (opts.firmwareDir ?? true) await Deno.mkdir(`${tree}/boot/firmware`, { recursive: true });
     await Deno.writeTextFile(`${tree}/etc/os-release`, 'PRETTY_NAME="Synthetic test image"\nID=debian\n');
-    await Deno.writeTextFile(`${tree}/etc/passwd`, "root:x:0:0:root:/root:/bin/bash\n");
+    const lines = (xs: string[]) => xs.map((l) => `${l}\n`).join("");
+    await Deno.writeTextFile(
+      `${tree}/etc/passwd`,
+      lines(["root:x:0:0:root:/root:/bin/bash", ...opts.passwd ?? []]),
+    );
+    await Deno.writeTextFile(`${tree}/etc/group`, lines(["root:x:0:", "shadow:x:42:", ...opts.group ?? []]));
+    await Deno.writeTextFile(`${tree}/etc/shadow`, "root:*:20000:0:99999:7:::\n", { mode: 0o640 });
+    await Deno.writeTextFile(`${tree}/etc/gshadow`, "root:*::\nshadow:*::\n", { mode: 0o640 });
+    const arch = opts.arch ?? "arm64";
+    if (arch !== "none") await Deno.writeFile(`${tree}/usr/bin/ls`, elfHeader(arch), { mode: 0o755 });
+    if (arch === "armhf") {
+      await Deno.mkdir(`${tree}/usr/lib`, { recursive: true });
+      await Deno.writeFile(`${tree}/usr/lib/ld-linux-armhf.so.3`, elfHeader("armhf"), { mode: 0o755 });
+    }
+    for (const [p, text] of Object.entries(opts.files ?? {})) {
+      await Deno.mkdir(`${tree}${p.slice(0, p.lastIndexOf("/"))}`, { recursive: true });
+      await Deno.writeTextFile(`${tree}${p}`, text);
+    }
     await run("fakeroot", [
       resolveTool("mke2fs"),
       "-q",
@@ -106,6 +144,14 @@ export async function makeBaseImage(
       path,
       `${rootMiB * 1024}k`,
     ]);
+    // As on Debian: the shadow files belong to group shadow (42), mode 0640.
+    await run("debugfs", [
+      "-w",
+      "-R",
+      "sif /etc/shadow gid 42",
+      `${path}?offset=${rootOffset}`,
+    ]);
+    await run("debugfs", ["-w", "-R", "sif /etc/gshadow gid 42", `${path}?offset=${rootOffset}`]);
   } finally {
     await Deno.remove(tree, { recursive: true });
   }
