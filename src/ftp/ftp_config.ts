@@ -32,7 +32,7 @@
  * max_sessions = 300
  * max_sessions_per_ip = 50
  * max_unauthenticated = 50        # connections not logged in yet (TLS handshakes included)
- * max_unauthenticated_per_ip = 8
+ * max_unauthenticated_per_ip = 10
  * max_handshakes = 32             # TLS handshakes in progress on the implicit FTPS port
  * max_handshakes_per_ip = 4
  * login_timeout = "60s"           # from connect (or REIN / AUTH TLS) to a good login
@@ -197,7 +197,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
       max: 100_000,
     }),
     maxUnauthenticatedPerIp: limits.int("max_unauthenticated_per_ip", {
-      default: d.maxUnauthenticatedPerIp ?? 8,
+      default: d.maxUnauthenticatedPerIp ?? 10,
       min: 1,
       max: 100_000,
     }),

@@ -17,6 +17,7 @@ import type { Accounts } from "./accounts.ts";
 import { normalizeIp } from "./address.ts";
 import { FtpSession, type SessionContext, type XferEntry } from "./ftp_session.ts";
 import { BufferPool, TRANSFER_BUFFER_SIZE } from "./transfer.ts";
+import { UPLOAD_TEMP_PREFIX } from "./ftp_file_system.ts";
 
 /**
  * Everything the FTP server can be told. Start from {@link defaultFtpServerOptions} (or read the `[ftp]`
@@ -61,15 +62,15 @@ export interface FtpServerOptions {
    * (default 50); more get 421 (or, on the implicit port, are closed).
    */
   maxUnauthenticated?: number;
-  /** Most not-yet-logged-in connections from one address (default 8). */
+  /** Most not-yet-logged-in connections from one address (default 10). */
   maxUnauthenticatedPerIp?: number;
   /** Most TLS handshakes in progress at once on the implicit port (default 32). */
   maxHandshakes?: number;
   /** Most TLS handshakes in progress from one address on the implicit port (default 4). */
   maxHandshakesPerIp?: number;
   /**
-   * Password checks (PBKDF2) computed at once, all sessions together (default 2); more wait in a short queue
-   * (at most 4 per address, 32 in all), and a login that finds the queue full gets 421 at once.
+   * Password checks (PBKDF2) computed at once, all sessions together (default 2); more wait in a queue as long
+   * as the unauthenticated limits (a login that finds it full gets 421 at once).
    */
   maxPasswordChecks?: number;
   /** Milliseconds a connection may take from connect (or REIN, or AUTH TLS) to a good login (default 60 s). */
@@ -131,7 +132,7 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
     maxSessions: 300,
     maxSessionsPerIp: 50,
     maxUnauthenticated: 50,
-    maxUnauthenticatedPerIp: 8,
+    maxUnauthenticatedPerIp: 10,
     maxHandshakes: 32,
     maxHandshakesPerIp: 4,
     loginTimeoutMs: 60_000,
@@ -376,10 +377,47 @@ interface Listener {
   accepting: boolean;
 }
 
+/**
+ * Removes upload temp files (`.outpost-upload-*`) older than `before` under the users' roots: what a kill -9 or
+ * power cut left behind mid-upload. Symlinked folders are not entered; resolves to the number removed.
+ *
+ * @example
+ * ```ts
+ * const removed = await sweepUploadTemps(["/srv/ftp"], Date.now());
+ * ```
+ */
+export async function sweepUploadTemps(roots: string[], before: number): Promise<number> {
+  let removed = 0;
+  const stack: { dir: string; depth: number }[] = [...new Set(roots)].map((dir) => ({ dir, depth: 0 }));
+  for (let guard = 0; stack.length > 0 && guard < 1_000_000; guard++) {
+    const { dir, depth } = stack.pop()!;
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        const path = `${dir === "/" ? "" : dir}/${e.name}`;
+        if (e.isDirectory && depth < 64) stack.push({ dir: path, depth: depth + 1 });
+        else if (e.isFile && e.name.startsWith(UPLOAD_TEMP_PREFIX)) {
+          try {
+            const st = await Deno.lstat(path);
+            if (st.isFile && (st.mtime?.getTime() ?? 0) < before) {
+              await Deno.remove(path);
+              removed++;
+            }
+          } catch {
+            // Finished or removed meanwhile.
+          }
+        }
+      }
+    } catch {
+      // Unreadable or gone: skip it.
+    }
+  }
+  return removed;
+}
+
 /** Default limits for the options that are optional in {@link FtpServerOptions}. */
 const LIMIT_DEFAULTS = {
   maxUnauthenticated: 50,
-  maxUnauthenticatedPerIp: 8,
+  maxUnauthenticatedPerIp: 10,
   maxHandshakes: 32,
   maxHandshakesPerIp: 4,
   loginTimeoutMs: 60_000,
@@ -522,6 +560,7 @@ export class FtpServer {
   #checkTimer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   #xferChain: Promise<void> = Promise.resolve();
+  #swept: Promise<number> = Promise.resolve(0);
   #counters: FtpServerStatus["counters"] = {
     sessions: 0,
     transfersOk: 0,
@@ -542,7 +581,12 @@ export class FtpServer {
    */
   constructor(opts: FtpServerOptions) {
     this.#opts = opts;
-    this.#passwordChecks = new WorkGate(opts.maxPasswordChecks ?? 2, 32, 4);
+    // Everything admitted (the unauthenticated limits) may queue: the gate only serializes the hashing.
+    this.#passwordChecks = new WorkGate(
+      opts.maxPasswordChecks ?? 2,
+      opts.maxUnauthenticated ?? LIMIT_DEFAULTS.maxUnauthenticated,
+      opts.maxUnauthenticatedPerIp ?? LIMIT_DEFAULTS.maxUnauthenticatedPerIp,
+    );
     this.#buffers = new BufferPool(
       opts.transferBufferSize ?? TRANSFER_BUFFER_SIZE,
       4,
@@ -578,6 +622,11 @@ export class FtpServer {
   /** The address the server listens on. */
   get hostname(): string {
     return this.#opts.hostname;
+  }
+
+  /** Settles when the start-up sweep of stale upload temp files is done, with how many it removed. */
+  get sweepDone(): Promise<number> {
+    return this.#swept;
   }
 
   /** Open control connections. */
@@ -687,6 +736,11 @@ export class FtpServer {
       const now = Date.now();
       for (const s of this.#sessions.keys()) s.tick(now);
     }, period);
+    const started = Date.now();
+    this.#swept = sweepUploadTemps(this.#opts.accounts.users.map((u) => u.root), started).then((n) => {
+      if (n > 0) this.#log.info("upload_temps.swept", { removed: n });
+      return n;
+    });
     const every = this.#opts.selfCheckMs ?? LIMIT_DEFAULTS.selfCheckMs;
     if (every > 0) this.#checkTimer = setInterval(() => void this.checkAccepting(), every);
     this.#log.info("listening", { host: this.#opts.hostname, port: this.#port });
@@ -969,6 +1023,7 @@ export class FtpServer {
     clearInterval(this.#timer);
     await closed;
     await this.#xferChain;
+    await this.#swept;
     this.#log.info("closed", { port: this.#port });
   }
 }

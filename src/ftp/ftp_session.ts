@@ -228,6 +228,8 @@ export class FtpSession {
   #tlsControl = false;
   /** PROT P: data connections use TLS. */
   #protP = false;
+  /** PBSZ was sent on the encrypted control connection (RFC 4217: PROT before PBSZ is 503). */
+  #pbsz = false;
 
   /**
    * Sets up a session on an accepted control connection; nothing is sent until {@link FtpSession.run}.
@@ -397,7 +399,11 @@ export class FtpSession {
         if (line === null) break;
         this.lastActivity = Date.now();
         const cmd = parseCommandLine(line);
-        if (!cmd) continue;
+        if (!cmd) {
+          // Empty after Telnet and control bytes are dropped: still one reply per line, or the client waits.
+          await this.reply("500 Syntax error, command unrecognized.");
+          continue;
+        }
         if (this.#transfer && !COMMANDS[cmd.verb]?.duringTransfer) await this.#transfer.done;
         const renameFrom = this.#renameFrom;
         const more = await this.#dispatch(cmd);
@@ -785,6 +791,7 @@ export class FtpSession {
     }
     const discarded = this.setControl(conn);
     this.#tlsControl = true;
+    this.#pbsz = false;
     // RFC 4217: after AUTH the user must log in again; SSL historically implies protected data.
     this.#reset();
     this.#setProt(mech === "SSL" || mech === "TLS-P");
@@ -809,6 +816,7 @@ export class FtpSession {
       await this.reply("501 Syntax: PBSZ 0.");
       return;
     }
+    this.#pbsz = true;
     await this.reply("200 PBSZ=0");
   }
 
@@ -819,6 +827,10 @@ export class FtpSession {
     }
     if (!this.#tlsControl) {
       await this.reply("503 Send AUTH TLS first.");
+      return;
+    }
+    if (!this.#pbsz) {
+      await this.reply("503 Send PBSZ 0 first.");
       return;
     }
     const level = arg.trim().toUpperCase();
@@ -1103,14 +1115,14 @@ export class FtpSession {
     const offset = this.#takeRest();
     const { fs } = this.#fs();
     if (!(await this.#needDataSetup())) return;
-    let p: string;
-    if (kind === "stou") {
-      const hint = arg.trim() ? fs.resolve(this.cwd, arg).split("/").pop() : undefined;
-      p = await fs.uniqueName(this.cwd, hint || undefined);
-    } else {
-      p = fs.resolve(this.cwd, arg);
-    }
-    const upload = await fs.openUpload(p, { mode: kind === "appe" ? "append" : "replace", offset });
+    // STOU: only the base name of a hint counts, in the current directory; the name is reserved atomically.
+    const hint = kind === "stou"
+      ? (arg.trim() ? fs.resolve(this.cwd, arg).split("/").pop() || "file" : "file")
+      : "";
+    const wanted = fs.resolve(this.cwd, kind === "stou" ? hint : arg);
+    const mode = kind === "appe" ? "append" : kind === "stou" ? "unique" : "replace";
+    const upload = await fs.openUpload(wanted, { mode, offset });
+    const p = upload.vpath;
     const ascii = this.#ascii;
     let committed = false;
     const opening = kind === "stou"
