@@ -29,8 +29,8 @@ export { formatLogLine, journalStreamMatches, Logger, setJournalMode, setLogSink
 export type { LogSink, LogValue } from "./src/log/logger.ts";
 
 // Config.
-export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/config/config.ts";
-export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/config/config.ts";
+export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/app/outpost_config.ts";
+export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/app/outpost_config.ts";
 export { ConfigError, parseDuration, parseSize, Section } from "./src/config/section.ts";
 export { checkPasswordHash, hashPassword, verifyPassword } from "./src/config/password.ts";
 
@@ -75,7 +75,19 @@ export { Outbox, OutboxFullError } from "./src/smtp/outbox.ts";
 export type { OutboxEntry, OutboxOptions, QueueMeta } from "./src/smtp/outbox.ts";
 export { DeliveryWorker } from "./src/smtp/delivery_worker.ts";
 export type { DeliveryWorkerOptions, WorkerStatus } from "./src/smtp/delivery_worker.ts";
-export { readOutboxConfig, readSmtpConfig } from "./src/smtp/smtp_config.ts";
+export { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "./src/smtp/smtp_config.ts";
+export type { MailPaths } from "./src/smtp/smtp_config.ts";
+export {
+  MaildropUnavailableError,
+  MessageTooLargeError,
+  STALE_DROP_MS,
+  submitToMaildrop,
+} from "./src/smtp/maildrop.ts";
+export type { DropMeta, SubmitOptions } from "./src/smtp/maildrop.ts";
+export { hasLongLines, SevenBitWriter } from "./src/smtp/seven_bit.ts";
+export { outboxAlertMailer, queueFallbackConfigNotice } from "./src/alerts/outbox_mailer.ts";
+export { renderDigestMail, renderFallbackConfigMail } from "./src/alerts/templates.ts";
+export type { DigestInput, FallbackConfigInput } from "./src/alerts/templates.ts";
 
 // Alerts.
 export { AlertMonitor } from "./src/alerts/monitor.ts";
@@ -125,7 +137,12 @@ export { StatusService } from "./src/status/status_service.ts";
 export { StatusHttp } from "./src/status/status_http.ts";
 export type { StatusHttpDeps } from "./src/status/status_http.ts";
 export { collectStatus, OUTPOST_VERSION } from "./src/status/status_snapshot.ts";
-export type { StatusSnapshot, StatusSource } from "./src/status/status_snapshot.ts";
+export type {
+  ConfigState,
+  StatusConfigView,
+  StatusSnapshot,
+  StatusSource,
+} from "./src/status/status_snapshot.ts";
 export { queryStatus, StatusQueryError } from "./src/status/query_status.ts";
 export { SensorHistory } from "./src/status/sensor_history.ts";
 export type { HistoryPoint, SavedHistory } from "./src/status/sensor_history.ts";

@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError } from "../src/config/section.ts";
 import { bundleOutpost, BUNDLES } from "./bundle_outpost.ts";
 import { defaultCacheDir, fetchDenoArm64 } from "./deno_arm64.ts";

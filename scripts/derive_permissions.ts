@@ -6,7 +6,7 @@
  * @module
  */
 
-import { configSandboxNeeds, DAEMON_ENV_VARS, type OutpostConfig } from "../src/config/config.ts";
+import { configSandboxNeeds, DAEMON_ENV_VARS, type OutpostConfig } from "../src/app/outpost_config.ts";
 import type { SandboxNeeds } from "../src/config/sandbox_needs.ts";
 import { ConfigError } from "../src/config/section.ts";
 import { MAX_LISTED_PORTS } from "../src/ftp/ftp_needs.ts";

@@ -12,7 +12,7 @@
 import { parseArgs } from "node:util";
 import { loadBoardProfile } from "../src/alerts/board_profiles.ts";
 import { ConfigError } from "../src/config/section.ts";
-import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
+import { loadConfig, type OutpostConfig } from "../src/app/outpost_config.ts";
 import { ftpFileLimit } from "../src/ftp/ftp_server.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
 import { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives } from "../src/daemon/systemd_sandbox.ts";

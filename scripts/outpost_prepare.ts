@@ -10,7 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type OutpostConfig, parseConfig } from "../src/config/config.ts";
+import { type OutpostConfig, parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError } from "../src/config/section.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
 import {

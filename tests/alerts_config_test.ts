@@ -19,7 +19,7 @@ import {
   unknownVariables,
 } from "../src/alerts/templates.ts";
 import type { AlertEvent } from "../src/alerts/rule_engine.ts";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 
 function read(toml: string) {
   const problems: string[] = [];

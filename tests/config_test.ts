@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError, parseDuration, parseSize } from "../src/config/section.ts";
 import { hashPassword, verifyPassword } from "../src/config/password.ts";
 

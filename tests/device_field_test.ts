@@ -370,3 +370,61 @@ permissions = ["all"]
     }
   },
 });
+
+Deno.test({
+  name:
+    "device field: sensors on the real /proc and /sys read under the derived flags (Deno wants --allow-all there)",
+  ignore: SKIP_FIELD || skipWithout(findPeer(SYSTEM_PYTHON)),
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "outpost-field-kernel-" });
+    const sink = await startSink({ mode: "plain", dir });
+    const real = ["load", "memory", "lo_mtu"];
+    const board = await layOutBoard(
+      dir,
+      `[device]
+name = "pi-kernel"
+state_dir = "{{dir}}/var/lib/outpost"
+
+[ftp]
+enabled = false
+
+[smtp]
+host = "127.0.0.1"
+port = ${sink.port}
+security = "none"
+from = "pi@example.com"
+
+[alerts]
+to = ["owner@example.com"]
+interval = "1s"
+
+[sensors.load]
+type = "load"
+[sensors.memory]
+type = "memory"
+[sensors.lo_mtu]
+type = "file"
+path = "/sys/class/net/lo/mtu"
+${real.map((s) => `\n[[rules]]\nname = "${s}_any"\nsensor = "${s}"\nabove = -1000000\n`).join("")}`,
+    );
+    const d = await FieldDaemon.start(board);
+    try {
+      await d.waitReady();
+      const flags = await Deno.readTextFile(`${board.runtimeDir}/deno-flags.env`);
+      assert.doesNotMatch(flags, /--allow-read=[^ ]*(\/proc|\/sys)/, "no read grants under /proc or /sys");
+      const mails = await sink.waitFor(real.length, 60_000);
+      for (const s of real) {
+        assert.ok(
+          mails.some((m) => (m.subject ?? "").includes(`ALERT ${s} `)),
+          `alert for ${s}:\n${mails.map((m) => m.subject).join("\n")}\n${d.output}`,
+        );
+      }
+      assert.deepEqual(sandboxRefusals(d.output), [], d.output);
+    } finally {
+      await d.stop();
+      await sink.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

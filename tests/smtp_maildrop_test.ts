@@ -17,10 +17,9 @@ import { asUser, chownTree, fieldUser, SKIP_FIELD } from "./helpers/field_user.t
 import { fieldDeno } from "./helpers/field_deno.ts";
 import { Outbox } from "../src/smtp/outbox.ts";
 import { STALE_DROP_MS, submitToMaildrop } from "../src/smtp/maildrop.ts";
-import { loadMailConfig } from "../src/config/config.ts";
+import { loadMailConfig } from "../src/app/outpost_config.ts";
 import { setLogSink } from "../src/log/logger.ts";
-import { loadConfig } from "../src/config/config.ts";
-import { denoPermissionFlags, derivePermissions } from "../scripts/derive_permissions.ts";
+import { FieldDaemon, layOutBoard } from "./helpers/field_daemon.ts";
 
 setLogSink(() => {});
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -210,88 +209,44 @@ Deno.test("maildrop: a message over max_message_size exits 65 and leaves nothing
   }
 });
 
-/** A running `outpost serve` as the outpost user with the derived (narrowed) flags. */
-async function startDaemonAsOutpost(
-  cfg: string,
-): Promise<{ child: Deno.ChildProcess; output: () => string }> {
-  const user = await fieldUser();
-  const fd = await fieldDeno();
-  const config = await loadConfig(cfg);
-  const flags = denoPermissionFlags(derivePermissions(config));
-  const child = new Deno.Command(asUser(user)[0], {
-    args: [
-      ...asUser(user).slice(1),
-      fd.deno,
-      "run",
-      ...flags,
-      fd.main,
-      "serve",
-      "--config",
-      cfg,
-      "--grace",
-      "1",
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_DIR: fd.denoDir, NO_COLOR: "1", OUTPOST_LOG: "on", HOME: "/nonexistent" },
-    clearEnv: true,
-  }).spawn();
-  let text = "";
-  const collect = async (s: ReadableStream<Uint8Array>) => {
-    for await (const c of s) text += dec.decode(c, { stream: true });
-  };
-  collect(child.stdout);
-  collect(child.stderr);
-  for (let i = 0; i < 600 && !/daemon started/.test(text); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  if (!/daemon started/.test(text)) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already exited.
-    }
-    await child.status;
-    throw new Error(`The daemon did not start:\n${text}`);
-  }
-  return { child, output: () => text };
-}
-
-async function stopDaemon(child: Deno.ChildProcess): Promise<void> {
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await child.status;
-  clearTimeout(timer);
-}
-
 Deno.test({
-  name: "maildrop field test: root and nobody submit while the outpost-user daemon is stopped and running; " +
-    "nothing is lost and nobody cannot see or touch the others' mail",
+  name:
+    "maildrop field test: root and nobody submit while the board's daemon (its unit: prepare as root, serve " +
+    "as outpost under the derived flags) is stopped and running; nothing is lost, nobody sees the others' mail",
   ignore: SKIP_FIELD || skipWithout(findPeer(SYSTEM_PYTHON)),
+  sanitizeResources: false,
   async fn() {
-    const user = await fieldUser();
     const fd = await fieldDeno();
     const nobody = { name: "nobody", uid: 65534, gid: 65534 };
-    const dir = await Deno.makeTempDir();
-    await Deno.chmod(dir, 0o755);
+    const dir = await Deno.makeTempDir({ prefix: "outpost-field-" });
     const sink = await startSink({ mode: "plain", dir });
-    let daemon: Deno.ChildProcess | null = null;
+    let daemon: FieldDaemon | null = null;
     try {
-      const cfg = await writeConfig(dir, sink.port);
-      await Deno.chmod(cfg, 0o644);
-      // As the unit's prepare step makes it (0750, the daemon's user): the daemon opens it to o+x itself.
-      await Deno.mkdir(`${dir}/state`, { mode: 0o750 });
-      await Deno.chmod(`${dir}/state`, 0o750);
-      await chownTree(`${dir}/state`, user);
+      const board = await layOutBoard(
+        dir,
+        `[device]\nname = "pi-field"\nstate_dir = "{{dir}}/var/lib/outpost"\n\n[ftp]\nenabled = false\n\n` +
+          `[smtp]\nhost = "127.0.0.1"\nport = ${sink.port}\nsecurity = "none"\nfrom = "board@example.com"\n` +
+          `aliases = { root = "owner@example.com" }\n\n[outbox]\nretry_min = "1m"\npoll_interval = "1s"\n`,
+      );
+      const user = board.user;
+      const cfg = board.configPath;
+      const start = async () => {
+        const d = await FieldDaemon.start(board);
+        const failed = d.failedPre;
+        assert.equal(failed, null, `ExecStartPre failed: ${failed?.stderr}${failed?.stdout}`);
+        await d.waitReady();
+        assert.equal(d.main?.argv.includes("-A") || d.main?.argv.includes("--allow-all"), false);
+        return d;
+      };
       // First start creates the outbox and maildrop as the outpost user; then stop it.
-      daemon = (await startDaemonAsOutpost(cfg)).child;
-      await stopDaemon(daemon);
+      daemon = await start();
+      await daemon.stop();
       daemon = null;
-      const outbox = `${dir}/state/outbox`;
+      const outbox = `${dir}/var/lib/outpost/outbox`;
       const st = await Deno.stat(`${outbox}/maildrop`);
       assert.equal(st.uid, user.uid);
       assert.equal((st.mode ?? 0) & 0o7777, 0o1733);
+      assert.equal((await Deno.stat(`${dir}/var/lib/outpost`)).mode! & 0o001, 0o001, "state dir searchable");
 
       const sendmail = (u: typeof nobody | null, args: string[], msg: string) =>
         run(
@@ -345,7 +300,7 @@ Deno.test({
       );
       assert.equal(probe.stdout.trim(), "nolist,noremove,noqueue", probe.stderr);
 
-      daemon = (await startDaemonAsOutpost(cfg)).child;
+      daemon = await start();
       // And one more while it runs.
       const live = await sendmail(nobody, ["--", "owner@example.com"], "Subject: while running\n\nlive\n");
       assert.equal(live.code, 0, live.stderr);
@@ -362,13 +317,50 @@ Deno.test({
       assert.equal(c.text?.replace(/\r\n/g, "\n"), "all fine\n");
       assert.deepEqual(bySubject.get("from nobody")!.to, ["someone@example.com"]);
       assert.match(bySubject.get("while running")!.from_header ?? "", /board@example\.com/);
-      await stopDaemon(daemon);
+      assert.match(daemon.output, /enqueued .*uid=65534.*source=maildrop/);
+      assert.doesNotMatch(daemon.output, /NotCapable|Requires (read|write|net|env|run|sys) access/);
+      await daemon.stop();
       daemon = null;
       assert.deepEqual(await names(`${outbox}/maildrop`), []);
       assert.deepEqual(await names(`${outbox}/queue`), []);
     } finally {
-      if (daemon) await stopDaemon(daemon);
+      await daemon?.stop();
       await sink.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "maildrop: files root writes into the daemon's outbox (outbox retry/purge/list as root) belong to outpost",
+  ignore: SKIP_FIELD,
+  async fn() {
+    const user = await fieldUser();
+    const dir = await Deno.makeTempDir();
+    try {
+      const cfg = await writeConfig(dir, 1);
+      const mail = await loadMailConfig(cfg);
+      await Deno.mkdir(mail.outbox.dir, { recursive: true });
+      await chownTree(mail.outbox.dir, user);
+      const outbox = await Outbox.open(mail.outbox);
+      const id = await outbox.enqueue({ to: ["a@example.com"], subject: "s", text: "t" });
+      await outbox.fail(id, "test");
+      assert.equal(await outbox.retry(), 1);
+      await submitToMaildrop({ maildrop: outbox.maildropDir, maxMessageBytes: 1 << 20 }, {
+        to: ["b@example.com"],
+      }, (w) => w.write(new TextEncoder().encode("Subject: x\n\ny\n")));
+      assert.equal(await outbox.pickup(), 1);
+      for (
+        const d of [outbox.queueDir, outbox.failedDir, outbox.incomingDir, outbox.tmpDir, outbox.maildropDir]
+      ) {
+        assert.equal((await Deno.stat(d)).uid, user.uid, d);
+        for (const n of await names(d)) {
+          assert.equal((await Deno.stat(`${d}/${n}`)).uid, user.uid, `${d}/${n}`);
+        }
+      }
+      assert.equal((await Deno.stat(`${mail.outbox.dir}/.pickup.lock`)).uid, user.uid);
+    } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -4,7 +4,7 @@
  * board's user with narrowed permissions.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 import { OutpostDaemon } from "../src/daemon/outpost_daemon.ts";
 import { setLogSink } from "../src/log/logger.ts";
@@ -169,6 +169,25 @@ Deno.test("status: a running daemon reports sessions with a transfer in progress
     assert.equal(doc.outbox.queued, 1);
     // No secrets: neither the hash nor anything of it.
     assert.ok(!j.stdout.includes("pbkdf2"));
+
+    // The upload finishes; a wrong password fails: the counters say so.
+    data.close();
+    data = null;
+    assert.equal((await ctl.reply()).code, 226);
+    const bad = await FtpControl.connect("127.0.0.1", daemon.ftp!.port);
+    try {
+      await bad.reply();
+      assert.equal((await bad.cmd("USER alice")).code, 331);
+      assert.equal((await bad.cmd("PASS wrong")).code, 530);
+    } finally {
+      bad.close();
+    }
+    const after = await queryStatus(sock);
+    assert.deepEqual(
+      [after.ftp!.counters.bytesIn, after.ftp!.counters.transfersOk, after.ftp!.counters.loginFailures],
+      [100_000, 1, 1],
+    );
+    assert.equal(after.ftp!.sessions.find((x) => x.user === "alice")?.transfer, null);
   } finally {
     data?.close();
     ctl?.close();
@@ -176,4 +195,25 @@ Deno.test("status: a running daemon reports sessions with a transfer in progress
     await Deno.remove(dir, { recursive: true });
   }
   // The socket is removed on stop.
+});
+
+Deno.test("status: without a config, a quick-start daemon's state in this folder is asked", async () => {
+  const dir = await Deno.makeTempDir();
+  const text =
+    `[device]\nname = "pi-quick"\nstate_dir = ".outpost-state"\n[ftp]\nhost = "127.0.0.1"\nport = ${freePort()}\n`;
+  const daemon = await OutpostDaemon.start(parseConfig(text, `${dir}/embedded.toml`));
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", MAIN, "status"],
+      cwd: dir,
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.match(stdout, /^outpost pi-quick /);
+  } finally {
+    await daemon.stop(0);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

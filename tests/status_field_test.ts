@@ -201,6 +201,10 @@ port = ${statusPort}
             assert.equal(dom.code, 0, dom.stderr);
             const html = dom.stdout;
             assert.match(html, /<title>pi-freezer: 1 ALERT<\/title>/);
+            assert.match(
+              html,
+              /<section id="attention"[^>]*><div>ALERT freezer_above: freezer -6.2 °C &gt; -10 °C<\/div>/,
+            );
             for (const s of ["cpu", "freezer"]) {
               const card =
                 new RegExp(`<div class="sensor" id="sensor-${s}"[^]*?</svg></div>`).exec(html)?.[0] ?? "";
@@ -215,7 +219,7 @@ port = ${statusPort}
             assert.match(html, /<tr data-rule="freezer_above">[^]*?class="state-alert">ALERT since /);
             assert.match(html, /<tr data-rule="cpu_above">[^]*?class="state-ok">OK</);
             assert.match(html, /<span id="outbox-queued">1<\/span> queued/);
-            assert.doesNotMatch(html, /<script|pbkdf2/);
+            assert.doesNotMatch(html, /<script|pbkdf2|\[object |undefined|NaN/);
 
             const shot = `${shots}/status-phone.png`;
             const sr = await runBounded(browser, [

@@ -3,7 +3,7 @@
  * browser test (headless Chromium) is status_browser_test.ts.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 import { OutpostDaemon } from "../src/daemon/outpost_daemon.ts";
 import { setLogSink } from "../src/log/logger.ts";
@@ -94,6 +94,8 @@ Deno.test("status http: off by default; loopback page, metrics and json without 
       "no script, no CDN",
     );
     assert.ok(!page.body.includes("pbkdf2"));
+    assert.doesNotMatch(page.body, /\[object |undefined|NaN/);
+    assert.match(page.body, /cpu &gt; 80 °C <span class="muted">warning/);
     assert.ok(!page.body.includes("config-problems"));
 
     const m = await get(`${url}metrics`);
@@ -204,4 +206,28 @@ Deno.test("sensor chart: a gap breaks the line; thresholds are dashed lines; tex
   assert.equal(svg.match(/<polyline/g)?.length, 2);
   assert.equal(svg.match(/class="limit"/g)?.length, 1);
   assert.ok(!svg.includes("<b>"));
+});
+
+Deno.test("status http: a reload that turns the page on starts it; one that turns it off stops it", async () => {
+  const dir = await Deno.makeTempDir();
+  const d = await start(dir, "");
+  try {
+    assert.equal(d.status?.httpUrl, null);
+    const port = freePort();
+    const text = (await Deno.readTextFile(`${dir}/outpost.toml`)).replace(
+      "[status]\n",
+      `[status]\nhttp = true\nport = ${port}\n`,
+    );
+    await d.reload(parseConfig(text, `${dir}/outpost.toml`));
+    assert.equal(d.status?.httpUrl, `http://127.0.0.1:${port}/`);
+    assert.equal((await get(`http://127.0.0.1:${port}/metrics`)).status, 200);
+    await d.reload(parseConfig(text.replace("http = true", "http = false"), `${dir}/outpost.toml`));
+    assert.equal(d.status?.httpUrl, null);
+    await assert.rejects(() => fetch(`http://127.0.0.1:${port}/`));
+    // The socket came back after each restart.
+    assert.ok((await Deno.stat(`${dir}/state/status.sock`)).isSocket);
+  } finally {
+    await d.stop(0);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

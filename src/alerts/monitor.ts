@@ -7,7 +7,11 @@
  * - state is persisted only on state change, and an event is recorded as `unsent` in the state file before it is
  *   handed to the mailer, so a crash between the two loses nothing;
  * - while the mailer reports delivery failing, the first event still goes out at once; later ones are collected
- *   and sent as ONE digest (events, first and last seen, current state) when delivery recovers.
+ *   and sent as ONE digest (events, first and last seen, current state) when delivery recovers;
+ * - a new mail about a rule or sensor replaces mail about it that is still waiting in the queue (and says so), so
+ *   after an outage the newest mail describes the current state, never a stale recovery or alert;
+ * - a digest for several recipient lists remembers which lists it reached, so a failure halfway never sends it
+ *   twice to anyone.
  *
  * @module
  */
@@ -26,7 +30,15 @@ import {
 } from "./rule_engine.ts";
 import { SensorReadError } from "./sensor_readers.ts";
 import { SensorSource } from "./sensor_source.ts";
-import { formatDuration, formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import {
+  eventLine,
+  formatDuration,
+  formatNumber,
+  type MailContext,
+  renderDigestMail,
+  renderEventMail,
+  replacedNote,
+} from "./templates.ts";
 import { FailureLogBackoff } from "./failure_log_backoff.ts";
 import { Logger } from "../log/logger.ts";
 
@@ -53,6 +65,13 @@ export interface AlertMailer {
   ): Promise<string>;
   /** True while delivery is failing; the monitor then bundles further events into one digest. */
   deliveryFailing(): boolean;
+  /**
+   * Mail with one of `tags` that is still waiting in the queue and not being sent (optional). A new mail about
+   * the same rule or sensor replaces it, so the newest mail the owner reads describes the current state.
+   */
+  pending?(tags: string[]): Promise<{ id: string; subject: string }[]>;
+  /** Removes those queued mails (skipping any that started sending meanwhile); resolves to how many went. */
+  withdraw?(ids: string[]): Promise<number>;
 }
 
 /**
@@ -187,14 +206,6 @@ export interface MonitorStatus {
 const DIGEST_MAX_EVENTS = 200;
 
 const log = new Logger("alerts");
-
-const STATE_WORD: Record<AlertEvent["kind"], string> = {
-  alert: "ALERT",
-  reminder: "REMINDER",
-  recovery: "RECOVERED",
-  sensor_error: "SENSOR ERROR",
-  sensor_ok: "SENSOR OK",
-};
 
 /**
  * The alert monitor.
@@ -569,17 +580,24 @@ export class AlertMonitor {
       return true;
     }
     const rule = ev.rule !== null ? this.config.rules.find((x) => x.id === ev.rule) : undefined;
-    const { subject, text } = renderEventMail(
+    const rendered = renderEventMail(
       ev,
       rule?.templates ?? this.config.templates,
       this.#ctx(ev.sensor),
     );
+    const tag = eventTag(ev);
+    const stale = await this.#pending([tag]);
+    const subject = rendered.subject;
+    const text = stale.length === 0
+      ? rendered.text
+      : rendered.text.replace(/\n$/, "") + replacedNote(stale.map((p) => p.subject)) + "\n";
     try {
       const id = await this.#mailer.enqueue({ to, subject, text }, {
         critical: ev.severity === "critical",
-        tag: ev.rule !== null ? `alert:${ev.rule}` : `sensor:${ev.sensor}`,
+        tag,
       });
       log.info("mail.enqueued", { id, kind: ev.kind, sensor: ev.sensor });
+      await this.#withdraw(stale.map((p) => p.id).filter((x) => x !== id));
       return true;
     } catch (e) {
       log.error("mail.enqueue_failed", { kind: ev.kind, sensor: ev.sensor, error: (e as Error).message });
@@ -587,18 +605,24 @@ export class AlertMonitor {
     }
   }
 
-  /** One line describing an event, for digests. */
-  #eventLine(ev: AlertEvent): string {
-    const ctx = this.#ctx(ev.sensor);
-    const u = (n: number | null) => `${formatNumber(n, ctx.decimals)}${ctx.unit ? " " + ctx.unit : ""}`;
-    const time = new Date(ev.at).toISOString().replace(/\.\d{3}Z$/, "Z");
-    const op = ev.direction === "below" ? "<" : ">";
-    let what: string;
-    if (ev.kind === "sensor_error") what = `${ev.sensor}: ${ev.error}`;
-    else if (ev.kind === "alert" || ev.kind === "reminder") {
-      what = `${ev.sensor} ${u(ev.value)} ${op} ${u(ev.threshold)}`;
-    } else what = `${ev.sensor} ${u(ev.value)}`;
-    return `${time}  ${STATE_WORD[ev.kind]} ${what}`.replace(/[\r\n]+/g, " ");
+  async #pending(tags: string[]): Promise<{ id: string; subject: string }[]> {
+    if (!this.#mailer.pending) return [];
+    try {
+      return await this.#mailer.pending(tags);
+    } catch (e) {
+      log.warn("mail.pending_failed", { error: (e as Error).message });
+      return [];
+    }
+  }
+
+  async #withdraw(ids: string[]): Promise<void> {
+    if (ids.length === 0 || !this.#mailer.withdraw) return;
+    try {
+      const n = await this.#mailer.withdraw(ids);
+      log.info("mail.superseded", { count: n, ids: ids.join(",") });
+    } catch (e) {
+      log.warn("mail.withdraw_failed", { error: (e as Error).message });
+    }
   }
 
   #currentStateLines(): string[] {
@@ -630,38 +654,42 @@ export class AlertMonitor {
     }
     for (const [key, evs] of groups) {
       if (!key) continue;
-      const first = new Date(evs[0].at).toISOString().replace(/\.\d{3}Z$/, "Z");
-      const last = new Date(evs[evs.length - 1].at).toISOString().replace(/\.\d{3}Z$/, "Z");
-      const n = evs.length + (groups.size === 1 ? d.dropped : 0);
-      const subject = `[outpost ${this.#host}] DIGEST ${n} alert event(s) while mail was down`;
-      const text = [
-        `Mail delivery was failing, so ${n} event(s) were collected into this one mail.`,
-        `First seen: ${first}`,
-        `Last seen:  ${last}`,
-        d.dropped > 0 ? `(${d.dropped} older event(s) were left out to keep this mail short.)` : "",
-        "",
-        "Events:",
-        ...evs.map((ev) => "  " + this.#eventLine(ev)),
-        "",
-        "Current state:",
-        ...this.#currentStateLines(),
-        "",
-        `Host: ${this.#host} (${this.#board})`,
-        "",
-      ].join("\n");
+      // A digest that failed halfway: the recipient lists it already reached do not get it again.
+      if (d.sentTo?.includes(key)) continue;
+      const tags = [...new Set(evs.map(eventTag))];
+      const stale = await this.#pending(tags);
+      const { subject, text } = renderDigestMail({
+        host: this.#host,
+        board: this.#board,
+        eventLines: evs.map((ev) => eventLine(ev, this.#ctx(ev.sensor))),
+        first: evs[0].at,
+        last: evs[evs.length - 1].at,
+        count: evs.length + (groups.size === 1 ? d.dropped : 0),
+        dropped: d.dropped,
+        currentState: this.#currentStateLines(),
+        replaced: stale.map((p) => p.subject),
+      });
       try {
         const id = await this.#mailer.enqueue({ to: key.split(","), subject, text }, {
           critical: evs.some((e) => e.severity === "critical"),
           tag: "alert-digest",
         });
         log.info("mail.digest_enqueued", { id, events: evs.length });
+        await this.#withdraw(stale.map((p) => p.id).filter((x) => x !== id));
       } catch (e) {
         log.error("mail.enqueue_failed", { kind: "digest", error: (e as Error).message });
         return false;
       }
+      d.sentTo = [...(d.sentTo ?? []), key];
+      await this.#save();
     }
     return true;
   }
+}
+
+/** The outbox tag of an event's own mail: `alert:<rule>` or `sensor:<sensor>`. */
+function eventTag(ev: AlertEvent): string {
+  return ev.rule !== null ? `alert:${ev.rule}` : `sensor:${ev.sensor}`;
 }
 
 function isoSeconds(ms: number): string {

@@ -5,12 +5,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { loadConfig } from "../config/config.ts";
-import {
-  certificateFingerprint,
-  createSelfSignedCertificate,
-  writeCertificateFiles,
-} from "../net/certificate.ts";
+import { findConfigPath, loadConfig } from "../app/outpost_config.ts";
+import { fingerprintLines } from "../net/cert_fingerprints.ts";
+import { createSelfSignedCertificate, writeCertificateFiles } from "../net/certificate.ts";
 
 const HELP = `Usage: outpost cert [--config FILE] [--out DIR] [--hostname H] [--force]
 
@@ -18,7 +15,8 @@ Creates a self-signed TLS certificate (cert.pem) and private key (key.pem, mode 
 certificate's SHA-256 fingerprint. Compare that fingerprint with the one FileZilla shows on the first connection.
 
   --config FILE   outpost.toml to read [device] state_dir from (default: the usual config search)
-  --out DIR       folder for cert.pem and key.pem (default: <state_dir>/tls)
+  --out DIR       folder for cert.pem and key.pem (default: <state_dir>/tls of the config; without a config,
+                  ./.outpost-state/tls of a quick-start folder, else --out is required)
   --hostname H    host name the certificate is for (default: this machine's host name)
   --force         replace an existing certificate and key
   --show          only print the fingerprint of the existing certificate in the folder`;
@@ -58,22 +56,26 @@ export async function certCommand(args: string[]): Promise<number> {
   let dir = values.out;
   try {
     if (!dir) {
-      let stateDir = "/var/lib/outpost";
-      if (values.config || Deno.env.get("OUTPOST_CONFIG")) {
-        stateDir = (await loadConfig(values.config)).device.stateDir;
-      } else {
-        try {
-          stateDir = (await loadConfig()).device.stateDir;
-        } catch {
-          // No config file anywhere: use the default state folder.
-        }
+      let stateDir: string | null = null;
+      const path = await findConfigPath(values.config);
+      if (path !== null) stateDir = (await loadConfig(path)).device.stateDir;
+      else if (await Deno.stat(".outpost-state").then((s) => s.isDirectory, () => false)) {
+        stateDir = `${Deno.cwd()}/.outpost-state`; // the quick-start daemon's state in this folder
+      }
+      if (stateDir === null) {
+        console.error(
+          "outpost cert: no config file was found, so there is no state folder to put it in: give --out DIR " +
+            "(for example --out ./tls) or --config FILE.",
+        );
+        return 64;
       }
       dir = `${stateDir}/tls`;
     }
     const certPath = `${dir.replace(/\/+$/, "")}/cert.pem`;
     if (values.show) {
-      const fp = certificateFingerprint(await Deno.readTextFile(certPath));
-      console.log(`Certificate: ${certPath}\nSHA-256 fingerprint: ${fp}`);
+      console.log(
+        [`Certificate: ${certPath}`, ...fingerprintLines(await Deno.readTextFile(certPath))].join("\n"),
+      );
       return 0;
     }
     const hostname = values.hostname ?? safeHostname();
@@ -86,9 +88,7 @@ export async function certCommand(args: string[]): Promise<number> {
         `Host names:  ${hostname}, localhost, 127.0.0.1, ::1${
           hostname.endsWith(".local") ? "" : `, ${hostname}.local`
         }`,
-        `SHA-256 fingerprint: ${pair.fingerprint}`,
-        "",
-        "FileZilla shows this fingerprint on the first connection: accept it only if they match.",
+        ...fingerprintLines(pair.certPem),
       ].join("\n"),
     );
     return 0;

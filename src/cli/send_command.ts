@@ -9,7 +9,7 @@ import { DataWriter } from "../smtp/dot_stuffing.ts";
 import { HeaderInjectionError, type MailMessage, prepareMessage } from "../smtp/mail_message.ts";
 import { fileMessageSource } from "../smtp/outbox.ts";
 import { type DropMeta, submitToMaildrop } from "../smtp/maildrop.ts";
-import { mailPaths } from "../smtp/smtp_config.ts";
+import { mailPaths, resolveRecipient } from "../smtp/smtp_config.ts";
 import { writeAll } from "../net/byte_conn.ts";
 import { deliverNow, enqueueFailed, EX, loadSendConfig } from "./sendmail_command.ts";
 import { readStdin } from "./read_stdin.ts";
@@ -34,7 +34,10 @@ Options:
   -C, --config FILE   outpost.toml to use
   -h, --help          this help
 
-Exit status: 0 ok, 64 usage, 65 bad message, 69 refused by the server, 75 temporary failure, 78 config error.`;
+Recipients that are local names (root, pi) go to their [smtp] aliases entry.
+
+Exit status: 0 ok, 64 usage, 65 bad or too large message, 67 local name without an alias, 69 refused by the
+server, 75 temporary failure, 78 config error.`;
 
 async function readAllStdin(limit: number): Promise<string> {
   const all = await readStdin(limit);
@@ -90,6 +93,17 @@ export async function sendCommand(args: string[]): Promise<number> {
   const smtp = mail.smtp;
   const defaults = { from: smtp.from, fromName: smtp.fromName, domain: smtp.heloName };
   const limit = mail.outbox.maxMessageBytes;
+  // Local names (--to root) go through [smtp] aliases, as with sendmail.
+  let to: string[], cc: string[] | undefined;
+  try {
+    const hosts = [mail.device.name];
+    const map = (list: string[]) => list.flatMap((r) => resolveRecipient(r, smtp.aliases ?? {}, hosts));
+    to = map(values.to);
+    cc = values.cc ? map(values.cc) : undefined;
+  } catch (e) {
+    console.error(`outpost send: ${(e as Error).message}`);
+    return EX.NOUSER;
+  }
   let msg: MailMessage;
   try {
     let attached = 0;
@@ -107,8 +121,8 @@ export async function sendCommand(args: string[]): Promise<number> {
     }
     msg = {
       from: values.from,
-      to: values.to,
-      cc: values.cc,
+      to,
+      cc,
       subject: values.subject,
       text: values.body ?? await readAllStdin(mail.outbox.maxMessageBytes),
       html: values.html !== undefined ? await Deno.readTextFile(values.html) : undefined,

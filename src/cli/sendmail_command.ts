@@ -11,8 +11,9 @@
 
 import { ConfigError } from "../config/section.ts";
 import { type CompletedRawMessage, completeRawMessage, HeaderInjectionError } from "../smtp/mail_message.ts";
-import { loadMailConfig, type MailConfig } from "../config/config.ts";
-import { mailPaths, resolveRecipient } from "../smtp/smtp_config.ts";
+import { findConfigPath, loadMailConfig, type MailConfig, parseTomlDocument } from "../app/outpost_config.ts";
+import { Section } from "../config/section.ts";
+import { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "../smtp/smtp_config.ts";
 import { OutboxFullError } from "../smtp/outbox.ts";
 import {
   type DropMeta,
@@ -22,6 +23,7 @@ import {
 } from "../smtp/maildrop.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
 import { formatReply } from "../smtp/smtp_reply.ts";
+import { hasLongLines } from "../smtp/seven_bit.ts";
 
 /** sysexits.h codes used by the mail commands. */
 export const EX = {
@@ -281,7 +283,7 @@ export async function sendmailCommand(args: string[]): Promise<number> {
   }
   let mail: MailConfig;
   try {
-    mail = await loadMailConfig(parsed.config);
+    mail = await loadSubmitConfig(parsed.config);
   } catch (e) {
     console.error(`outpost sendmail: ${(e as Error).message}`);
     return EX.CONFIG;
@@ -350,14 +352,21 @@ export async function sendmailCommand(args: string[]): Promise<number> {
     }
     let eightBit = done.eightBit;
     for (const p of parts) if (!eightBit) eightBit = p.some((b) => b >= 0x80);
-    return await deliverNow(smtp, done.envelope, {
-      size,
-      eightBit,
-      smtputf8: done.smtputf8,
-      write: async (w) => {
-        for (const p of parts) await w.write(p);
+    const all = new Uint8Array(size);
+    parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
+    return await deliverNow(
+      smtp,
+      done.envelope,
+      {
+        size,
+        eightBit,
+        longLines: hasLongLines(all),
+        smtputf8: done.smtputf8,
+        write: (w) => w.write(all),
       },
-    }, "outpost sendmail");
+      "outpost sendmail",
+      { quiet: true },
+    ); // sendmail prints nothing on success, even with --now
   }
   const meta: DropMeta = {
     to: done.envelope.to,
@@ -380,6 +389,51 @@ export async function sendmailCommand(args: string[]): Promise<number> {
     return e instanceof MaildropUnavailableError ? EX.TEMPFAIL : EX.IOERR;
   }
   return EX.OK;
+}
+
+/**
+ * The mail settings sendmail needs. A config with problems only outside `[device]`, `[smtp]` and `[outbox]`
+ * (a typo in a rule, say) still lets mail be queued — the daemon runs the last good copy meanwhile, and cron's
+ * mail about it should not be lost — with a warning on stderr. Problems in the mail tables themselves refuse.
+ */
+async function loadSubmitConfig(path: string | undefined): Promise<MailConfig> {
+  try {
+    return await loadMailConfig(path);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const found = await findConfigPath(path);
+    if (found === null) throw e;
+    const text = await Deno.readTextFile(found).catch(() => null);
+    if (text === null) throw e;
+    const abs = found.startsWith("/") ? found : `${Deno.cwd()}/${found}`;
+    const base = abs.slice(0, abs.lastIndexOf("/")) || "/";
+    let doc: Record<string, unknown>;
+    try {
+      doc = parseTomlDocument(text, abs);
+    } catch {
+      throw e;
+    }
+    const problems: string[] = [];
+    const dev = new Section(doc.device, "device", problems, base);
+    let host = "outpost";
+    try {
+      host = Deno.hostname();
+    } catch {
+      // No --allow-sys: the default name is only used in Message-IDs.
+    }
+    const device = {
+      name: dev.string("name", { default: host }),
+      stateDir: dev.filePath("state_dir", { default: "/var/lib/outpost" }),
+    };
+    const smtp = readSmtpConfig(new Section(doc.smtp, "smtp", problems, base), device);
+    const outbox = readOutboxConfig(new Section(doc.outbox, "outbox", problems, base), device.stateDir);
+    if (problems.length > 0) throw e;
+    console.error(
+      `outpost sendmail: warning: ${found} has ${e.problems.length} problem(s) outside the mail settings ` +
+        `(run "outpost check-config"); the message is queued anyway.`,
+    );
+    return { device, smtp, outbox };
+  }
 }
 
 function tooLarge(limit: number): number {
@@ -436,8 +490,8 @@ export function enqueueFailed(e: unknown, prog: string): number {
 }
 
 /**
- * Delivers one message right now (no outbox), prints the server's final reply or the error, and maps the outcome
- * to a sysexits status: 0 only when every recipient was accepted.
+ * Delivers one message right now (no outbox), prints the server's final reply (unless `quiet`) or the error, and
+ * maps the outcome to a sysexits status: 0 only when every recipient was accepted.
  *
  * @example
  * ```ts
@@ -449,10 +503,11 @@ export async function deliverNow(
   envelope: { from: string; to: string[] },
   source: MessageSource,
   prog: string,
+  opts: { quiet?: boolean } = {},
 ): Promise<number> {
   try {
     const r = await deliver(smtp, envelope, source);
-    console.log(formatReply(r.reply));
+    if (!opts.quiet) console.log(formatReply(r.reply));
     for (const f of r.refused) console.error(`${prog}: ${f.error.message}`);
     if (r.refused.length === 0) return EX.OK;
     return r.refused.every((f) => f.error.permanent) ? EX.UNAVAILABLE : EX.TEMPFAIL;

@@ -107,7 +107,7 @@ export async function sensorsCommand(args: string[]): Promise<number> {
   let root = opts["sysfs-root"] ?? null;
   const explicitConfig = opts.config ?? Deno.env.get("OUTPOST_CONFIG");
   try {
-    const { findConfigPath, loadConfig } = await import("../config/config.ts");
+    const { findConfigPath, loadConfig } = await import("../app/outpost_config.ts");
     const path = await findConfigPath(explicitConfig);
     if (path !== null) {
       const cfg = await loadConfig(path);

@@ -19,12 +19,13 @@ import {
   type OutpostConfig,
   parseConfig,
   parseTomlDocument,
-} from "../config/config.ts";
+} from "../app/outpost_config.ts";
 import { ConfigError } from "../config/section.ts";
 import { OutpostDaemon } from "../daemon/outpost_daemon.ts";
 import { SystemdNotifier } from "../daemon/systemd_notify.ts";
 import { EXIT_SANDBOX_CHANGED, restartableBySystemd, sandboxShortfall } from "../daemon/systemd_sandbox.ts";
 import { Logger } from "../log/logger.ts";
+import { loginHint } from "./lan_addresses.ts";
 
 const log = new Logger("serve");
 
@@ -164,21 +165,6 @@ permissions = ["all"]
   return { text, password };
 }
 
-function loginHint(cfg: OutpostConfig, password: string | null): string[] {
-  if (!cfg.ftp) return ["FTP is off in this config."];
-  const host = cfg.ftp.hostname === "0.0.0.0" || cfg.ftp.hostname === "::" ? "127.0.0.1" : cfg.ftp.hostname;
-  const lines = [`FTP listening on ${cfg.ftp.hostname}:${cfg.ftp.port}`];
-  for (const u of cfg.ftp.accounts.users) {
-    lines.push(
-      password
-        ? `  log in: user ${u.name}, password ${password}   (curl ftp://${u.name}:${password}@${host}:${cfg.ftp.port}/)`
-        : `  user ${u.name} (password as configured), folder ${u.root}`,
-    );
-  }
-  if (cfg.ftp.accounts.anonymousEnabled) lines.push(`  anonymous read-only log-in is on`);
-  return lines;
-}
-
 /**
  * Runs `outpost serve`.
  *
@@ -249,7 +235,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   daemon.fromLastGood = loaded.fromLastGood;
   await writeAtomic(marker, `${Deno.pid}\n`);
   if (!loaded.fromLastGood && path) await rememberGood(loaded.config, loaded.text);
-  for (const line of loginHint(loaded.config, password)) console.log(line);
+  for (const line of loginHint(loaded.config, password, daemon.ftp?.port ?? 0)) console.log(line);
 
   const notifier = SystemdNotifier.fromEnv();
   await notifier.send("READY=1\nSTATUS=serving");

@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { findConfigPath, parseConfig, parseTomlDocument } from "../config/config.ts";
+import { findConfigPath, parseConfig, parseTomlDocument } from "../app/outpost_config.ts";
 import { resolvePath } from "../config/section.ts";
 import { queryStatus, StatusQueryError } from "../status/query_status.ts";
 import { formatStatusText } from "../status/status_text.ts";

@@ -10,7 +10,7 @@
  */
 
 import { type AlertMailer, AlertMonitor } from "../alerts/monitor.ts";
-import type { OutpostConfig } from "../config/config.ts";
+import { configFileState, type OutpostConfig } from "../app/outpost_config.ts";
 import { FtpServer } from "../ftp/ftp_server.ts";
 import { Logger } from "../log/logger.ts";
 import { DeliveryWorker } from "../smtp/delivery_worker.ts";
@@ -106,7 +106,7 @@ export class OutpostDaemon {
     this.#status = await StatusService.start(this.#config.status, {
       startedAt: this.startedAt,
       config: () => this.#config,
-      fromLastGood: () => this.fromLastGood,
+      configState: () => configFileState(this.#config, this.fromLastGood),
       ftp: () => this.#ftp?.status() ?? null,
       monitor: () => this.#monitor?.status() ?? null,
       outbox: () => this.#outbox,

@@ -597,15 +597,18 @@ export class FtpServer {
       opts,
       log: this.#log,
       buffers: this.#buffers,
-      loginFailed: (ip) => {
-        this.#counters.loginFailures++;
-        return this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs);
-      },
+      loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
       loginSucceeded: (ip) => this.#bans.succeeded(ip, Date.now()),
       isBanned: (ip) => this.#bans.isBanned(ip, Date.now()),
       checkPassword: (ip, job) => this.#passwordChecks.run(ip, job),
       xferlog: (e) => this.#xferlog(e),
       tls: null,
+    };
+    // Count failed logins for `outpost status` and /metrics.
+    const loginFailed = this.#ctx.loginFailed;
+    this.#ctx.loginFailed = (ip) => {
+      this.#counters.loginFailures++;
+      return loginFailed(ip);
     };
   }
 
@@ -660,38 +663,6 @@ export class FtpServer {
   checkAccepting(): Promise<boolean> {
     this.#checking ??= this.#selfCheck().finally(() => this.#checking = null);
     return this.#checking;
-  }
-
-  /**
-   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
-   *
-   * @example
-   * ```ts
-   * const st = server.status();
-   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
-   * ```
-   */
-  status(): FtpServerStatus {
-    const listeners: FtpServerStatus["listeners"] = [];
-    // The control port first, then the implicit FTPS port.
-    for (const l of [...this.#listeners].sort((a, b) => Number(a.implicitTls) - Number(b.implicitTls))) {
-      if (l.server === null) continue;
-      listeners.push({
-        host: l.host,
-        port: l.port,
-        tls: l.implicitTls ? "implicit" : this.#ctx.tls ? this.#ctx.tls.opts.mode : "off",
-      });
-    }
-    const sessions = [...this.#sessions.keys()].map((s) => ({
-      id: s.id,
-      ip: s.peerIp,
-      user: s.userName,
-      tls: s.tlsControl,
-      since: s.openedAt,
-      idleMs: Math.max(0, Date.now() - s.lastActivity),
-      transfer: s.activeTransfer,
-    }));
-    return { listeners, sessions, counters: { ...this.#counters } };
   }
 
   /**
@@ -1025,6 +996,34 @@ export class FtpServer {
     await this.#xferChain;
     await this.#swept;
     this.#log.info("closed", { port: this.#port });
+  }
+
+  /**
+   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
+   *
+   * @example
+   * ```ts
+   * const st = server.status();
+   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
+   * ```
+   */
+  status(): FtpServerStatus {
+    const listeners: FtpServerStatus["listeners"] = [];
+    const tls = this.#opts.tls;
+    if (this.port > 0) listeners.push({ host: this.hostname, port: this.port, tls: tls?.mode ?? "off" });
+    if (this.implicitPort !== null) {
+      listeners.push({ host: tls?.implicitHost ?? this.hostname, port: this.implicitPort, tls: "implicit" });
+    }
+    const sessions = [...this.#sessions.keys()].map((s) => ({
+      id: s.id,
+      ip: s.peerIp,
+      user: s.userName,
+      tls: s.tlsControl,
+      since: s.openedAt,
+      idleMs: Math.max(0, Date.now() - s.lastActivity),
+      transfer: s.activeTransfer,
+    }));
+    return { listeners, sessions, counters: { ...this.#counters } };
   }
 }
 

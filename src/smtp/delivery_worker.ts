@@ -5,6 +5,10 @@
  * - 250: removed from the outbox (after the `.sending` marker dance described in `outbox.ts`). Recipients refused
  *   with a 4xx while others accepted get a copy queued just for them; 5xx-refused ones get a copy in `failed/`.
  * - 5xx (or a refusal outpost itself makes, such as SIZE): moved to `failed/` and logged — retrying cannot help.
+ * - A failure after the final "." (the `.sending` marker exists): the server may have the message, so it is
+ *   retried at most {@link MAX_IN_DOUBT} times in all, each after at least `retryMaxMs`, logged as `in_doubt`,
+ *   then moved to `failed/` with a reason saying it may have arrived that many times.
+ * - Older mail is never overtaken: when a message is due, older queued ones are tried first in the same round.
  * - 4xx, timeouts, network and TLS errors: retried with exponential backoff and jitter. The delay grows with the
  *   message's age (about doubling per attempt, from `retryMinMs` to `retryMaxMs`, ±25% jitter) and is stored as
  *   the file's mtime, so it survives restarts. Once a message is older than `maxAgeMs` and fails again it moves to
@@ -60,6 +64,12 @@ export interface WorkerStatus {
   /** Delivery results since the worker started: accepted, given up (moved to failed/), deferred for a retry. */
   results: { delivered: number; failed: number; deferred: number };
 }
+
+/**
+ * Most times a message is sent again after the final "." went out without a 250 coming back (each may have been
+ * delivered); then it moves to failed/ saying so. Such retries wait at least `retry_max`.
+ */
+export const MAX_IN_DOUBT = 3;
 
 const SESSION_STAGES = new Set(["connect", "greeting", "TLS", "EHLO", "STARTTLS", "AUTH"]);
 
@@ -195,9 +205,16 @@ export class DeliveryWorker {
     this.#pending = entries.length;
     let next = Infinity;
     if (now < this.#pauseUntil) return this.#pauseUntil;
-    for (const e of entries) {
+    // Mail never overtakes older mail: when a message is due, older queued ones are tried first even if their
+    // backoff has not run out (after an outage the old alert must not arrive after the newer digest). A message
+    // that may already have reached the server (in doubt) keeps its own, longer delay.
+    let lastDue = -1;
+    entries.forEach((e, i) => {
+      if (e.notBefore.getTime() <= now) lastDue = i;
+    });
+    for (const [i, e] of entries.entries()) {
       if (!this.#running && this.#loop !== null) break;
-      if (e.notBefore.getTime() > Date.now()) {
+      if (e.notBefore.getTime() > Date.now() && (i > lastDue || e.inDoubt)) {
         next = Math.min(next, e.notBefore.getTime());
         continue;
       }
@@ -269,6 +286,8 @@ export class DeliveryWorker {
         ? err
         : new SmtpError("message", `Delivery failed: ${err instanceof Error ? err.message : String(err)}`);
       const age = Date.now() - meta.created;
+      // Any reply but 250 (to the final dot too) means the server did not take it: no duplicate is possible.
+      if (error.reply !== null) await outbox.clearSending(e.id).catch(() => {});
       this.#lastError = error.message;
       this.#failingSince ??= new Date();
       if (error.permanent || age > outbox.options.maxAgeMs) {
@@ -287,16 +306,41 @@ export class DeliveryWorker {
         this.#onFailed?.({ ...e, state: "failed" }, reason);
         return false;
       }
-      const delay = this.#delay(age);
-      await outbox.defer(e.id, new Date(Date.now() + delay));
+      const doubt = await outbox.inDoubtCount(e.id);
+      if (doubt >= MAX_IN_DOUBT) {
+        // The server took the final "." that often without a 250 reaching us: it may have delivered every copy.
+        const reason = `Not sent again: the server dropped or failed the ` +
+          `connection after the final "." ${doubt} times (last: ${error.message}); the message may have ` +
+          `arrived up to ${doubt} times (Message-ID ${meta.messageId}).`;
+        await outbox.fail(e.id, reason);
+        log.error("in_doubt.gave_up", { id: e.id, messageId: meta.messageId, copies: doubt });
+        this.#results.failed++;
+        this.#onFailed?.({ ...e, state: "failed" }, reason);
+        return false;
+      }
+      const delay = doubt > 0
+        ? Math.max(this.#delay(age), this.#outbox.options.retryMaxMs)
+        : this.#delay(age);
+      await outbox.defer(e.id, new Date(Date.now() + delay), error.message);
       this.#results.deferred++;
-      log.warn("retry", {
-        id: e.id,
-        to: meta.to.join(","),
-        subject: meta.subject,
-        in_s: Math.round(delay / 1000),
-        error: error.message,
-      });
+      if (doubt > 0) {
+        log.warn("in_doubt.retry", {
+          id: e.id,
+          messageId: meta.messageId,
+          attempt: doubt,
+          max: MAX_IN_DOUBT,
+          in_s: Math.round(delay / 1000),
+          error: error.message,
+        });
+      } else {
+        log.warn("retry", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          in_s: Math.round(delay / 1000),
+          error: error.message,
+        });
+      }
       if (SESSION_STAGES.has(error.stage)) {
         this.#pauseUntil = Date.now() + delay;
         return true;

@@ -42,6 +42,7 @@ import {
   STALE_DROP_MS,
 } from "./maildrop.ts";
 import { formatAddressHeader } from "./mime_builder.ts";
+import { hasLongLines } from "./seven_bit.ts";
 import { Logger } from "../log/logger.ts";
 import { DataWriter } from "./dot_stuffing.ts";
 import {
@@ -120,8 +121,10 @@ export interface QueueMeta {
   messageId: string;
   /** Subject, at most 200 characters, for `outbox list`. */
   subject?: string;
-  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME). */
+  /** The stored message has 8-bit bytes (sent with BODY=8BITMIME, or converted to quoted-printable). */
   eightBit: boolean;
+  /** A line of the stored message is longer than 998 octets (such parts are sent quoted-printable). */
+  longLines?: boolean;
   /** An envelope address is not ASCII (sent with SMTPUTF8). */
   smtputf8: boolean;
 }
@@ -153,6 +156,10 @@ export interface OutboxEntry {
   inDoubt: boolean;
   /** Why it failed (failed messages). */
   reason?: string;
+  /** Delivery attempts that failed so far (0 when none). */
+  attempts: number;
+  /** The last failed attempt's error, or null. */
+  lastError: string | null;
 }
 
 /**
@@ -312,6 +319,12 @@ export class Outbox {
     await ensureMaildrop(o.maildropDir);
     await sweepStale(o.tmpDir, () => true);
     for await (const e of Deno.readDir(o.queueDir)) {
+      if (e.name.endsWith(".error")) {
+        // Attempt counts of messages no longer queued (dropped to make room, or delivered before a crash).
+        const id = e.name.slice(0, -".error".length);
+        if (!(await exists(`${o.queueDir}/${id}.msg`))) await removeIfExists(`${o.queueDir}/${e.name}`);
+        continue;
+      }
       if (!e.name.endsWith(".sending")) continue;
       const id = e.name.slice(0, -".sending".length);
       if (!(await exists(`${o.queueDir}/${id}.msg`))) await removeIfExists(`${o.queueDir}/${e.name}`);
@@ -323,6 +336,7 @@ export class Outbox {
   /** Owner of the outbox folder: files root creates in it are handed to this user. */
   #owner: { uid: number; gid: number } | null = null;
   #pickup: Promise<number> = Promise.resolve(0);
+  #junkSeen = new Set<string>();
 
   async #adopt(path: string): Promise<void> {
     if (this.#owner && this.#owner.uid !== 0 && processUid() === 0) {
@@ -374,8 +388,15 @@ export class Outbox {
       if (!isDropName(name) || !st.isFile || (!complete && old)) {
         if (!isDropName(name) || !st.isFile) {
           if (!old && st.isFile) continue; // maybe a tool in the middle of something; look again later
-          await Deno.remove(path).catch(() => {});
-          log.warn("maildrop.junk", { name, uid: st.uid ?? undefined, note: "not a maildrop file; removed" });
+          const removed = await Deno.remove(path).then(() => true, () => false);
+          if (removed || !this.#junkSeen.has(name)) {
+            log.warn("maildrop.junk", {
+              name,
+              uid: st.uid ?? undefined,
+              note: removed ? "not a maildrop file; removed" : "not a maildrop file and cannot be removed",
+            });
+          }
+          if (!removed) this.#junkSeen.add(name); // a non-empty folder a user made: say so once
           continue;
         }
         if (await unlockedOrUnreadable(path)) {
@@ -445,6 +466,8 @@ export class Outbox {
     const tmp = `${this.tmpDir}/${id}.tmp`;
     const head = await readHead(path, offset);
     let eightBit = false;
+    let longLines = false;
+    let lineLen = 0;
     // deno-lint-ignore no-control-regex
     const smtputf8 = [drop.from ?? "", ...drop.to].some((a) => /[^\x00-\x7f]/.test(a));
     const meta: QueueMeta = {
@@ -459,6 +482,7 @@ export class Outbox {
       messageId: headerValue(head, "message-id")?.slice(0, 998) ?? "",
       subject: headerValue(head, "subject")?.slice(0, 200),
       eightBit: false,
+      longLines: false,
       smtputf8,
       drop: name,
       uid: st.uid ?? undefined,
@@ -473,11 +497,16 @@ export class Outbox {
           const n = await src.read(buf);
           if (n === null) return;
           const chunk = buf.subarray(0, n);
-          if (!eightBit) eightBit = chunk.some((b) => b >= 0x80);
+          for (let i = 0; i < chunk.length; i++) {
+            const b = chunk[i];
+            if (b === 0x0a) lineLen = 0;
+            else if (b !== 0x0d && ++lineLen > 998) longLines = true;
+            if (b >= 0x80) eightBit = true;
+          }
           await w.write(chunk);
         }
       };
-      const headLen = await this.#writeFile(tmp, meta, body, () => eightBit);
+      const headLen = await this.#writeFile(tmp, meta, body, () => ({ eightBit, longLines }));
       size = (await Deno.stat(tmp)).size - headLen;
     } finally {
       src.close();
@@ -546,6 +575,7 @@ export class Outbox {
         messageId: raw.messageId,
         subject: subjectOf(raw.bytes),
         eightBit: raw.eightBit,
+        longLines: hasLongLines(raw.bytes),
         smtputf8: raw.smtputf8,
       };
       write = (w) => w.write(raw.bytes);
@@ -587,14 +617,14 @@ export class Outbox {
 
   /**
    * Writes meta line + message to `path` with one reused buffer (holding an flock, so a sweep never removes it)
-   * and fsyncs it; resolves to the body offset. When `eightBitAfter` returns true once the body is written, the
-   * meta's `"eightBit":false` is patched in place to `"eightBit":true ` (same length, still JSON).
+   * and fsyncs it; resolves to the body offset. Flags that `flagsAfter` reports true once the body is written
+   * are patched in place in the meta line (`"eightBit":false` becomes `"eightBit":true `: same length, still JSON).
    */
   async #writeFile(
     path: string,
     meta: QueueMeta,
     body: (w: DataWriter) => Promise<void>,
-    eightBitAfter?: () => boolean,
+    flagsAfter?: () => { eightBit: boolean; longLines: boolean },
   ): Promise<number> {
     const f = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
     try {
@@ -606,10 +636,11 @@ export class Outbox {
       const w = new DataWriter({ write: (d) => writeAll(f, d) }, { dotStuff: false, bufferSize: 65536 });
       await body(w);
       await w.end();
-      if (eightBitAfter?.() && !meta.eightBit) {
-        const at = encoder.encode(text.slice(0, text.indexOf('"eightBit":false'))).length +
-          '"eightBit":'.length;
-        await f.seek(at, Deno.SeekMode.Start);
+      const flags = flagsAfter?.() ?? { eightBit: false, longLines: false };
+      for (const key of ["eightBit", "longLines"] as const) {
+        const at = text.indexOf(`"${key}":false`);
+        if (!flags[key] || at < 0) continue;
+        await f.seek(encoder.encode(text.slice(0, at)).length + key.length + 3, Deno.SeekMode.Start);
         await writeAll(f, encoder.encode("true "));
       }
       await f.sync();
@@ -636,6 +667,7 @@ export class Outbox {
       if (e.meta.critical || this.busy.has(e.id)) continue;
       if (await removeIfExists(e.path)) {
         await removeIfExists(`${this.queueDir}/${e.id}.sending`);
+        await removeIfExists(`${this.queueDir}/${e.id}.error`);
         total -= e.size;
         log.warn("dropped", {
           id: e.id,
@@ -677,6 +709,7 @@ export class Outbox {
             path,
             notBefore: stat.mtime ?? new Date(0),
             inDoubt: st === "queued" && await exists(`${dir}/${id}.sending`),
+            ...(await readAttempts(`${dir}/${id}.error`)),
           };
           if (st === "failed") entry.reason = await Deno.readTextFile(`${dir}/${id}.reason`).catch(() => "");
           out.push(entry);
@@ -699,11 +732,52 @@ export class Outbox {
     return (await this.list("queued")).filter((e) => e.meta.tag === tag).length;
   }
 
+  /**
+   * Queued messages with one of `tags` that could still be withdrawn: not being sent and not possibly delivered
+   * already (no `.sending` marker). The alert monitor replaces such stale mail with a newer one.
+   */
+  async pending(tags: string[]): Promise<{ id: string; subject: string }[]> {
+    const want = new Set(tags);
+    return (await this.list("queued"))
+      .filter((e) => e.meta.tag !== undefined && want.has(e.meta.tag) && !e.inDoubt && !this.busy.has(e.id))
+      .map((e) => ({ id: e.id, subject: e.meta.subject ?? "" }));
+  }
+
+  /**
+   * Removes queued messages that a newer mail replaces, skipping any that started sending meanwhile or may have
+   * reached the server. Resolves to the number removed (each is logged as superseded).
+   */
+  async withdraw(ids: string[]): Promise<number> {
+    let n = 0;
+    for (const id of ids) {
+      if (!isOutboxId(id) || this.busy.has(id) || await exists(`${this.queueDir}/${id}.sending`)) continue;
+      if (await removeIfExists(`${this.queueDir}/${id}.msg`)) {
+        await removeIfExists(`${this.queueDir}/${id}.error`);
+        n++;
+        log.info("superseded", { id });
+      }
+    }
+    if (n > 0) await fsyncDir(this.queueDir);
+    return n;
+  }
+
+  /** How many times a `.sending` marker says the final "." went out without a recorded 250 (0: never). */
+  async inDoubtCount(id: string): Promise<number> {
+    try {
+      const text = await Deno.readTextFile(`${this.queueDir}/${id}.sending`);
+      return Math.max(1, text.split("\n").filter((l) => l.trim() !== "").length);
+    } catch {
+      return 0;
+    }
+  }
+
   /** Creates and fsyncs the `.sending` marker (the worker calls this right before the final "."). */
   async markSending(id: string): Promise<void> {
     const path = `${this.queueDir}/${id}.sending`;
-    const f = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
+    // One line per attempt that reached the final ".": the worker counts them to bound in-doubt resends.
+    const f = await Deno.open(path, { write: true, create: true, append: true, mode: 0o600 });
     try {
+      await this.#adopt(path);
       await writeAll(f, encoder.encode(new Date().toISOString() + "\n"));
       await f.sync();
     } finally {
@@ -722,10 +796,23 @@ export class Outbox {
     await removeIfExists(`${this.queueDir}/${id}.msg`);
     await fsyncDir(this.queueDir);
     await removeIfExists(`${this.queueDir}/${id}.sending`);
+    await removeIfExists(`${this.queueDir}/${id}.error`);
   }
 
-  /** Postpones the next attempt until `until` (stored as the file's mtime). */
-  async defer(id: string, until: Date): Promise<void> {
+  /**
+   * Postpones the next attempt until `until` (stored as the file's mtime). With `error`, counts a failed attempt
+   * in `<id>.error` (attempts and the last error, for `outpost outbox list`; written only when an attempt fails).
+   */
+  async defer(id: string, until: Date, error?: string): Promise<void> {
+    if (error !== undefined) {
+      const path = `${this.queueDir}/${id}.error`;
+      const { attempts } = await readAttempts(path);
+      await Deno.writeTextFile(
+        path,
+        JSON.stringify({ attempts: attempts + 1, error: error.slice(0, 1000) }) + "\n",
+      );
+      await this.#adopt(path);
+    }
     try {
       await Deno.utime(`${this.queueDir}/${id}.msg`, new Date(), until);
     } catch (e) {
@@ -736,10 +823,12 @@ export class Outbox {
   /** Moves a queued message to failed/ with `reason`. */
   async fail(id: string, reason: string): Promise<void> {
     await Deno.writeTextFile(`${this.failedDir}/${id}.reason`, reason + "\n");
+    await this.#adopt(`${this.failedDir}/${id}.reason`);
     await Deno.rename(`${this.queueDir}/${id}.msg`, `${this.failedDir}/${id}.msg`);
     await fsyncDir(this.failedDir);
     await fsyncDir(this.queueDir);
     await removeIfExists(`${this.queueDir}/${id}.sending`);
+    await Deno.rename(`${this.queueDir}/${id}.error`, `${this.failedDir}/${id}.error`).catch(() => {});
   }
 
   /**
@@ -790,6 +879,7 @@ export class Outbox {
         await this.#copy(e.path, (m) => ({ ...m, created: Date.now() }));
         await removeIfExists(e.path);
         await removeIfExists(`${this.failedDir}/${e.id}.reason`);
+        await removeIfExists(`${this.failedDir}/${e.id}.error`);
       }
       n++;
     }
@@ -808,9 +898,22 @@ export class Outbox {
       const dir = e.state === "queued" ? this.queueDir : this.failedDir;
       await removeIfExists(`${dir}/${e.id}.sending`);
       await removeIfExists(`${dir}/${e.id}.reason`);
+      await removeIfExists(`${dir}/${e.id}.error`);
       log.info("purged", { id: e.id });
     }
     return n;
+  }
+}
+
+async function readAttempts(path: string): Promise<{ attempts: number; lastError: string | null }> {
+  try {
+    const j = JSON.parse(await Deno.readTextFile(path));
+    return {
+      attempts: Number.isInteger(j.attempts) ? j.attempts : 0,
+      lastError: typeof j.error === "string" ? j.error : null,
+    };
+  } catch {
+    return { attempts: 0, lastError: null };
   }
 }
 
@@ -979,12 +1082,19 @@ export function fileMessageSource(
   path: string,
   offset: number,
   size: number,
-  flags: { eightBit: boolean; smtputf8: boolean },
+  flags: { eightBit: boolean; smtputf8: boolean; longLines?: boolean },
   buf: Uint8Array,
-): { size: number; eightBit: boolean; smtputf8: boolean; write(w: DataWriter): Promise<void> } {
+): {
+  size: number;
+  eightBit: boolean;
+  longLines?: boolean;
+  smtputf8: boolean;
+  write(w: Pick<DataWriter, "write">): Promise<void>;
+} {
   return {
     size,
     eightBit: flags.eightBit,
+    longLines: flags.longLines,
     smtputf8: flags.smtputf8,
     async write(w) {
       const file = await Deno.open(path, { read: true });

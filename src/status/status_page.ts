@@ -191,6 +191,33 @@ export function renderStatusPage(
       }</ul>`,
     );
   } else if (c.edited) cfg.push(` The file was changed and is valid: reload to apply it.`);
+  // What needs attention first: standing alerts, failing sensors, failing mail, a bad config.
+  const attention: string[] = [];
+  const unitOf = new Map(snap.sensors.map((s) => [s.name, s]));
+  for (const r of snap.rules.filter((x) => x.state === "alert")) {
+    const s = unitOf.get(r.sensor);
+    attention.push(
+      `ALERT ${e(r.id)}: ${e(r.sensor)} ${s ? e(sensorReading(s)) : ""} ${
+        r.direction === "above" ? "&gt;" : "&lt;"
+      } ${e(String(r.threshold))}${s?.unit ? " " + e(s.unit) : ""}`,
+    );
+  }
+  for (const s of snap.sensors.filter((x) => x.failing)) {
+    attention.push(`SENSOR ERROR ${e(s.name)}: ${e(s.error ?? "")}`);
+  }
+  if (snap.outbox.failingSince !== null) {
+    attention.push(`Mail delivery failing: ${e(snap.outbox.lastError ?? "")}`);
+  }
+  if (c.using === "last-good" || c.problems.length) {
+    attention.push(`The config file has problems (see Config)`);
+  }
+  if (attention.length) {
+    body.push(
+      `<section id="attention" class="bad" role="alert">${
+        attention.map((a) => `<div>${a}</div>`).join("")
+      }</section>`,
+    );
+  }
   body.push(`<section id="config"><h2>Config</h2>${cfg.join(" ")}</section>`);
 
   // Sensors.
@@ -200,14 +227,13 @@ export function renderStatusPage(
         snap.sensors.map((s) => sensorCard(s, snap, historyOf(s.name), spanMs)).join("")
       }</div></section>`,
     );
-    const unitOf = new Map(snap.sensors.map((s) => [s.name, s.unit]));
     body.push(
       `<section id="rules"><h2>Rules</h2><table><thead><tr><th>Rule</th><th>Condition</th><th>State</th></tr></thead><tbody>${
         snap.rules.map((r) =>
           `<tr data-rule="${e(r.id)}"><td>${e(r.id)}</td><td>${e(r.sensor)} ${
             r.direction === "above" ? "&gt;" : "&lt;"
           } ${e(String(r.threshold))}${
-            e(unitOf.get(r.sensor) ? " " + unitOf.get(r.sensor) : "")
+            e(unitOf.get(r.sensor)?.unit ? " " + unitOf.get(r.sensor)!.unit : "")
           } <span class="muted">${e(r.severity)}</span></td>` +
           `<td class="${stateClass(r)}">${e(ruleStateText(r, snap.now))}</td></tr>`
         ).join("")

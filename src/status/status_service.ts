@@ -18,6 +18,8 @@ const log = new Logger("status");
 
 /** How often the history ring takes the sensors' latest readings. */
 const HISTORY_POLL_MS = 10_000;
+/** Snapshots asked for within this time are shared. */
+const SNAPSHOT_REUSE_MS = 1000;
 
 /**
  * The running status endpoints.
@@ -39,6 +41,7 @@ export class StatusService {
   #socket: StatusSocket | null = null;
   #http: StatusHttp | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
+  #cached: { at: number; snap: Promise<StatusSnapshot> } | null = null;
 
   private constructor(config: StatusConfig, source: StatusSource, stateDir: string) {
     this.config = config;
@@ -67,7 +70,7 @@ export class StatusService {
     if (config.http) {
       try {
         s.#http = await StatusHttp.start(config, {
-          snapshot: () => s.snapshot(),
+          snapshot: () => s.sharedSnapshot(),
           history: s.history,
           accounts: () => source.config().ftp?.accounts ?? null,
         });
@@ -88,8 +91,25 @@ export class StatusService {
     return this.#socket?.path ?? null;
   }
 
-  /** A snapshot of the daemon now; also feeds the history. */
-  async snapshot(): Promise<StatusSnapshot> {
+  /** A snapshot of the daemon now (what `outpost status` gets); also feeds the history. */
+  snapshot(): Promise<StatusSnapshot> {
+    return this.#takeSnapshot();
+  }
+
+  /**
+   * A snapshot for the page and /metrics: requests within one second share one, so a burst of scrapes or page
+   * loads costs one outbox scan and one config read.
+   */
+  sharedSnapshot(): Promise<StatusSnapshot> {
+    const now = Date.now();
+    if (this.#cached && now - this.#cached.at < SNAPSHOT_REUSE_MS) return this.#cached.snap;
+    const snap = this.#takeSnapshot();
+    this.#cached = { at: now, snap };
+    snap.catch(() => this.#cached = null);
+    return snap;
+  }
+
+  async #takeSnapshot(): Promise<StatusSnapshot> {
     const snap = await collectStatus({ ...this.#source, httpUrl: () => this.httpUrl });
     for (const s of snap.sensors) {
       if (s.value !== null && s.at !== null && s.error === null) this.history.record(s.name, s.at, s.value);

@@ -1,4 +1,33 @@
 /**
+ * What status reads of the running config (the whole `OutpostConfig` fits it).
+ *
+ * @example
+ * ```ts
+ * const view: StatusConfigView = { device: { name: "pi", board: "rpi4" }, smtp: null, ftp: null, alerts: { sensors: [] } };
+ * ```
+ */
+export interface StatusConfigView {
+  /** `[device]`: the board's name and profile. */
+  device: { name: string; board: string };
+  /** `[smtp]`: the relay, or null. */
+  smtp: { host: string; port: number } | null;
+  /** The FTP server's accounts (status page logins), or null when FTP is off. */
+  ftp: { accounts: Accounts } | null;
+  /** The sensors, for the history ring. */
+  alerts: { sensors: { name: string }[] };
+}
+
+/**
+ * Which config runs, and the problems of the edited file (see {@link StatusSnapshot}).
+ *
+ * @example
+ * ```ts
+ * const c: ConfigState = { file: "/boot/firmware/outpost.toml", using: "file", edited: false, problems: [] };
+ * ```
+ */
+export type ConfigState = StatusSnapshot["config"];
+
+/**
  * The daemon's state at one moment, as `outpost status --json`, the status page and `/metrics` show it. Built by
  * {@link collectStatus} from a {@link StatusSource} (the daemon implements it), so this module depends on the parts'
  * types only, never on the daemon.
@@ -9,9 +38,7 @@
  */
 
 import type { MonitorStatus, RuleStatus, SensorStatus } from "../alerts/monitor.ts";
-import type { OutpostConfig } from "../config/config.ts";
-import { parseConfig, parseTomlDocument } from "../config/config.ts";
-import { ConfigError } from "../config/section.ts";
+import type { Accounts } from "../ftp/accounts.ts";
 import type { FtpServerStatus } from "../ftp/ftp_server.ts";
 import type { WorkerStatus } from "../smtp/delivery_worker.ts";
 import type { OutboxEntry } from "../smtp/outbox.ts";
@@ -24,7 +51,7 @@ import type { OutboxEntry } from "../smtp/outbox.ts";
  * const source: StatusSource = {
  *   startedAt: Date.now(),
  *   config: () => cfg,
- *   fromLastGood: () => false,
+ *   configState: () => configFileState(cfg, false),
  *   ftp: () => null,
  *   monitor: () => null,
  *   outbox: () => null,
@@ -35,10 +62,10 @@ import type { OutboxEntry } from "../smtp/outbox.ts";
 export interface StatusSource {
   /** When the daemon started (ms since the epoch). */
   startedAt: number;
-  /** The config running now. */
-  config(): OutpostConfig;
-  /** True when the running config is the last good copy because the file was bad at start. */
-  fromLastGood(): boolean;
+  /** The parts of the running config that status shows. */
+  config(): StatusConfigView;
+  /** Which config runs and what is wrong with the file on disk now (`configFileState` in the app layer). */
+  configState(): Promise<ConfigState>;
   /** The FTP server's status, or null when FTP is off. */
   ftp(): FtpServerStatus | null;
   /** The alert monitor's status, or null when it does not run. */
@@ -107,47 +134,6 @@ export interface StatusSnapshot {
 /** The program version shown by `outpost --version` and in status. */
 export const OUTPOST_VERSION = "0.1.0";
 
-async function configState(cfg: OutpostConfig, fromLastGood: boolean): Promise<StatusSnapshot["config"]> {
-  if (cfg.path === null) return { file: null, using: "embedded", edited: false, problems: [] };
-  const using = fromLastGood ? "last-good" : "file";
-  let text: string;
-  try {
-    text = await Deno.readTextFile(cfg.path);
-  } catch (e) {
-    return {
-      file: cfg.path,
-      using,
-      edited: true,
-      problems: [
-        `${cfg.path}: cannot be read: ${
-          e instanceof Deno.errors.NotFound
-            ? "it no longer exists (the daemon runs what it read at start)"
-            : e instanceof Deno.errors.PermissionDenied
-            ? "permission denied"
-            : (e as Error).message
-        }`,
-      ],
-    };
-  }
-  let edited: boolean;
-  try {
-    edited = JSON.stringify(parseTomlDocument(text, cfg.path)) !== JSON.stringify(cfg.document);
-  } catch (e) {
-    return {
-      file: cfg.path,
-      using,
-      edited: true,
-      problems: e instanceof ConfigError ? e.problems : [String(e)],
-    };
-  }
-  try {
-    parseConfig(text, cfg.path);
-    return { file: cfg.path, using, edited, problems: [] };
-  } catch (e) {
-    return { file: cfg.path, using, edited, problems: e instanceof ConfigError ? e.problems : [String(e)] };
-  }
-}
-
 /**
  * Takes a snapshot of the running daemon.
  *
@@ -182,7 +168,7 @@ export async function collectStatus(source: StatusSource): Promise<StatusSnapsho
       startedAt: source.startedAt,
       uptimeMs: now - source.startedAt,
     },
-    config: await configState(cfg, source.fromLastGood()),
+    config: await source.configState(),
     ftp: source.ftp(),
     monitor: mon !== null,
     samples: mon?.samples ?? 0,

@@ -13,6 +13,8 @@ import { Logger } from "../log/logger.ts";
 
 const log = new Logger("status");
 const encoder = new TextEncoder();
+/** Connections answered at once; more are closed at once. */
+const MAX_CONNECTIONS = 16;
 
 /**
  * A listening status socket.
@@ -58,6 +60,10 @@ export class StatusSocket {
   async #accept(): Promise<void> {
     try {
       for await (const conn of this.#listener) {
+        if (this.#conns.size >= MAX_CONNECTIONS) {
+          conn.close(); // a flood of local clients gets no answer rather than unbounded work
+          continue;
+        }
         this.#conns.add(conn);
         this.#serve(conn).finally(() => this.#conns.delete(conn));
       }

@@ -9,7 +9,7 @@
 
 import { bundleOutpost, BUNDLES } from "../../scripts/bundle_outpost.ts";
 import { type BoardPaths, type BoardProfile, makeUnits } from "../../scripts/make_unit.ts";
-import { parseConfig } from "../../src/config/config.ts";
+import { parseConfig } from "../../src/app/outpost_config.ts";
 import { type FieldUser, fieldUser } from "./field_user.ts";
 import { SYSTEM_PYTHON } from "./peers.ts";
 import { type PreResult, runUnitPre, startUnitMain, type UnitMain } from "./unit_runner.ts";

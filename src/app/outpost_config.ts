@@ -16,12 +16,13 @@ import type { OutboxOptions } from "../smtp/outbox.ts";
 import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
 import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
 import { readStatusConfig, type StatusConfig } from "../status/status_config.ts";
+import type { ConfigState } from "../status/status_snapshot.ts";
 import { statusSandboxNeeds } from "../status/status_needs.ts";
 import { alertsSandboxNeeds } from "../alerts/alerts_needs.ts";
 import { ftpSandboxNeeds } from "../ftp/ftp_needs.ts";
 import { mailSandboxNeeds } from "../smtp/mail_needs.ts";
-import { type SandboxNeeds, SandboxNeedsBuilder } from "./sandbox_needs.ts";
-import { ConfigError, Section } from "./section.ts";
+import { type SandboxNeeds, SandboxNeedsBuilder } from "../config/sandbox_needs.ts";
+import { ConfigError, Section } from "../config/section.ts";
 
 /**
  * The `[device]` table: who this board is and where it keeps state.
@@ -316,4 +317,55 @@ export function configSandboxNeeds(config: OutpostConfig): SandboxNeeds {
   b.merge(alertsSandboxNeeds(config.alerts, config.device.stateDir));
   b.merge(statusSandboxNeeds(config.status));
   return b.build();
+}
+
+/**
+ * Which config runs (the file, the last good copy, or an embedded one) and what is wrong with the file on disk
+ * now, for `outpost status`: an edit that was not applied shows its problems.
+ *
+ * @example
+ * ```ts
+ * const state = await configFileState(cfg, false);
+ * if (state.problems.length) console.log(state.problems.join("\n"));
+ * ```
+ */
+export async function configFileState(cfg: OutpostConfig, fromLastGood: boolean): Promise<ConfigState> {
+  if (cfg.path === null) return { file: null, using: "embedded", edited: false, problems: [] };
+  const using = fromLastGood ? "last-good" : "file";
+  let text: string;
+  try {
+    text = await Deno.readTextFile(cfg.path);
+  } catch (e) {
+    return {
+      file: cfg.path,
+      using,
+      edited: true,
+      problems: [
+        `${cfg.path}: cannot be read: ${
+          e instanceof Deno.errors.NotFound
+            ? "it no longer exists (the daemon runs what it read at start)"
+            : e instanceof Deno.errors.PermissionDenied
+            ? "permission denied"
+            : (e as Error).message
+        }`,
+      ],
+    };
+  }
+  let edited: boolean;
+  try {
+    edited = JSON.stringify(parseTomlDocument(text, cfg.path)) !== JSON.stringify(cfg.document);
+  } catch (e) {
+    return {
+      file: cfg.path,
+      using,
+      edited: true,
+      problems: e instanceof ConfigError ? e.problems : [String(e)],
+    };
+  }
+  try {
+    parseConfig(text, cfg.path);
+    return { file: cfg.path, using, edited, problems: [] };
+  } catch (e) {
+    return { file: cfg.path, using, edited, problems: e instanceof ConfigError ? e.problems : [String(e)] };
+  }
 }
