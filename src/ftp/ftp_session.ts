@@ -42,7 +42,7 @@ import {
   stripListOptions,
 } from "./ftp_commands.ts";
 import { type FtpFileInfo, FtpFileSystem, FtpFsError, toFtpFsError } from "./ftp_file_system.ts";
-import type { FtpServerOptions } from "./ftp_server.ts";
+import type { FtpServerOptions } from "./ftp_options.ts";
 import type { FtpTlsOptions, TlsDataOptions } from "./ftps.ts";
 import {
   formatFtpTime,
