@@ -416,6 +416,7 @@ export class FtpServer {
   /** Settles once the self-check connection in flight (if any) has its local port in `#probes`. */
   #probeConnecting: Promise<void> | null = null;
   #checking: Promise<boolean> | null = null;
+  #probeDenied = false;
   #port = 0;
   #nextId = 1;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -658,7 +659,16 @@ export class FtpServer {
       }
       await this.#probeConnecting;
       return await Promise.race([seen, timeout]);
-    } catch {
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+        // The sandbox does not let this process connect to its own port: the check cannot tell, so it never
+        // reports a wedge it did not see (that would stop the watchdog and restart a healthy daemon).
+        if (!this.#probeDenied) {
+          this.#log.warn("listener.self_check_unavailable", { port: l.port, error: String(e) });
+        }
+        this.#probeDenied = true;
+        return true;
+      }
       // Refused, or this process is out of file descriptors itself.
       return false;
     } finally {
