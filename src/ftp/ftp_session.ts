@@ -34,12 +34,14 @@ import {
   filterFacts,
   helpReply,
   isUrgentAbort,
+  isVerb,
   MLST_FACTS,
   parseCommandLine,
   type ParsedCommand,
   SITE_COMMANDS,
   siteHelpReply,
   stripListOptions,
+  type Verb,
 } from "./ftp_commands.ts";
 import { type FtpFileInfo, FtpFileSystem, FtpFsError, toFtpFsError } from "./ftp_file_system.ts";
 import type { FtpServerOptions } from "./ftp_options.ts";
@@ -465,213 +467,336 @@ export class FtpSession {
     return this.state;
   }
 
+  /**
+   * The handler of every verb in {@link COMMANDS}: the mapped type makes the type checker refuse a verb without
+   * one (and a handler for a verb the table does not know).
+   */
+  readonly #handlers: { readonly [V in Verb]: (arg: string, renameFrom: string | null) => Promise<boolean> } =
+    {
+      ABOR: (arg, renameFrom) => this.#onAbor(arg, renameFrom, "ABOR"),
+      ACCT: (arg, renameFrom) => this.#onAcct(arg, renameFrom, "ACCT"),
+      ALLO: (arg, renameFrom) => this.#onAllo(arg, renameFrom, "ALLO"),
+      APPE: (arg, renameFrom) => this.#onAppe(arg, renameFrom, "APPE"),
+      AUTH: (arg, renameFrom) => this.#onAuth(arg, renameFrom, "AUTH"),
+      CCC: (arg, renameFrom) => this.#onCcc(arg, renameFrom, "CCC"),
+      CDUP: (arg, renameFrom) => this.#onCdup(arg, renameFrom, "CDUP"),
+      CWD: (arg, renameFrom) => this.#onCwd(arg, renameFrom, "CWD"),
+      DELE: (arg, renameFrom) => this.#onDele(arg, renameFrom, "DELE"),
+      EPRT: (arg, renameFrom) => this.#onPort(arg, renameFrom, "EPRT"),
+      EPSV: (arg, renameFrom) => this.#onEpsv(arg, renameFrom, "EPSV"),
+      FEAT: (arg, renameFrom) => this.#onFeat(arg, renameFrom, "FEAT"),
+      HELP: (arg, renameFrom) => this.#onHelp(arg, renameFrom, "HELP"),
+      LIST: (arg, renameFrom) => this.#onList(arg, renameFrom, "LIST"),
+      MDTM: (arg, renameFrom) => this.#onMdtm(arg, renameFrom, "MDTM"),
+      MKD: (arg, renameFrom) => this.#onMkd(arg, renameFrom, "MKD"),
+      MLSD: (arg, renameFrom) => this.#onMlsd(arg, renameFrom, "MLSD"),
+      MLST: (arg, renameFrom) => this.#onMlst(arg, renameFrom, "MLST"),
+      MODE: (arg, renameFrom) => this.#onMode(arg, renameFrom, "MODE"),
+      NLST: (arg, renameFrom) => this.#onNlst(arg, renameFrom, "NLST"),
+      NOOP: (arg, renameFrom) => this.#onNoop(arg, renameFrom, "NOOP"),
+      OPTS: (arg, renameFrom) => this.#onOpts(arg, renameFrom, "OPTS"),
+      PASS: (arg, renameFrom) => this.#onUser(arg, renameFrom, "PASS"),
+      PASV: (arg, renameFrom) => this.#onPasv(arg, renameFrom, "PASV"),
+      PBSZ: (arg, renameFrom) => this.#onPbsz(arg, renameFrom, "PBSZ"),
+      PORT: (arg, renameFrom) => this.#onPort(arg, renameFrom, "PORT"),
+      PROT: (arg, renameFrom) => this.#onProt(arg, renameFrom, "PROT"),
+      PWD: (arg, renameFrom) => this.#onPwd(arg, renameFrom, "PWD"),
+      QUIT: (arg, renameFrom) => this.#onQuit(arg, renameFrom, "QUIT"),
+      REIN: (arg, renameFrom) => this.#onRein(arg, renameFrom, "REIN"),
+      REST: (arg, renameFrom) => this.#onRest(arg, renameFrom, "REST"),
+      RETR: (arg, renameFrom) => this.#onRetr(arg, renameFrom, "RETR"),
+      RMD: (arg, renameFrom) => this.#onRmd(arg, renameFrom, "RMD"),
+      RNFR: (arg, renameFrom) => this.#onRnfr(arg, renameFrom, "RNFR"),
+      RNTO: (arg, renameFrom) => this.#onRnto(arg, renameFrom, "RNTO"),
+      SITE: (arg, renameFrom) => this.#onSite(arg, renameFrom, "SITE"),
+      SIZE: (arg, renameFrom) => this.#onSize(arg, renameFrom, "SIZE"),
+      STAT: (arg, renameFrom) => this.#onStat(arg, renameFrom, "STAT"),
+      STOR: (arg, renameFrom) => this.#onStor(arg, renameFrom, "STOR"),
+      STOU: (arg, renameFrom) => this.#onStou(arg, renameFrom, "STOU"),
+      STRU: (arg, renameFrom) => this.#onStru(arg, renameFrom, "STRU"),
+      SYST: (arg, renameFrom) => this.#onSyst(arg, renameFrom, "SYST"),
+      TYPE: (arg, renameFrom) => this.#onType(arg, renameFrom, "TYPE"),
+      USER: (arg, renameFrom) => this.#onUser(arg, renameFrom, "USER"),
+      XCWD: (arg, renameFrom) => this.#onCwd(arg, renameFrom, "XCWD"),
+      XMKD: (arg, renameFrom) => this.#onMkd(arg, renameFrom, "XMKD"),
+      XPWD: (arg, renameFrom) => this.#onPwd(arg, renameFrom, "XPWD"),
+      XRMD: (arg, renameFrom) => this.#onRmd(arg, renameFrom, "XRMD"),
+    };
+
   async #handle(cmd: ParsedCommand, renameFrom: string | null): Promise<boolean> {
-    const { arg } = cmd;
-    switch (cmd.verb) {
-      case "USER":
-      case "PASS":
-        if (this.#ctx.tls?.opts.mode === "required" && !this.#tlsControl) {
-          await this.reply("530 TLS required: send AUTH TLS first, then log in.");
-          return true;
-        }
-        return cmd.verb === "USER" ? await this.#user(arg) : await this.#pass(arg);
-      case "AUTH":
-        await this.#auth(arg);
-        return true;
-      case "PBSZ":
-        await this.#pbszCmd(arg);
-        return true;
-      case "PROT":
-        await this.#prot(arg);
-        return true;
-      case "CCC":
-        await this.reply("534 CCC refused: the control connection stays encrypted.");
-        return true;
-      case "QUIT":
-        if (this.#transfer) await this.#transfer.done;
-        await this.reply("221 Goodbye.");
-        return false;
-      case "REIN":
-        this.#data.close();
-        this.#reset();
-        await this.reply("220 Service ready for a new user.");
-        return true;
-      case "ACCT":
-        await this.reply("502 ACCT is not implemented; no account is needed.");
-        return true;
-      case "NOOP":
-        await this.reply("200 NOOP ok.");
-        return true;
-      case "SYST":
-        await this.reply("215 UNIX Type: L8");
-        return true;
-      case "FEAT":
-        await this.reply(featReply(this.#facts, this.#ctx.tls !== null));
-        return true;
-      case "HELP":
-        await this.reply(helpReply(arg));
-        return true;
-      case "OPTS":
-        await this.#opts(arg);
-        return true;
-      case "TYPE":
-        await this.#type(arg);
-        return true;
-      case "MODE":
-        await this.reply(
-          arg.trim().toUpperCase() === "S"
-            ? "200 Mode set to S."
-            : "504 Only stream mode (MODE S) is supported.",
-        );
-        return true;
-      case "STRU":
-        await this.reply(
-          arg.trim().toUpperCase() === "F"
-            ? "200 Structure set to F."
-            : "504 Only file structure (STRU F) is supported.",
-        );
-        return true;
-      case "ALLO":
-        await this.reply("202 No storage allocation necessary.");
-        return true;
-      case "ABOR":
-        await this.#abor();
-        return true;
-      case "STAT":
-        await this.#stat(arg);
-        return true;
-      case "SITE":
-        await this.#site(arg);
-        return true;
-      case "PWD":
-      case "XPWD":
-        await this.reply(`257 "${quotePath(this.cwd)}" is the current directory.`);
-        return true;
-      case "CWD":
-      case "XCWD":
-        await this.#cwd(arg);
-        return true;
-      case "CDUP":
-        await this.#cwd("..");
-        return true;
-      case "MKD":
-      case "XMKD": {
-        const { fs } = this.#fs();
-        const p = fs.resolve(this.cwd, arg);
-        await fs.mkdir(p);
-        await this.reply(`257 "${quotePath(p)}" directory created.`);
-        return true;
-      }
-      case "RMD":
-      case "XRMD": {
-        const { fs } = this.#fs();
-        const p = fs.resolve(this.cwd, arg);
-        if (p === "/") {
-          await this.reply("550 The root folder cannot be removed.");
-          return true;
-        }
-        await fs.rmdir(p);
-        await this.reply("250 Directory removed.");
-        return true;
-      }
-      case "DELE": {
-        const { fs } = this.#fs();
-        await fs.remove(fs.resolve(this.cwd, arg));
-        await this.reply("250 File removed.");
-        return true;
-      }
-      case "RNFR": {
-        const { fs } = this.#fs();
-        const p = fs.resolve(this.cwd, arg);
-        if (p === "/" || !(await fs.exists(p))) {
-          await this.reply("550 No such file or directory.");
-          return true;
-        }
-        this.#renameFrom = p;
-        await this.reply("350 Ready for destination name.");
-        return true;
-      }
-      case "RNTO": {
-        const { fs } = this.#fs();
-        if (renameFrom === null) {
-          await this.reply("503 Bad sequence of commands: send RNFR first.");
-          return true;
-        }
-        const to = fs.resolve(this.cwd, arg);
-        if (to === "/") {
-          await this.reply("553 Cannot rename over the root folder.");
-          return true;
-        }
-        await fs.rename(renameFrom, to);
-        await this.reply("250 Rename successful.");
-        return true;
-      }
-      case "SIZE": {
-        const { fs } = this.#fs();
-        const info = await fs.stat(fs.resolve(this.cwd, arg));
-        await this.reply(info.type === "file" ? `213 ${info.size}` : "550 Not a regular file.");
-        return true;
-      }
-      case "MDTM": {
-        const { fs } = this.#fs();
-        const info = await fs.stat(fs.resolve(this.cwd, arg));
-        if (info.type !== "file" || info.mtime === null) await this.reply("550 Not a regular file.");
-        else await this.reply(`213 ${formatFtpTime(info.mtime)}`);
-        return true;
-      }
-      case "MLST": {
-        const { fs, user } = this.#fs();
-        const p = fs.resolve(this.cwd, arg || ".");
-        const info = await fs.stat(p);
-        const facts = filterFacts(formatMlsxFacts({ ...info, name: p }, user.perms), this.#facts);
-        await this.reply(`250-Listing ${quotePath(p)}\r\n ${sanitizeForReply(facts)}\r\n250 End.\r\n`);
-        return true;
-      }
-      case "REST": {
-        const s = arg.trim();
-        if (!/^[0-9]{1,15}$/.test(s)) {
-          await this.reply("501 Invalid REST argument: expected a byte offset.");
-        } else if (this.#ascii && s !== "0") {
-          await this.reply("501 Resuming is only allowed in binary mode (TYPE I).");
-        } else {
-          this.#rest = Number(s);
-          await this.reply(`350 Restarting at ${this.#rest}. Send STOR or RETR to continue.`);
-        }
-        return true;
-      }
-      case "PASV":
-        await this.#pasv();
-        return true;
-      case "EPSV":
-        await this.#epsv(arg);
-        return true;
-      case "PORT":
-      case "EPRT":
-        await this.#port(cmd.verb, arg);
-        return true;
-      case "RETR":
-        await this.#retr(arg);
-        return true;
-      case "STOR":
-        await this.#store("stor", arg);
-        return true;
-      case "APPE":
-        await this.#store("appe", arg);
-        return true;
-      case "STOU":
-        await this.#store("stou", arg);
-        return true;
-      case "LIST":
-        await this.#list("list", arg);
-        return true;
-      case "NLST":
-        await this.#list("nlst", arg);
-        return true;
-      case "MLSD":
-        await this.#list("mlsd", arg);
-        return true;
+    if (!isVerb(cmd.verb)) {
+      await this.reply("502 Command not implemented.");
+      return true;
     }
-    await this.reply("502 Command not implemented.");
+    return await this.#handlers[cmd.verb](cmd.arg, renameFrom);
+  }
+
+  async #onUser(arg: string, _renameFrom: string | null, verb: Verb): Promise<boolean> {
+    if (this.#ctx.tls?.opts.mode === "required" && !this.#tlsControl) {
+      await this.reply("530 TLS required: send AUTH TLS first, then log in.");
+      return true;
+    }
+    return verb === "USER" ? await this.#user(arg) : await this.#pass(arg);
+  }
+
+  async #onAuth(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#auth(arg);
+    return true;
+  }
+
+  async #onPbsz(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#pbszCmd(arg);
+    return true;
+  }
+
+  async #onProt(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#prot(arg);
+    return true;
+  }
+
+  async #onCcc(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("534 CCC refused: the control connection stays encrypted.");
+    return true;
+  }
+
+  async #onQuit(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    if (this.#transfer) await this.#transfer.done;
+    await this.reply("221 Goodbye.");
+    return false;
+  }
+
+  async #onRein(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    this.#data.close();
+    this.#reset();
+    await this.reply("220 Service ready for a new user.");
+    return true;
+  }
+
+  async #onAcct(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("502 ACCT is not implemented; no account is needed.");
+    return true;
+  }
+
+  async #onNoop(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("200 NOOP ok.");
+    return true;
+  }
+
+  async #onSyst(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("215 UNIX Type: L8");
+    return true;
+  }
+
+  async #onFeat(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(featReply(this.#facts, this.#ctx.tls !== null));
+    return true;
+  }
+
+  async #onHelp(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(helpReply(arg));
+    return true;
+  }
+
+  async #onOpts(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#opts(arg);
+    return true;
+  }
+
+  async #onType(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#type(arg);
+    return true;
+  }
+
+  async #onMode(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(
+      arg.trim().toUpperCase() === "S" ? "200 Mode set to S." : "504 Only stream mode (MODE S) is supported.",
+    );
+    return true;
+  }
+
+  async #onStru(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(
+      arg.trim().toUpperCase() === "F"
+        ? "200 Structure set to F."
+        : "504 Only file structure (STRU F) is supported.",
+    );
+    return true;
+  }
+
+  async #onAllo(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("202 No storage allocation necessary.");
+    return true;
+  }
+
+  async #onAbor(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#abor();
+    return true;
+  }
+
+  async #onStat(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#stat(arg);
+    return true;
+  }
+
+  async #onSite(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#site(arg);
+    return true;
+  }
+
+  async #onPwd(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(`257 "${quotePath(this.cwd)}" is the current directory.`);
+    return true;
+  }
+
+  async #onCwd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#cwd(arg);
+    return true;
+  }
+
+  async #onCdup(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#cwd("..");
+    return true;
+  }
+
+  async #onMkd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const p = fs.resolve(this.cwd, arg);
+    await fs.mkdir(p);
+    await this.reply(`257 "${quotePath(p)}" directory created.`);
+    return true;
+  }
+
+  async #onRmd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const p = fs.resolve(this.cwd, arg);
+    if (p === "/") {
+      await this.reply("550 The root folder cannot be removed.");
+      return true;
+    }
+    await fs.rmdir(p);
+    await this.reply("250 Directory removed.");
+    return true;
+  }
+
+  async #onDele(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    await fs.remove(fs.resolve(this.cwd, arg));
+    await this.reply("250 File removed.");
+    return true;
+  }
+
+  async #onRnfr(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const p = fs.resolve(this.cwd, arg);
+    if (p === "/" || !(await fs.exists(p))) {
+      await this.reply("550 No such file or directory.");
+      return true;
+    }
+    this.#renameFrom = p;
+    await this.reply("350 Ready for destination name.");
+    return true;
+  }
+
+  async #onRnto(arg: string, renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    if (renameFrom === null) {
+      await this.reply("503 Bad sequence of commands: send RNFR first.");
+      return true;
+    }
+    const to = fs.resolve(this.cwd, arg);
+    if (to === "/") {
+      await this.reply("553 Cannot rename over the root folder.");
+      return true;
+    }
+    await fs.rename(renameFrom, to);
+    await this.reply("250 Rename successful.");
+    return true;
+  }
+
+  async #onSize(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const info = await fs.stat(fs.resolve(this.cwd, arg));
+    await this.reply(info.type === "file" ? `213 ${info.size}` : "550 Not a regular file.");
+    return true;
+  }
+
+  async #onMdtm(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const info = await fs.stat(fs.resolve(this.cwd, arg));
+    if (info.type !== "file" || info.mtime === null) await this.reply("550 Not a regular file.");
+    else await this.reply(`213 ${formatFtpTime(info.mtime)}`);
+    return true;
+  }
+
+  async #onMlst(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs, user } = this.#fs();
+    const p = fs.resolve(this.cwd, arg || ".");
+    const info = await fs.stat(p);
+    const facts = filterFacts(formatMlsxFacts({ ...info, name: p }, user.perms), this.#facts);
+    await this.reply(`250-Listing ${quotePath(p)}\r\n ${sanitizeForReply(facts)}\r\n250 End.\r\n`);
+    return true;
+  }
+
+  async #onRest(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const s = arg.trim();
+    if (!/^[0-9]{1,15}$/.test(s)) {
+      await this.reply("501 Invalid REST argument: expected a byte offset.");
+    } else if (this.#ascii && s !== "0") {
+      await this.reply("501 Resuming is only allowed in binary mode (TYPE I).");
+    } else {
+      this.#rest = Number(s);
+      await this.reply(`350 Restarting at ${this.#rest}. Send STOR or RETR to continue.`);
+    }
+    return true;
+  }
+
+  async #onPasv(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#pasv();
+    return true;
+  }
+
+  async #onEpsv(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#epsv(arg);
+    return true;
+  }
+
+  async #onPort(arg: string, _renameFrom: string | null, verb: Verb): Promise<boolean> {
+    await this.#port(verb, arg);
+    return true;
+  }
+
+  async #onRetr(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#retr(arg);
+    return true;
+  }
+
+  async #onStor(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#store("stor", arg);
+    return true;
+  }
+
+  async #onAppe(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#store("appe", arg);
+    return true;
+  }
+
+  async #onStou(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#store("stou", arg);
+    return true;
+  }
+
+  async #onList(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#list("list", arg);
+    return true;
+  }
+
+  async #onNlst(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#list("nlst", arg);
+    return true;
+  }
+
+  async #onMlsd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#list("mlsd", arg);
     return true;
   }
 
