@@ -14,7 +14,7 @@ import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
 import { LineReader, LineTooLongError } from "../net/line_reader.ts";
 import { NodeConn } from "../net/node_conn.ts";
-import { type ServerTlsContext, TlsConn, upgradeServerSocket } from "../net/tls_server.ts";
+import { type ServerTlsContext, TlsConn } from "../net/tls_server.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FtpUser } from "./accounts.ts";
 import {
@@ -27,6 +27,7 @@ import {
 } from "./address.ts";
 import { CrlfToLf, LfToCrlf } from "./ascii.ts";
 import { DataChannel, DataChannelError } from "./data_channel.ts";
+import { SessionTls } from "./ftp_session_tls.ts";
 import {
   checkCommand,
   COMMANDS,
@@ -45,7 +46,7 @@ import {
 } from "./ftp_commands.ts";
 import { type FtpFileInfo, FtpFileSystem, FtpFsError, toFtpFsError } from "./ftp_file_system.ts";
 import type { FtpServerOptions } from "./ftp_options.ts";
-import type { FtpTlsOptions, TlsDataOptions } from "./ftps.ts";
+import type { FtpTlsOptions } from "./ftps.ts";
 import {
   formatFtpTime,
   formatListLine,
@@ -226,12 +227,8 @@ export class FtpSession {
   #closed = false;
   /** The code of the last reply sent, for the change log. */
   #lastReply = "";
-  /** The control connection is TLS (after AUTH TLS, or from the start on the implicit port). */
-  #tlsControl = false;
-  /** PROT P: data connections use TLS. */
-  #protP = false;
-  /** PBSZ was sent on the encrypted control connection (RFC 4217: PROT before PBSZ is 503). */
-  #pbsz = false;
+  /** FTPS: AUTH TLS, PBSZ, PROT and the data connections' TLS options (`ftp_session_tls.ts`). */
+  readonly #tls: SessionTls;
 
   /**
    * Sets up a session on an accepted control connection; nothing is sent until {@link FtpSession.run}.
@@ -269,11 +266,23 @@ export class FtpSession {
       portMax: ctx.opts.passive.portMax,
       timeoutMs: ctx.opts.dataTimeoutMs,
     });
-    if (opts.implicitTls) {
-      // Implicit FTPS: TLS from the first byte, and data protected unless the client asks for PROT C.
-      this.#tlsControl = true;
-      this.#setProt(true);
-    }
+    this.#tls = new SessionTls({
+      tls: ctx.tls,
+      log: ctx.log,
+      timeoutMs: ctx.opts.dataTimeoutMs,
+      data: this.#data,
+      session: {
+        id,
+        peerIp,
+        control: () => this.control,
+        reply: (text) => this.reply(text),
+        setControl: (c) => this.setControl(c),
+        restartLogin: () => this.#reset(),
+        fail: () => this.#closed = true,
+      },
+    });
+    // Implicit FTPS: TLS from the first byte, and data protected unless the client asks for PROT C.
+    if (opts.implicitTls) this.#tls.startImplicit();
   }
 
   /**
@@ -287,27 +296,7 @@ export class FtpSession {
 
   /** True when the control connection is encrypted. */
   get tlsControl(): boolean {
-    return this.#tlsControl;
-  }
-
-  #setProt(protect: boolean): void {
-    const tls = this.#ctx.tls;
-    this.#protP = protect && tls !== null;
-    if (!this.#protP || !tls) {
-      this.#data.setTls(null);
-      return;
-    }
-    // Data connections handshake with the control connection's context (the TLS version chosen for this client),
-    // so that they can resume its session.
-    const control = this.control;
-    const data: TlsDataOptions = {
-      context: (control instanceof TlsConn ? control.context : null) ?? tls.context,
-      peerIp: this.peerIp,
-      requireSessionReuse: tls.opts.requireSessionReuse,
-      timeoutMs: this.#ctx.opts.dataTimeoutMs,
-      onRefused: (ip, reason) => this.#ctx.log.warn("tls.data_refused", { id: this.id, ip, reason }),
-    };
-    this.#data.setTls(data);
+    return this.#tls.control;
   }
 
   /** The session's data connections; FTPS sets its TLS hook with `dataChannel.setWrap(...)`. */
@@ -532,7 +521,7 @@ export class FtpSession {
   }
 
   async #onUser(arg: string, _renameFrom: string | null, verb: Verb): Promise<boolean> {
-    if (this.#ctx.tls?.opts.mode === "required" && !this.#tlsControl) {
+    if (this.#ctx.tls?.opts.mode === "required" && !this.#tls.control) {
       await this.reply("530 TLS required: send AUTH TLS first, then log in.");
       return true;
     }
@@ -540,17 +529,17 @@ export class FtpSession {
   }
 
   async #onAuth(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    await this.#auth(arg);
+    await this.#tls.auth(arg);
     return true;
   }
 
   async #onPbsz(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    await this.#pbszCmd(arg);
+    await this.#tls.pbsz(arg);
     return true;
   }
 
   async #onProt(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    await this.#prot(arg);
+    await this.#tls.prot(arg);
     return true;
   }
 
@@ -882,100 +871,6 @@ export class FtpSession {
     return true;
   }
 
-  /** AUTH TLS / AUTH SSL: answers 234, then upgrades the paused control socket; pipelined plaintext is dropped. */
-  async #auth(arg: string): Promise<void> {
-    const tls = this.#ctx.tls;
-    if (!tls) {
-      await this.reply("502 TLS is not enabled on this server.");
-      return;
-    }
-    const mech = arg.trim().toUpperCase();
-    if (!["TLS", "SSL", "TLS-C", "TLS-P"].includes(mech)) {
-      await this.reply("504 Unknown AUTH mechanism; use AUTH TLS.");
-      return;
-    }
-    if (this.#tlsControl) {
-      await this.reply("503 The control connection is already encrypted.");
-      return;
-    }
-    if (!(this.control instanceof NodeConn)) {
-      await this.reply("431 TLS cannot be started on this connection.");
-      return;
-    }
-    // Pause and detach first, so nothing the client sends after the 234 (its ClientHello) is read as plaintext.
-    const raw = this.control.detach();
-    raw.write("234 Proceed with TLS negotiation.\r\n");
-    let conn: TlsConn;
-    try {
-      conn = await upgradeServerSocket(raw, tls.context, { timeoutMs: this.#ctx.opts.dataTimeoutMs });
-    } catch (e) {
-      this.#ctx.log.info("tls.upgrade_failed", { id: this.id, ip: this.peerIp, error: (e as Error).message });
-      this.#closed = true;
-      raw.destroy();
-      return;
-    }
-    const discarded = this.setControl(conn);
-    this.#tlsControl = true;
-    this.#pbsz = false;
-    // RFC 4217: after AUTH the user must log in again; SSL historically implies protected data.
-    this.#reset();
-    this.#setProt(mech === "SSL" || mech === "TLS-P");
-    this.#ctx.log.info("tls.upgrade", {
-      id: this.id,
-      ip: this.peerIp,
-      protocol: conn.protocol ?? undefined,
-      discarded,
-    });
-  }
-
-  async #pbszCmd(arg: string): Promise<void> {
-    if (!this.#ctx.tls) {
-      await this.reply("502 TLS is not enabled on this server.");
-      return;
-    }
-    if (!this.#tlsControl) {
-      await this.reply("503 Send AUTH TLS first.");
-      return;
-    }
-    if (!/^\d{1,10}$/.test(arg.trim())) {
-      await this.reply("501 Syntax: PBSZ 0.");
-      return;
-    }
-    this.#pbsz = true;
-    await this.reply("200 PBSZ=0");
-  }
-
-  async #prot(arg: string): Promise<void> {
-    if (!this.#ctx.tls) {
-      await this.reply("502 TLS is not enabled on this server.");
-      return;
-    }
-    if (!this.#tlsControl) {
-      await this.reply("503 Send AUTH TLS first.");
-      return;
-    }
-    if (!this.#pbsz) {
-      await this.reply("503 Send PBSZ 0 first.");
-      return;
-    }
-    const level = arg.trim().toUpperCase();
-    if (level === "P") {
-      this.#setProt(true);
-      await this.reply("200 Data connections will be encrypted (PROT P).");
-    } else if (level === "C") {
-      if (this.#ctx.tls.opts.mode === "required") {
-        await this.reply("534 Clear data connections are not allowed here; use PROT P.");
-        return;
-      }
-      this.#setProt(false);
-      await this.reply("200 Data connections will be in clear text (PROT C).");
-    } else if (level === "S" || level === "E") {
-      await this.reply("536 Only PROT P and PROT C are supported.");
-    } else {
-      await this.reply("504 Unknown protection level; use PROT P or PROT C.");
-    }
-  }
-
   async #opts(arg: string): Promise<void> {
     const [what, ...rest] = arg.trim().split(/\s+/);
     const option = rest.join(" ");
@@ -1207,7 +1102,7 @@ export class FtpSession {
   }
 
   async #needDataSetup(): Promise<boolean> {
-    if (this.#ctx.tls?.opts.mode === "required" && !this.#protP) {
+    if (this.#ctx.tls?.opts.mode === "required" && !this.#tls.protectedData) {
       this.#data.close();
       await this.reply("521 Data connections must be encrypted here: send PBSZ 0 and PROT P first.");
       return false;
