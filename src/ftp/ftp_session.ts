@@ -17,16 +17,9 @@ import { NodeConn } from "../net/node_conn.ts";
 import { type ServerTlsContext, TlsConn } from "../net/tls_server.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FtpUser } from "./accounts.ts";
-import {
-  cidrContains,
-  formatEpsvReply,
-  formatPasvReply,
-  normalizeIp,
-  parseEprtArg,
-  parsePortArg,
-} from "./address.ts";
 import { CrlfToLf, LfToCrlf } from "./ascii.ts";
-import { DataChannel, DataChannelError } from "./data_channel.ts";
+import type { DataChannel } from "./data_channel.ts";
+import { errorReply, SessionData, type XferEntry } from "./ftp_session_data.ts";
 import { SessionTls } from "./ftp_session_tls.ts";
 import {
   checkCommand,
@@ -44,7 +37,7 @@ import {
   stripListOptions,
   type Verb,
 } from "./ftp_commands.ts";
-import { type FtpFileInfo, FtpFileSystem, FtpFsError, toFtpFsError } from "./ftp_file_system.ts";
+import { type FtpFileInfo, FtpFileSystem } from "./ftp_file_system.ts";
 import type { FtpServerOptions } from "./ftp_options.ts";
 import type { FtpTlsOptions } from "./ftps.ts";
 import {
@@ -54,14 +47,7 @@ import {
   formatNlstLine,
   sanitizeForReply,
 } from "./listing.ts";
-import {
-  type BufferPool,
-  LineWriter,
-  LocalIoError,
-  receiveFile,
-  sendFile,
-  type TransferProgress,
-} from "./transfer.ts";
+import { type BufferPool, LineWriter, receiveFile, sendFile } from "./transfer.ts";
 
 /**
  * What a session needs from its server (`FtpServer` builds one and shares it between all sessions).
@@ -105,66 +91,13 @@ export interface SessionContext {
   tls: { opts: FtpTlsOptions; context: ServerTlsContext } | null;
 }
 
-/**
- * One finished file transfer (RETR, STOR, APPE, STOU; not listings), for the xferlog.
- *
- * @example
- * ```ts
- * const entry: XferEntry = {
- *   ip: "127.0.0.1",
- *   user: "bob",
- *   anonymous: false,
- *   path: "/a.txt",
- *   bytes: 3,
- *   ms: 10,
- *   ascii: false,
- *   incoming: false,
- *   complete: true,
- * };
- * ```
- */
-export interface XferEntry {
-  /** The client's (normalised) address. */
-  ip: string;
-  /** The login name ("" if none). */
-  user: string;
-  /** Whether the user logged in anonymously. */
-  anonymous: boolean;
-  /** The file's virtual path (never a host path). */
-  path: string;
-  /** Bytes sent or received over the data connection. */
-  bytes: number;
-  /** Milliseconds the transfer took. */
-  ms: number;
-  /** TYPE A (ASCII) rather than TYPE I (binary). */
-  ascii: boolean;
-  /** An upload (STOR, APPE, STOU) rather than a download (RETR). */
-  incoming: boolean;
-  /** The transfer finished successfully (226); false when it failed or was aborted. */
-  complete: boolean;
-}
+export type { XferEntry } from "./ftp_session_data.ts";
 
 /** The login state of a session. */
 export type AuthState =
   | { kind: "awaiting-user" }
   | { kind: "awaiting-pass"; name: string }
   | { kind: "logged-in"; user: FtpUser; fs: FtpFileSystem };
-
-type TransferKind = "retr" | "stor" | "appe" | "stou" | "list" | "nlst" | "mlsd";
-
-/** A transfer in progress. */
-interface Transfer extends TransferProgress {
-  kind: TransferKind;
-  path: string;
-  started: number;
-  conn: ByteConn | null;
-  aborted: boolean;
-  timedOut: boolean;
-  done: Promise<void>;
-  /** Watchdog bookkeeping: bytes at the last check and when they last changed. */
-  seenBytes: number;
-  seenAt: number;
-}
 
 const encoder = new TextEncoder();
 
@@ -175,13 +108,6 @@ async function* oneBatch(info: FtpFileInfo): AsyncGenerator<FtpFileInfo[]> {
 
 function quotePath(p: string): string {
   return sanitizeForReply(p).replaceAll('"', '""');
-}
-
-function errorReply(e: unknown): string | null {
-  if (e instanceof LocalIoError) e = toFtpFsError(e.original);
-  if (e instanceof FtpFsError) return `${e.code} ${sanitizeForReply(e.message)}`;
-  if (e instanceof DataChannelError) return `425 ${e.message}`;
-  return null;
 }
 
 /**
@@ -218,12 +144,12 @@ export class FtpSession {
   loginDeadline: number;
   readonly #ctx: SessionContext;
   readonly #data: DataChannel;
+  /** Data connection setup and the running transfer (`ftp_session_data.ts`). */
+  readonly #dx: SessionData;
   #ascii = true;
   #rest = 0;
   #renameFrom: string | null = null;
-  #epsvAll = false;
   #facts: string[] = [...MLST_FACTS];
-  #transfer: Transfer | null = null;
   #closed = false;
   /** The code of the last reply sent, for the change log. */
   #lastReply = "";
@@ -259,13 +185,23 @@ export class FtpSession {
       maxLineLength: ctx.opts.maxLineLength,
       acceptBareCr: isUrgentAbort,
     });
-    this.#data = new DataChannel({
-      peerIp,
-      bindHost: localIp,
-      portMin: ctx.opts.passive.portMin,
-      portMax: ctx.opts.passive.portMax,
-      timeoutMs: ctx.opts.dataTimeoutMs,
+    this.#dx = new SessionData({
+      opts: ctx.opts,
+      log: ctx.log,
+      buffers: ctx.buffers,
+      xferlog: (e) => ctx.xferlog(e),
+      session: {
+        peerIp,
+        localIp,
+        reply: (text) => this.reply(text),
+        who: () => ({
+          user: this.userName ?? "",
+          anonymous: this.state.kind === "logged-in" && this.state.user.passwordHash === null,
+          ascii: this.#ascii,
+        }),
+      },
     });
+    this.#data = this.#dx.channel;
     this.#tls = new SessionTls({
       tls: ctx.tls,
       log: ctx.log,
@@ -311,12 +247,12 @@ export class FtpSession {
 
   /** True while a transfer runs. */
   get transferring(): boolean {
-    return this.#transfer !== null;
+    return this.#dx.transfer !== null;
   }
 
   /** The running transfer (kind, virtual path, bytes so far, start time), or null; for `outpost status`. */
   get activeTransfer(): { kind: string; path: string; bytes: number; started: number } | null {
-    const t = this.#transfer;
+    const t = this.#dx.transfer;
     return t ? { kind: t.kind, path: t.path, bytes: t.bytes, started: t.started } : null;
   }
 
@@ -335,7 +271,7 @@ export class FtpSession {
   /** Sends `421 <message>` and closes the connection (server shutdown, idle timeout). */
   async shutdown(message: string): Promise<void> {
     if (this.#closed) return;
-    this.#abortTransfer(false);
+    this.#dx.abortTransfer(false);
     // A client that never reads must not hold the session open: the 421 gets one second.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([this.reply(`421 ${message}`), new Promise((r) => timer = setTimeout(r, 1000))]);
@@ -352,17 +288,7 @@ export class FtpSession {
       this.shutdown("Login timed out; closing the control connection.").catch(() => {});
       return;
     }
-    const t = this.#transfer;
-    if (t) {
-      if (t.bytes !== t.seenBytes || t.conn === null) {
-        t.seenBytes = t.bytes;
-        t.seenAt = now;
-      } else if (now - t.seenAt > this.#ctx.opts.dataTimeoutMs) {
-        t.timedOut = true;
-        closeQuietly(t.conn);
-      }
-      return;
-    }
+    if (this.#dx.tickTransfer(now)) return;
     if (now - this.lastActivity > this.#ctx.opts.idleTimeoutMs) {
       this.#ctx.log.info("session.idle", { id: this.id, ip: this.peerIp });
       this.shutdown("Idle timeout; closing the control connection.").catch(() => {});
@@ -395,7 +321,7 @@ export class FtpSession {
           await this.reply("500 Syntax error, command unrecognized.");
           continue;
         }
-        if (this.#transfer && !COMMANDS[cmd.verb]?.duringTransfer) await this.#transfer.done;
+        if (this.#dx.transfer && !COMMANDS[cmd.verb]?.duringTransfer) await this.#dx.transfer.done;
         const renameFrom = this.#renameFrom;
         const more = await this.#dispatch(cmd);
         logFtpChange(log, cmd, this.#changeContext(renameFrom));
@@ -404,8 +330,8 @@ export class FtpSession {
     } catch (e) {
       if (!this.#closed) log.warn("session.error", { id: this.id, ip: this.peerIp, error: String(e) });
     } finally {
-      this.#abortTransfer(false);
-      if (this.#transfer) await this.#transfer.done;
+      this.#dx.abortTransfer(false);
+      if (this.#dx.transfer) await this.#dx.transfer.done;
       this.#data.close();
       this.#closed = true;
       if (this.control instanceof NodeConn || this.control instanceof TlsConn) await this.control.end(1000);
@@ -549,7 +475,7 @@ export class FtpSession {
   }
 
   async #onQuit(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    if (this.#transfer) await this.#transfer.done;
+    if (this.#dx.transfer) await this.#dx.transfer.done;
     await this.reply("221 Goodbye.");
     return false;
   }
@@ -618,7 +544,7 @@ export class FtpSession {
   }
 
   async #onAbor(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    await this.#abor();
+    await this.#dx.abor();
     return true;
   }
 
@@ -740,17 +666,17 @@ export class FtpSession {
   }
 
   async #onPasv(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    await this.#pasv();
+    await this.#dx.pasv();
     return true;
   }
 
   async #onEpsv(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
-    await this.#epsv(arg);
+    await this.#dx.epsv(arg);
     return true;
   }
 
   async #onPort(arg: string, _renameFrom: string | null, verb: Verb): Promise<boolean> {
-    await this.#port(verb, arg);
+    await this.#dx.port(verb, arg);
     return true;
   }
 
@@ -796,7 +722,7 @@ export class FtpSession {
     this.#ascii = true;
     this.#rest = 0;
     this.#renameFrom = null;
-    this.#epsvAll = false;
+    this.#dx.resetEpsvAll();
     this.#facts = [...MLST_FACTS];
   }
 
@@ -951,8 +877,8 @@ export class FtpSession {
   }
 
   async #stat(arg: string): Promise<void> {
-    if (arg.trim() === "" || this.#transfer) {
-      const t = this.#transfer;
+    if (arg.trim() === "" || this.#dx.transfer) {
+      const t = this.#dx.transfer;
       let out = "211-outpost FTP server status:\r\n";
       out += ` Connected from ${this.peerIp}\r\n`;
       out += this.state.kind === "logged-in"
@@ -997,104 +923,6 @@ export class FtpSession {
     await this.reply(out + "213 End of status.\r\n");
   }
 
-  async #abor(): Promise<void> {
-    const t = this.#transfer;
-    if (!t) {
-      const hadSetup = this.#data.mode !== "none";
-      this.#data.close();
-      await this.reply(
-        hadSetup ? "225 ABOR command successful; data connection closed." : "226 ABOR command successful.",
-      );
-      return;
-    }
-    this.#abortTransfer(true);
-    await t.done;
-    await this.reply("226 ABOR command successful.");
-  }
-
-  #abortTransfer(byClient: boolean): void {
-    const t = this.#transfer;
-    if (!t) return;
-    t.aborted = byClient || t.aborted;
-    if (!byClient) t.timedOut = true;
-    closeQuietly(t.conn);
-    this.#data.close();
-  }
-
-  #advertisedIpv4(): string {
-    const { passive } = this.#ctx.opts;
-    for (const m of passive.addressMap ?? []) {
-      if (cidrContains(m.subnet, this.peerIp)) return m.address;
-    }
-    return passive.address ?? this.localIp;
-  }
-
-  async #pasv(): Promise<void> {
-    if (this.#epsvAll) {
-      await this.reply("501 PASV is not allowed after EPSV ALL.");
-      return;
-    }
-    if (this.localIp.includes(":")) {
-      await this.reply("501 PASV works over IPv4 only; use EPSV.");
-      return;
-    }
-    const port = await this.#data.openPassive();
-    await this.reply(formatPasvReply(this.#advertisedIpv4(), port));
-  }
-
-  async #epsv(arg: string): Promise<void> {
-    const a = arg.trim().toUpperCase();
-    if (a === "ALL") {
-      this.#epsvAll = true;
-      await this.reply("200 EPSV ALL ok; only EPSV will be accepted now.");
-      return;
-    }
-    const family = this.peerIp.includes(":") ? "2" : "1";
-    if (a !== "" && a !== family) {
-      await this.reply(`522 Network protocol not supported, use (${family})`);
-      return;
-    }
-    const port = await this.#data.openPassive();
-    await this.reply(formatEpsvReply(port));
-  }
-
-  async #port(verb: string, arg: string): Promise<void> {
-    if (this.#epsvAll) {
-      await this.reply(`501 ${verb} is not allowed after EPSV ALL.`);
-      return;
-    }
-    if (!this.#ctx.opts.allowActive) {
-      await this.reply("502 Active mode is disabled on this server; use PASV or EPSV.");
-      return;
-    }
-    let target: { host: string; port: number } | null;
-    if (verb === "PORT") {
-      target = parsePortArg(arg);
-    } else {
-      const e = parseEprtArg(arg);
-      const family = this.peerIp.includes(":") ? 6 : 4;
-      if (e && e.family !== family) {
-        await this.reply(`522 Network protocol not supported, use (${family === 6 ? 2 : 1})`);
-        return;
-      }
-      target = e;
-    }
-    if (!target) {
-      await this.reply(`501 Invalid ${verb} argument.`);
-      return;
-    }
-    if (normalizeIp(target.host) !== this.peerIp) {
-      await this.reply("501 Rejected: the data connection must go to your own address.");
-      return;
-    }
-    if (target.port < 1024) {
-      await this.reply("501 Rejected: the data port must be 1024 or above.");
-      return;
-    }
-    this.#data.setActive(target.host, target.port);
-    await this.reply(`200 ${verb} command successful.`);
-  }
-
   #takeRest(): number {
     const r = this.#rest;
     this.#rest = 0;
@@ -1125,7 +953,7 @@ export class FtpSession {
       return;
     }
     const ascii = this.#ascii;
-    this.#startTransfer("retr", p, `150 Opening ${ascii ? "ASCII" : "BINARY"} mode data connection.`, {
+    this.#dx.start("retr", p, `150 Opening ${ascii ? "ASCII" : "BINARY"} mode data connection.`, {
       body: (conn, buf, t) => sendFile(conn, file, buf, ascii ? new LfToCrlf() : null, t, size - offset),
       cleanup: () => closeQuietly(file),
     });
@@ -1148,7 +976,7 @@ export class FtpSession {
     const opening = kind === "stou"
       ? `150 FILE: ${sanitizeForReply(p.split("/").pop() ?? p)}`
       : `150 Ok to send data.`;
-    this.#startTransfer(kind, p, opening, {
+    this.#dx.start(kind, p, opening, {
       body: async (conn, buf, t) => {
         await receiveFile(conn, upload.file, buf, ascii ? new CrlfToLf() : null, t);
         if (t.aborted || t.timedOut) throw new Error("Upload aborted.");
@@ -1175,7 +1003,7 @@ export class FtpSession {
     const facts = this.#facts;
     // The directory is read while it is sent, one batch of entries at a time (bounded memory for any size).
     const batches = info.type === "dir" ? fs.listBatches(p) : oneBatch(info);
-    this.#startTransfer(kind, p, "150 Here comes the directory listing.", {
+    this.#dx.start(kind, p, "150 Here comes the directory listing.", {
       body: async (conn, buf, t) => {
         const out = new LineWriter(conn, buf, t);
         const now = new Date();
@@ -1194,96 +1022,5 @@ export class FtpSession {
       },
       success: "226 Directory send OK.",
     });
-  }
-
-  /** Starts a transfer in the background: replies 150, waits for the data connection, runs `body`, replies. */
-  #startTransfer(
-    kind: TransferKind,
-    path: string,
-    opening: string,
-    spec: {
-      body: (conn: ByteConn, buf: Uint8Array, t: Transfer) => Promise<void>;
-      cleanup?: () => void | Promise<void>;
-      success?: string;
-    },
-  ): void {
-    const now = Date.now();
-    const t: Transfer = {
-      kind,
-      path,
-      bytes: 0,
-      started: now,
-      conn: null,
-      aborted: false,
-      timedOut: false,
-      done: Promise.resolve(),
-      seenBytes: 0,
-      seenAt: now,
-    };
-    this.#transfer = t;
-    t.done = this.#runTransfer(t, opening, spec);
-  }
-
-  async #runTransfer(
-    t: Transfer,
-    opening: string,
-    spec: {
-      body: (conn: ByteConn, buf: Uint8Array, t: Transfer) => Promise<void>;
-      cleanup?: () => void | Promise<void>;
-      success?: string;
-    },
-  ): Promise<void> {
-    const { buffers, log } = this.#ctx;
-    let status: "ok" | "aborted" | "failed" = "failed";
-    let final: string;
-    const buf = buffers.acquire(t.kind !== "list" && t.kind !== "nlst" && t.kind !== "mlsd");
-    try {
-      await this.reply(opening);
-      const conn = await this.#data.connect();
-      t.conn = conn;
-      if (t.aborted || t.timedOut) closeQuietly(conn);
-      await spec.body(conn, buf, t);
-      if (t.aborted || t.timedOut) throw new Error("aborted");
-      // TLS data: send close_notify and let the client close first, so it sees a clean end of the data.
-      if (conn instanceof TlsConn) await conn.end(5000);
-      status = "ok";
-      final = spec.success ?? "226 Transfer complete.";
-    } catch (e) {
-      if (t.aborted) {
-        status = "aborted";
-        final = "426 Connection closed; transfer aborted.";
-      } else if (t.timedOut) {
-        final = "426 Connection closed; the data connection stalled or was shut down.";
-      } else {
-        final = errorReply(e) ?? "426 Connection closed; transfer aborted.";
-        if (final.startsWith("425")) status = "failed";
-      }
-    } finally {
-      closeQuietly(t.conn);
-      try {
-        await spec.cleanup?.();
-      } catch {
-        // The upload temp file or the read handle was already gone.
-      }
-      buffers.release(buf);
-    }
-    const ms = Date.now() - t.started;
-    const user = this.userName ?? "";
-    log.info("transfer", { dir: t.kind, user, path: t.path, bytes: t.bytes, ms, status });
-    if (t.kind === "retr" || t.kind === "stor" || t.kind === "appe" || t.kind === "stou") {
-      this.#ctx.xferlog({
-        ip: this.peerIp,
-        user,
-        anonymous: this.state.kind === "logged-in" && this.state.user.passwordHash === null,
-        path: t.path,
-        bytes: t.bytes,
-        ms,
-        ascii: this.#ascii,
-        incoming: t.kind !== "retr",
-        complete: status === "ok",
-      });
-    }
-    this.#transfer = null;
-    await this.reply(final);
   }
 }
