@@ -399,7 +399,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
     }
     // The account's folders, as the first-boot step (kept as a fallback) would make them.
     const owned: { path: string; mode: number; always: boolean }[] = [
-      { path: stateDir, mode: 0o750, always: true },
+      { path: stateDir, mode: 0o751, always: true },
       { path: "/var/cache/outpost", mode: 0o750, always: true },
       ...units.perms.dataDirs.filter((d) => d !== stateDir).map((d) => ({
         path: d,

@@ -171,14 +171,12 @@ ExecReload=/bin/kill -HUP $MAINPID
 # ExecStartPre, which derives the new flags.
 RestartForceExitStatus=75
 
-# Sandbox (the first three lines are what the prepare step compares against ${SANDBOX_ID_VAR})
+# Sandbox (the lines before ${SANDBOX_ID_VAR} follow the config; the prepare step rewrites them in a drop-in)
 ${sandbox.lines.join("\n")}
 Environment=${SANDBOX_ID_VAR}=${sandbox.id}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ProtectHome=yes
 PrivateTmp=yes
-PrivateDevices=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
@@ -219,7 +217,7 @@ state=${stateDir}
 if ! getent passwd "$user" >/dev/null; then
   useradd --system --user-group --home-dir "$state" --no-create-home --shell /usr/sbin/nologin "$user"
 fi
-install -d -m 0750 -o "$user" -g "$user" "$state"
+install -d -m 0751 -o "$user" -g "$user" "$state"
 install -d -m 0750 -o "$user" -g "$user" /var/cache/outpost
 ${
     perms.dataDirs.filter((d) => d !== stateDir).map((d) =>
@@ -234,11 +232,12 @@ echo "outpost first boot: user $user and $state ready"
   return { service, firstboot, firstbootScript, perms };
 }
 
-const USAGE = `Usage: deno run -A scripts/make_unit.ts --config FILE --board ID [--out-dir DIR]
+const USAGE = `Usage: deno run -A scripts/make_unit.ts --config FILE [--board ID] [--out-dir DIR]
                                     [--boards-dir DIR] [--prefix /opt/outpost]
 
 Prints outpost.service (or writes outpost.service, outpost-firstboot.service and firstboot.sh to --out-dir).
-The config's own path is the one the unit reads at boot (e.g. /boot/firmware/outpost.toml).`;
+The config's own path is the one the unit reads at boot (e.g. /boot/firmware/outpost.toml). Without --board the
+config's [device] board is used (generic-arm64 for "generic").`;
 
 /**
  * The generator's CLI; resolves to the exit status.
@@ -253,7 +252,7 @@ export async function makeUnitMain(args: string[]): Promise<number> {
     args,
     options: {
       config: { type: "string" },
-      board: { type: "string", default: "generic-arm64" },
+      board: { type: "string" },
       "out-dir": { type: "string" },
       "boards-dir": { type: "string" },
       prefix: { type: "string", default: DEFAULT_BOARD_PATHS.prefix },
@@ -271,14 +270,29 @@ export async function makeUnitMain(args: string[]): Promise<number> {
     console.error(`make_unit: ${(e as Error).message}`);
     return 1;
   }
-  const profile = await readBoardProfile(values.board, values["boards-dir"]);
+  // --board wins; else the config's [device] board; the default "generic" means the generic-arm64 profile.
+  const boardId = values.board ??
+    (config.device.board && config.device.board !== "generic" ? config.device.board : "generic-arm64");
+  let profile: BoardProfile;
+  try {
+    profile = await readBoardProfile(boardId, values["boards-dir"]);
+  } catch (e) {
+    console.error(`make_unit: ${(e as Error).message}`);
+    return 1;
+  }
   const paths: BoardPaths = {
     ...DEFAULT_BOARD_PATHS,
     prefix: values.prefix,
     configPath: config.path ?? DEFAULT_BOARD_PATHS.configPath,
     lastGoodPath: `${config.device.stateDir}/last-good.toml`,
   };
-  const units = makeUnits(config, profile, paths);
+  let units: GeneratedUnits;
+  try {
+    units = makeUnits(config, profile, paths);
+  } catch (e) {
+    console.error(`make_unit: ${(e as Error).message}`);
+    return 1;
+  }
   for (const n of units.perms.notes) console.error(`make_unit: note: ${n}`);
   if (values["out-dir"]) {
     const d = values["out-dir"];

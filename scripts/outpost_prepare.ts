@@ -225,7 +225,7 @@ export async function outpostPrepare(args: string[]): Promise<number> {
       );
     }
     for (const dir of perms.dataDirs) {
-      if (await ensureDir(dir, owner, dir === chosen.config.device.stateDir ? 0o750 : 0o755)) {
+      if (await ensureDir(dir, owner, dir === chosen.config.device.stateDir ? 0o751 : 0o755)) {
         console.error(`outpost-prepare: created ${dir}`);
       }
     }

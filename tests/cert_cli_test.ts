@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { findPeer, skipWithout } from "./helpers/peers.ts";
 
+import { fieldUser, SKIP_FIELD } from "./helpers/field_user.ts";
+
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
 const openssl = findPeer("openssl");
 
@@ -63,6 +65,41 @@ Deno.test({
       const show = await outpost(["cert", "--show", "--out", `${dir}/tls`], dir);
       assert.equal(show.code, 0, show.err);
       assert.ok(show.out.includes(`lftp       set ssl:verify-certificate/${sha1} no`), show.out);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cert: follows [ftp.tls] cert_dir, and run by root hands the pair to the daemon's user (who owns the state)",
+  ignore: SKIP_FIELD,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "outpost-cert-dir-" });
+    try {
+      const user = await fieldUser();
+      await Deno.mkdir(`${dir}/state`);
+      await Deno.chown(`${dir}/state`, user.uid, user.gid);
+      await Deno.writeTextFile(
+        `${dir}/outpost.toml`,
+        `[device]\nstate_dir = "${dir}/state"\n[ftp]\nport = 2121\n[ftp.tls]\nmode = "optional"\ncert_dir = "${dir}/mytls"\n`,
+      );
+      const r = await outpost(["cert", "--config", `${dir}/outpost.toml`], dir);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, new RegExp(`Certificate: ${dir}/mytls/cert\\.pem`));
+      for (const p of ["mytls", "mytls/cert.pem", "mytls/key.pem"]) {
+        const st = await Deno.stat(`${dir}/${p}`);
+        assert.equal(st.uid, user.uid, `${p} belongs to the daemon's user`);
+      }
+      const shown = await outpost(["cert", "--show", "--config", `${dir}/outpost.toml`], dir);
+      assert.equal(shown.code, 0, shown.err);
+      const fp = (t: string) => /SHA256 Fingerprint=((?:[0-9A-F]{2}:){31}[0-9A-F]{2})/.exec(t)?.[1];
+      assert.ok(fp(r.out) && fp(r.out) === fp(shown.out), `${r.out}\n---\n${shown.out}`);
+      await Deno.remove(`${dir}/mytls`, { recursive: true });
+      const missing = await outpost(["cert", "--show", "--config", `${dir}/outpost.toml`], dir);
+      assert.equal(missing.code, 1);
+      assert.match(missing.err, /no certificate at .*mytls\/cert\.pem yet: run "outpost cert"/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

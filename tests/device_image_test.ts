@@ -43,6 +43,8 @@ const ignore = skipWithout(...PEERS);
 const BOARD_PROFILE = `# test board
 [board]
 id = "testboard"
+name = "Test board"
+ram_mb = 512
 v8_max_old_space_mb = 160
 config_txt = ["kernel=kernel8.img"]
 `;
@@ -258,7 +260,7 @@ async function assertAccount(image: string, layout: ImageLayout, id: number): Pr
     assert.deepEqual([f.mode, f.uid, f.gid], [0o644, 0, 0], `${p} mode and owner`);
   }
   for (
-    const [p, mode] of [["/var/lib/outpost", 0o750], ["/var/cache/outpost", 0o750], ["/srv/outpost", 0o755]]
+    const [p, mode] of [["/var/lib/outpost", 0o751], ["/var/cache/outpost", 0o750], ["/srv/outpost", 0o755]]
   ) {
     const d = await inode(image, layout, p as string);
     assert.deepEqual([d.type, d.mode, d.uid, d.gid], ["directory", mode, id, id], `${p} belongs to outpost`);

@@ -244,7 +244,7 @@ Deno.test({
       // The host may have its own outpost user (field tests run the daemon as one); install.sh must not touch it.
       assert.equal(await Deno.readTextFile("/etc/passwd"), hostPasswd, "host untouched");
       for (
-        const [p, m] of [["/var/lib/outpost", 0o750], ["/var/cache/outpost", 0o750], [
+        const [p, m] of [["/var/lib/outpost", 0o751], ["/var/cache/outpost", 0o750], [
           "/srv/ftp",
           0o755,
         ]] as const

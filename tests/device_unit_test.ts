@@ -263,3 +263,30 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("device unit: a root under /home keeps /home reachable; a command sensor keeps /dev; otherwise both hidden", () => {
+  const plain = makeUnits(parseConfig(config(2121), "/x/outpost.toml"), PROFILE).service;
+  assert.match(plain, /^ProtectHome=yes$/m);
+  const home = makeUnits(
+    parseConfig(
+      config(2121).replace('root = "/srv/outpost/alice"', 'root = "/home/pi/ftp"'),
+      "/x/outpost.toml",
+    ),
+    PROFILE,
+  ).service;
+  assert.match(home, /^ProtectHome=read-only$/m);
+  assert.match(home, /^ReadWritePaths=.*-\/home\/pi\/ftp/m);
+  // config() has a command sensor (read-probe): it may need /dev/i2c-*.
+  assert.match(plain, /^PrivateDevices=no$/m);
+  const noCommand = makeUnits(
+    parseConfig(
+      config(2121).replace(
+        'type = "command"\ncommand = ["/usr/local/bin/read-probe", "--celsius"]',
+        'type = "load"',
+      ),
+      "/x/outpost.toml",
+    ),
+    PROFILE,
+  ).service;
+  assert.match(noCommand, /^PrivateDevices=yes$/m);
+});

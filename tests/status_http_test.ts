@@ -231,3 +231,23 @@ Deno.test("status http: a reload that turns the page on starts it; one that turn
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("status http: a password guesser is banned after 5 failures, even in parallel and even with the right password next", async () => {
+  const dir = await Deno.makeTempDir();
+  const hash = await hashPassword("page-pw", 1000);
+  const port = freePort();
+  const d = await start(dir, `http = true\nport = ${port}\nuser = "admin"\npassword_hash = "${hash}"`);
+  try {
+    const url = `http://127.0.0.1:${port}/`;
+    const guesses = await Promise.all(Array.from({ length: 8 }, (_, i) => get(url, `admin:guess${i}`)));
+    const codes = guesses.map((g) => g.status);
+    assert.equal(codes.filter((c) => c === 401).length, 5, `only 5 guesses are checked: ${codes}`);
+    assert.ok(codes.every((c) => c === 401 || c === 429), `${codes}`);
+    const right = await get(url, "admin:page-pw");
+    assert.equal(right.status, 429, "banned: the right password is not even checked");
+    assert.match(right.headers.get("retry-after") ?? "", /^\d+$/);
+  } finally {
+    await d.stop(0);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -60,10 +60,27 @@ async function sha256Hex(text: string): Promise<string> {
 
 /** The cache key of the current package list and assembly. */
 export async function baseKey(): Promise<string> {
+  return (await sha256Hex(JSON.stringify({ BASE_PACKAGES, BASE_SUITE, BASE_MIRRORS, BASE_VERSION })))
+    .slice(0, 16);
+}
+
+/** The cache key of the assembled image: everything the assembly writes (the tree has its own key). */
+async function assemblyKey(): Promise<string> {
   const agent = await Deno.readTextFile(`${HERE}agent.sh`);
   return (await sha256Hex(
-    JSON.stringify({ BASE_PACKAGES, BASE_SUITE, BASE_MIRRORS, BASE_VERSION, DISK_ID, agent }),
-  )).slice(0, 16);
+    JSON.stringify([
+      agent,
+      DISK_ID,
+      ASSEMBLE_SH,
+      FSTAB,
+      CMDLINE_TXT,
+      CONFIG_TXT,
+      NETWORK,
+      AGENT_UNIT,
+      BOOT_MIB,
+      ROOT_MIB,
+    ]),
+  )).slice(0, 8);
 }
 
 /** `${XDG_CACHE_HOME:-~/.cache}/outpost-boot`. */
@@ -118,12 +135,18 @@ async function runLogged(cmd: string, args: string[], logFile: string, timeoutMs
   const log = await Deno.open(logFile, { write: true, create: true, truncate: true });
   const child = new Deno.Command(resolveTool(cmd), { args, stdin: "null", stdout: "piped", stderr: "piped" })
     .spawn();
-  const timer = setTimeout(() => {
+  // SIGTERM lets mmdebstrap unmount what it mounted in its chroot; SIGKILL only if it does not end.
+  const kill = (sig: Deno.Signal) => {
     try {
-      child.kill("SIGKILL");
+      child.kill(sig);
     } catch {
       // Already gone.
     }
+  };
+  let hard: ReturnType<typeof setTimeout> | undefined;
+  const timer = setTimeout(() => {
+    kill("SIGTERM");
+    hard = setTimeout(() => kill("SIGKILL"), 60_000);
   }, timeoutMs);
   const pump = async (s: ReadableStream<Uint8Array>) => {
     for await (const chunk of s) await log.write(chunk);
@@ -131,6 +154,7 @@ async function runLogged(cmd: string, args: string[], logFile: string, timeoutMs
   await Promise.all([pump(child.stdout), pump(child.stderr)]);
   const status = await child.status;
   clearTimeout(timer);
+  clearTimeout(hard);
   log.close();
   return status.code;
 }
@@ -223,8 +247,9 @@ ln -sf /lib/systemd/system/systemd-networkd-wait-online.service \
   "$w/network-online.target.wants/systemd-networkd-wait-online.service"
 # No network beyond QEMU's loopback forwards: keep apt's timers quiet.
 for t in apt-daily.timer apt-daily-upgrade.timer; do ln -sf /dev/null "$w/$t"; done
-kernel=$(ls "$tree"/boot/vmlinuz-* | sort | tail -n 1)
-initrd=$(ls "$tree"/boot/initrd.img-* | sort | tail -n 1)
+kernel=$(ls "$tree"/boot/vmlinuz-* | sort -V | tail -n 1)
+initrd="$tree/boot/initrd.img-$(basename "$kernel" | sed "s/^vmlinuz-//")"
+[ -s "$initrd" ] || { echo "no initramfs $initrd for $kernel" >&2; exit 1; }
 cp "$kernel" "$files/kernel8.img"
 cp "$initrd" "$files/initramfs8"
 mke2fs -q -F -t ext4 -L rootfs -E offset="$offset" -d "$tree" "$img" "$kib"k
@@ -240,7 +265,7 @@ mke2fs -q -F -t ext4 -L rootfs -E offset="$offset" -d "$tree" "$img" "$kib"k
  */
 export async function ensureBaseImage(log: (line: string) => void): Promise<string> {
   const dir = `${bootCacheRoot()}/${await baseKey()}`;
-  const image = `${dir}/base.img`;
+  const image = `${dir}/base-${await assemblyKey()}.img`;
   if (await exists(`${image}.ok`)) {
     log(`base image: cached ${image}`);
     return image;
@@ -250,6 +275,7 @@ export async function ensureBaseImage(log: (line: string) => void): Promise<stri
   if (!await exists(tarball)) {
     await ensureBinfmt();
     const mmLog = `${dir}/mmdebstrap.log`;
+    const partialTar = `${dir}/rootfs.partial.tar`;
     log(`base image: mmdebstrap ${BASE_SUITE} arm64 (about 20 minutes on 2 cores; log: ${mmLog})`);
     const code = await runLogged(
       "mmdebstrap",
@@ -259,7 +285,7 @@ export async function ensureBaseImage(log: (line: string) => void): Promise<stri
         "--components=main",
         `--include=${BASE_PACKAGES.join(",")}`,
         BASE_SUITE,
-        `${tarball}.partial`,
+        partialTar, // mmdebstrap picks the output format from the name: it must end in .tar
         ...BASE_MIRRORS,
       ],
       mmLog,
@@ -269,7 +295,7 @@ export async function ensureBaseImage(log: (line: string) => void): Promise<stri
       const tail = (await Deno.readTextFile(mmLog).catch(() => "")).split("\n").slice(-15).join("\n");
       throw new Error(`Failed building the base root file system: mmdebstrap exited with ${code}:\n${tail}`);
     }
-    await Deno.rename(`${tarball}.partial`, tarball);
+    await Deno.rename(partialTar, tarball);
   }
   log("base image: assembling MBR, FAT32 bootfs and ext4 rootfs");
   const work = await Deno.makeTempDir({ prefix: "outpost-base-" });

@@ -67,7 +67,9 @@ function sensorNeeds(s: SensorConfig, root: string, out: SandboxNeedsBuilder): v
       if (s.path) b.read(s.path);
       break;
     case "command":
+      // A sensor program usually talks to hardware (I2C, GPIO, a serial port): the unit keeps /dev for it.
       if (s.command?.length) b.run(s.command[0]);
+      out.devices();
       break;
     case "disk":
       b.sys("statfs").run("df");

@@ -228,10 +228,9 @@ export async function loadConfig(path?: string, readers: AreaReader[] = []): Pro
   const found = await findConfigPath(path);
   if (found === null) {
     throw new ConfigError(
-      [`no config file given and none found at ${
-        DEFAULT_CONFIG_PATHS.join(", ")
-      } (set OUTPOST_CONFIG or --config)`],
+      [`looked for ${DEFAULT_CONFIG_PATHS.join(", ")}; give one with --config FILE or OUTPOST_CONFIG`],
       "config",
+      "No config file was found",
     );
   }
   let text: string;

@@ -54,13 +54,36 @@ export async function certCommand(args: string[]): Promise<number> {
     return 0;
   }
   let dir = values.out;
+  /** Whom the files belong to: the state folder's owner (the daemon's user) when run as root for a config. */
+  let owner: { uid: number; gid: number } | null = null;
   try {
+    let certPath: string | null = null;
     if (!dir) {
       let stateDir: string | null = null;
       const path = await findConfigPath(values.config);
-      if (path !== null) stateDir = (await loadConfig(path)).device.stateDir;
-      else if (await Deno.stat(".outpost-state").then((s) => s.isDirectory, () => false)) {
+      if (path !== null) {
+        const cfg = await loadConfig(path);
+        stateDir = cfg.device.stateDir;
+        const tls = cfg.ftp?.tls;
+        if (tls?.certPath) {
+          // The config names its own pair: that is what the daemon serves and what a client should pin.
+          if (!values.show) {
+            console.error(
+              `outpost cert: ${path} names its own certificate (ftp.tls.cert = ${tls.certPath}); outpost serves ` +
+                "that one. Use --show to print its fingerprints, or --out DIR to make a new pair elsewhere.",
+            );
+            return 64;
+          }
+          certPath = tls.certPath;
+        }
+        dir = tls?.certDir ?? `${stateDir}/tls`;
+        const st = await Deno.stat(stateDir).catch(() => null);
+        if (st && Deno.uid() === 0 && st.uid !== null && st.uid !== 0) {
+          owner = { uid: st.uid, gid: st.gid ?? st.uid };
+        }
+      } else if (await Deno.stat(".outpost-state").then((s) => s.isDirectory, () => false)) {
         stateDir = `${Deno.cwd()}/.outpost-state`; // the quick-start daemon's state in this folder
+        dir = `${stateDir}/tls`;
       }
       if (stateDir === null) {
         console.error(
@@ -69,18 +92,28 @@ export async function certCommand(args: string[]): Promise<number> {
         );
         return 64;
       }
-      dir = `${stateDir}/tls`;
     }
-    const certPath = `${dir.replace(/\/+$/, "")}/cert.pem`;
+    certPath ??= `${dir!.replace(/\/+$/, "")}/cert.pem`;
     if (values.show) {
-      console.log(
-        [`Certificate: ${certPath}`, ...fingerprintLines(await Deno.readTextFile(certPath))].join("\n"),
-      );
+      const pem = await Deno.readTextFile(certPath).catch((e) => {
+        if (e instanceof Deno.errors.NotFound) {
+          throw new Error(
+            `there is no certificate at ${certPath} yet: run "outpost cert" to make one (the daemon also makes ` +
+              "one at its first start with FTPS on).",
+          );
+        }
+        throw e;
+      });
+      console.log([`Certificate: ${certPath}`, ...fingerprintLines(pem)].join("\n"));
       return 0;
     }
     const hostname = values.hostname ?? safeHostname();
     const pair = await createSelfSignedCertificate({ hostname });
-    const paths = await writeCertificateFiles(dir, pair, { overwrite: values.force });
+    const paths = await writeCertificateFiles(dir!, pair, { overwrite: values.force });
+    if (owner) {
+      // Made by root for the daemon: hand the folder and both files to its user, or FTPS could not start.
+      for (const p of [dir!, paths.certPath, paths.keyPath]) await Deno.chown(p, owner.uid, owner.gid);
+    }
     console.log(
       [
         `Certificate: ${paths.certPath}`,

@@ -21,6 +21,7 @@ import {
   parseTomlDocument,
 } from "../app/outpost_config.ts";
 import { ConfigError } from "../config/section.ts";
+import { queueFallbackConfigNotice } from "../alerts/outbox_mailer.ts";
 import { OutpostDaemon } from "../daemon/outpost_daemon.ts";
 import { SystemdNotifier } from "../daemon/systemd_notify.ts";
 import { EXIT_SANDBOX_CHANGED, restartableBySystemd, sandboxShortfall } from "../daemon/systemd_sandbox.ts";
@@ -91,6 +92,8 @@ interface Loaded {
   config: OutpostConfig;
   text: string;
   fromLastGood: boolean;
+  /** With `fromLastGood`: the refused file's problems and its text (null when it could not be read). */
+  refused?: { problems: string[]; text: string | null; lastGood: string };
 }
 
 /**
@@ -123,7 +126,12 @@ export async function loadWithFallback(path: string | null): Promise<Loaded> {
     using: lastGood,
     note: "fix the config file; the last good one runs meanwhile",
   });
-  return { config, text: goodText, fromLastGood: true };
+  return {
+    config,
+    text: goodText,
+    fromLastGood: true,
+    refused: { problems: problem.problems, text, lastGood },
+  };
 }
 
 function absolute(p: string): string {
@@ -240,6 +248,23 @@ export async function serveCommand(args: string[]): Promise<number> {
   const notifier = SystemdNotifier.fromEnv();
   await notifier.send("READY=1\nSTATUS=serving");
   notifier.startWatchdog(() => daemon.healthy());
+  if (loaded.refused && path && daemon.outbox) {
+    // Someone without a screen learns by mail that their edit was refused, once per refused file.
+    await queueFallbackConfigNotice(daemon.outbox, {
+      to: loaded.config.alerts.to,
+      stateDir,
+      fileText: loaded.refused.text ?? "",
+      input: {
+        host: loaded.config.device.name,
+        board: loaded.config.device.board,
+        file: path,
+        problems: loaded.refused.problems,
+        runningFrom: `the last good copy (${loaded.refused.lastGood})`,
+        at: Date.now(),
+      },
+    }).catch((e) => log.warn("config.fallback_notice_failed", { reason: (e as Error).message }));
+    daemon.worker?.kick();
+  }
   if (crashed) {
     await daemon.notify(
       "restarted after an unclean stop",

@@ -10,6 +10,7 @@
  */
 
 import { type AlertMailer, AlertMonitor } from "../alerts/monitor.ts";
+import { outboxAlertMailer } from "../alerts/outbox_mailer.ts";
 import { configFileState, type OutpostConfig } from "../app/outpost_config.ts";
 import { FtpServer } from "../ftp/ftp_server.ts";
 import { Logger } from "../log/logger.ts";
@@ -201,16 +202,9 @@ export class OutpostDaemon {
     }
   }
 
-  /** The alert monitor's view of the outbox and worker. */
+  /** The alert monitor's view of the outbox and worker (getters: a reload of the mail part replaces both). */
   #mailer(): AlertMailer {
-    return {
-      enqueue: async (msg, opts) => {
-        const id = await this.#outbox!.enqueue(msg, { critical: opts.critical, tag: opts.tag });
-        this.#worker?.kick();
-        return id;
-      },
-      deliveryFailing: () => this.#worker === null || this.#worker.status().failing,
-    };
+    return outboxAlertMailer(() => this.#outbox, () => this.#worker);
   }
 
   /**

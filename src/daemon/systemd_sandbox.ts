@@ -8,7 +8,10 @@
  */
 
 import { createHash } from "node:crypto";
-import { collapsePaths, type SandboxNeeds } from "../config/sandbox_needs.ts";
+import { collapsePaths, isWithin, type SandboxNeeds } from "../config/sandbox_needs.ts";
+
+/** What systemd's `ProtectHome=` hides. */
+const HOME_DIRS = ["/home", "/root", "/run/user"];
 
 /** FTP data folder that every generated unit allows writes to (the board templates' suggested user root). */
 export const FTP_DATA_DIR = "/srv/ftp";
@@ -32,8 +35,10 @@ export function readWritePaths(needs: SandboxNeeds): string[] {
 }
 
 /**
- * The kernel side of the sandbox for `needs` as `[Service]` lines (`ReadWritePaths=` with `-` prefixes, so a
- * path that does not exist yet does not stop the unit, and the bind capability), and an id naming them.
+ * The kernel side of the sandbox for `needs` as `[Service]` lines, and an id naming them: `ReadWritePaths=` with
+ * `-` prefixes (a path that does not exist yet does not stop the unit), the bind capability, `ProtectHome=`
+ * (read-only when a path of the config is under /home, else hidden) and `PrivateDevices=` (off when a command
+ * sensor may need a device).
  *
  * @example
  * ```ts
@@ -42,10 +47,14 @@ export function readWritePaths(needs: SandboxNeeds): string[] {
  */
 export function sandboxDirectives(needs: SandboxNeeds): { lines: string[]; id: string } {
   const caps = needs.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";
+  // A root or file under /home stays reachable (read-only, plus what ReadWritePaths opens); otherwise hidden.
+  const home = [...needs.read, ...needs.write].some((p) => HOME_DIRS.some((h) => isWithin(p, h)));
   const lines = [
     `ReadWritePaths=${readWritePaths(needs).map((d) => `-${d}`).join(" ")}`,
     `AmbientCapabilities=${caps}`,
     `CapabilityBoundingSet=${caps}`,
+    `ProtectHome=${home ? "read-only" : "yes"}`,
+    `PrivateDevices=${needs.devices ? "no" : "yes"}`,
   ];
   const id = createHash("sha256").update(lines.join("\n")).digest("hex").slice(0, 16);
   return { lines, id };

@@ -10,6 +10,7 @@
  */
 
 import { type ChangeContext, logFtpChange } from "./change_log.ts";
+import { isWildcardHost } from "../config/sandbox_needs.ts";
 import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
 import { LineReader, LineTooLongError } from "../net/line_reader.ts";
@@ -185,6 +186,10 @@ export class FtpSession {
       maxLineLength: ctx.opts.maxLineLength,
       acceptBareCr: isUrgentAbort,
     });
+    // Passive listeners bind to the wildcard address the server listens on, never to the control connection's
+    // own local address: the sandbox allows listening on the configured host only (a LAN address is not in it).
+    const host = ctx.opts.hostname;
+    const bindHost = host === "" ? "0.0.0.0" : host === "[::]" ? "::" : isWildcardHost(host) ? host : localIp;
     this.#dx = new SessionData({
       opts: ctx.opts,
       log: ctx.log,
@@ -193,6 +198,7 @@ export class FtpSession {
       session: {
         peerIp,
         localIp,
+        bindHost,
         reply: (text) => this.reply(text),
         who: () => ({
           user: this.userName ?? "",

@@ -99,8 +99,10 @@ export function errorReply(e: unknown): string | null {
 export interface DataSessionHooks {
   /** The normalised control peer address (the only address data connections may come from or go to). */
   readonly peerIp: string;
-  /** The normalised local address of the control connection (passive ports bind to it). */
+  /** The normalised local address of the control connection (PASV advertises it unless configured). */
   readonly localIp: string;
+  /** The address passive ports bind to (the server's wildcard listen address, else `localIp`). */
+  readonly bindHost: string;
   /** Sends one reply on the control connection. */
   reply(text: string): Promise<void>;
   /** Who and how, for the transfer log and the xferlog. */
@@ -160,7 +162,7 @@ export class SessionData {
     this.#s = o.session;
     this.channel = new DataChannel({
       peerIp: o.session.peerIp,
-      bindHost: o.session.localIp,
+      bindHost: o.session.bindHost,
       portMin: o.opts.passive.portMin,
       portMax: o.opts.passive.portMax,
       timeoutMs: o.opts.dataTimeoutMs,

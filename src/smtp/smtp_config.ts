@@ -96,15 +96,20 @@ export function readSmtpConfig(smtp: Section, device: { name: string }): SmtpCli
     | "auto"
     | "plain"
     | "login";
-  const from = smtp.string("from", { required: true }) ?? "";
+  let from = smtp.string("from", { required: true }) ?? "";
+  // `from = "pi-freezer <you@gmail.com>"` (as the board templates write it): the name is the From name unless
+  // from_name says otherwise, the address is the envelope sender.
+  let nameInFrom = "";
   if (from) {
     try {
-      parseMailbox(from);
+      const mb = parseMailbox(from);
+      nameInFrom = mb.name;
+      from = mb.address;
     } catch {
       smtp.problem("from", `must be a mail address, got "${from}"`);
     }
   }
-  const fromName = smtp.string("from_name", { default: device.name });
+  const fromName = smtp.string("from_name", { default: nameInFrom || device.name });
   const heloDefault = device.name.replace(/[^A-Za-z0-9.-]/g, "-").replace(/^-+|-+$/g, "") || "localhost";
   const heloName = smtp.string("helo_name", { default: heloDefault });
   if (!/^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:.]+\]$/.test(heloName)) {

@@ -42,6 +42,11 @@ const LOGIN_CACHE_MS = 15 * 60_000;
 const LOGIN_CACHE_MAX = 32;
 const FAIL_DELAY_MS = 1000;
 const MAX_WAITING_LOGINS = 8;
+/** Failed logins from one address before it is banned for {@link BAN_MS} (as the FTP server's defaults). */
+const MAX_FAILURES = 5;
+const BAN_MS = 5 * 60_000;
+/** Addresses remembered at most; expired entries go first, then the oldest unbanned, an active ban last. */
+const FAILURE_TABLE_MAX = 1024;
 
 const SECURITY_HEADERS: Record<string, string> = {
   "content-security-policy":
@@ -96,7 +101,7 @@ export class StatusHttp {
           log.warn("http.error", { error: (e as Error).message });
           return new Response("Internal error.\n", { status: 500 });
         },
-      }, (req) => handle(req, deps, auth));
+      }, (req, info) => handle(req, deps, auth, (info.remoteAddr as Deno.NetAddr).hostname ?? ""));
     } catch (e) {
       throw new Error(`Status page not started on ${cfg.host}:${cfg.port}: ${(e as Error).message}`);
     }
@@ -128,9 +133,15 @@ class LoginCheck {
     this.required = !isLoopbackHost(cfg.host) || cfg.user !== null;
   }
 
-  /** "ok", "denied" or "busy" for the request's Authorization header. */
-  async check(header: string | null): Promise<"ok" | "denied" | "busy"> {
+  readonly #failures = new Map<string, { count: number; last: number; bannedUntil: number }>();
+
+  /** "ok", "denied", "busy" or "banned" for the request's Authorization header from `ip`. */
+  async check(header: string | null, ip: string): Promise<"ok" | "denied" | "busy" | "banned"> {
     if (!this.required) return "ok";
+    const now0 = Date.now();
+    const f = this.#failures.get(ip);
+    // A password guesser gets no more checks while banned, not even a right one.
+    if (f && f.bannedUntil > now0) return "banned";
     const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
     if (!m) return "denied";
     let decoded: string;
@@ -151,16 +162,23 @@ class LoginCheck {
     if (until !== undefined && until > now) return "ok";
     if (this.#waiting >= MAX_WAITING_LOGINS) return "busy";
     this.#waiting++;
-    const run = this.#chain.then(() => this.#verify(user, password));
+    // Checks run one at a time; a ban that lands while a request waits stops its check too (parallel guessing).
+    const run = this.#chain.then((): Promise<boolean | "banned"> =>
+      (this.#failures.get(ip)?.bannedUntil ?? 0) > Date.now()
+        ? Promise.resolve("banned")
+        : this.#verify(user, password)
+    );
     this.#chain = run.catch(() => {});
-    let ok = false;
+    let ok: boolean | "banned" = false;
     try {
       ok = await run;
     } finally {
       this.#waiting--;
     }
+    if (ok === "banned") return "banned";
     if (!ok) {
-      log.warn("http.login_failed", { user });
+      const banned = this.#failed(ip, Date.now());
+      log.warn("http.login_failed", { user, ip, banned });
       await new Promise((r) => setTimeout(r, FAIL_DELAY_MS));
       return "denied";
     }
@@ -170,7 +188,38 @@ class LoginCheck {
       }
     }
     this.#good.set(key, now + LOGIN_CACHE_MS);
+    this.#failures.delete(ip);
     return "ok";
+  }
+
+  /** Counts a failure from `ip`; true when it is now banned. The table stays bounded without freeing a ban. */
+  #failed(ip: string, now: number): boolean {
+    let f = this.#failures.get(ip);
+    if (f && f.bannedUntil !== 0 && f.bannedUntil <= now) f = undefined; // a served ban starts over
+    if (!f) {
+      if (this.#failures.size >= FAILURE_TABLE_MAX) this.#evict(now);
+      f = { count: 0, last: now, bannedUntil: 0 };
+    }
+    f.count++;
+    f.last = now;
+    if (f.count >= MAX_FAILURES) f.bannedUntil = now + BAN_MS;
+    this.#failures.delete(ip);
+    this.#failures.set(ip, f); // Map order = least recently failed first
+    return f.bannedUntil > now;
+  }
+
+  #evict(now: number): void {
+    for (const [k, v] of this.#failures) {
+      if (v.bannedUntil !== 0 && v.bannedUntil <= now) this.#failures.delete(k);
+    }
+    for (const [k, v] of this.#failures) {
+      if (this.#failures.size < FAILURE_TABLE_MAX) return;
+      if (v.bannedUntil <= now) this.#failures.delete(k);
+    }
+    for (const k of this.#failures.keys()) {
+      if (this.#failures.size < FAILURE_TABLE_MAX) return;
+      this.#failures.delete(k);
+    }
   }
 
   async #verify(user: string, password: string): Promise<boolean> {
@@ -207,12 +256,18 @@ async function handle(
   req: Request,
   deps: StatusHttpDeps,
   auth: LoginCheck,
+  ip: string,
 ): Promise<Response> {
   const text = "text/plain; charset=utf-8";
   if (req.method !== "GET" && req.method !== "HEAD") {
     return respond(req, "Only GET and HEAD are served here.\n", 405, text, { allow: "GET, HEAD" });
   }
-  const verdict = await auth.check(req.headers.get("authorization"));
+  const verdict = await auth.check(req.headers.get("authorization"), ip);
+  if (verdict === "banned") {
+    return respond(req, "Too many failed logins from this address; try again later.\n", 429, text, {
+      "retry-after": String(Math.ceil(BAN_MS / 1000)),
+    });
+  }
   if (verdict === "busy") {
     return respond(req, "Too many logins at once; try again.\n", 503, text, { "retry-after": "5" });
   }
