@@ -576,7 +576,11 @@ export class FtpServer {
       return n;
     });
     const every = this.#opts.selfCheckMs ?? LIMIT_DEFAULTS.selfCheckMs;
-    if (every > 0) this.#checkTimer = setInterval(() => void this.checkAccepting(), every);
+    if (every > 0) {
+      this.#checkTimer = setInterval(() => void this.checkAccepting(), every);
+      // Once at start too: a sandbox that refuses the check shows in the log at once.
+      void this.checkAccepting();
+    }
     this.#log.info("listening", { host: this.#opts.hostname, port: this.#port });
   }
 
