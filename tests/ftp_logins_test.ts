@@ -46,6 +46,23 @@ Deno.test("the password gate gives one address only its share", async () => {
   assert.deepEqual(await Promise.all([first, second, other]), [1, 2, 4]);
 });
 
+Deno.test("the password gate starts addresses without failures before those with failures", async () => {
+  const gate = new WorkGate(1, 32, 32);
+  const order: string[] = [];
+  let release!: () => void;
+  const first = gate.run("busy", () => new Promise<void>((r) => release = r));
+  const waiting = [
+    gate.run("attacker1", () => Promise.resolve(order.push("attacker1")), 5),
+    gate.run("attacker2", () => Promise.resolve(order.push("attacker2")), 3),
+    gate.run("legit", () => Promise.resolve(order.push("legit")), 0),
+    gate.run("attacker3", () => Promise.resolve(order.push("attacker3")), 3),
+  ];
+  release();
+  await first;
+  await Promise.all(waiting);
+  assert.deepEqual(order, ["legit", "attacker2", "attacker3", "attacker1"]);
+});
+
 Deno.test("an active ban outlives 10,000 failures from other addresses", () => {
   const bans = new BanTable(1000);
   const now = 1_000_000;

@@ -42,6 +42,12 @@ const bufferSize = Number(Deno.env.get("OUTPOST_BENCH_TRANSFER_BUFFER") ?? "0");
 if (bufferSize > 0) opts.transferBufferSize = bufferSize;
 // For the STOR comparison without fsync (vsftpd and pyftpdlib never sync): OUTPOST_BENCH_SYNC_UPLOADS=0.
 if (Deno.env.get("OUTPOST_BENCH_SYNC_UPLOADS") === "0") opts.syncUploads = false;
+// For the login-storm measurement (scripts/bench_login_storm.ts): attackers that are never banned, and the
+// password-check gate size to compare.
+const maxFailures = Number(Deno.env.get("OUTPOST_BENCH_MAX_LOGIN_FAILURES") ?? "0");
+if (maxFailures > 0) opts.maxLoginFailures = maxFailures;
+const checks = Number(Deno.env.get("OUTPOST_BENCH_PASSWORD_CHECKS") ?? "0");
+if (checks > 0) opts.maxPasswordChecks = checks;
 const server = new FtpServer(opts);
 await server.listen();
 console.log(`PORT ${server.port}`);

@@ -36,7 +36,7 @@
  * max_handshakes = 32             # TLS handshakes in progress on the implicit FTPS port
  * max_handshakes_per_ip = 4
  * login_timeout = "60s"           # from connect (or REIN / AUTH TLS) to a good login
- * max_password_checks = 2         # password hashes computed at once (PBKDF2), all sessions together
+ * max_password_checks = 1         # password hashes computed at once (PBKDF2), all sessions together
  * idle_timeout = "5m"
  * data_timeout = "30s"
  * login_fail_delay = "1s"
@@ -209,7 +209,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
     }),
     loginTimeoutMs: limits.duration("login_timeout", d.loginTimeoutMs ?? 60_000, { min: 1000 }),
     maxPasswordChecks: limits.int("max_password_checks", {
-      default: d.maxPasswordChecks ?? 2,
+      default: d.maxPasswordChecks ?? 1,
       min: 1,
       max: 64,
     }),

@@ -59,7 +59,7 @@ export interface FtpServerOptions {
   /** Most TLS handshakes in progress from one address on the implicit port (default 4). */
   maxHandshakesPerIp?: number;
   /**
-   * Password checks (PBKDF2) computed at once, all sessions together (default 2); more wait in a queue as long
+   * Password checks (PBKDF2) computed at once, all sessions together (default 1); more wait in a queue as long
    * as the unauthenticated limits (a login that finds it full gets 421 at once).
    */
   maxPasswordChecks?: number;
@@ -126,7 +126,7 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
     maxHandshakes: 32,
     maxHandshakesPerIp: 4,
     loginTimeoutMs: 60_000,
-    maxPasswordChecks: 2,
+    maxPasswordChecks: 1,
     selfCheckMs: 10_000,
     idleTimeoutMs: 300_000,
     dataTimeoutMs: 30_000,

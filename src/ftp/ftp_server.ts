@@ -117,6 +117,18 @@ export class BanTable {
   }
 
   /**
+   * Failed logins counted for `ip` since its last ban or good login (0 when unknown).
+   *
+   * @example
+   * ```ts
+   * bans.failures("192.168.1.7"); // 2
+   * ```
+   */
+  failures(ip: string): number {
+    return this.#entries.get(ip)?.fails ?? 0;
+  }
+
+  /**
    * Forgets the failures of `ip` after a good login; an active ban stays.
    *
    * @example
@@ -146,7 +158,8 @@ export class WorkGate {
   readonly #maxQueued: number;
   readonly #maxPerKey: number;
   #running = 0;
-  readonly #queue: (() => void)[] = [];
+  readonly #queue: { priority: number; seq: number; resolve: () => void }[] = [];
+  #seq = 0;
   readonly #perKey = new Map<string, number>();
 
   /**
@@ -170,25 +183,36 @@ export class WorkGate {
 
   /**
    * Runs `job` when a slot is free; {@link WorkGate.FULL} at once when the queue (or the key's share) is full.
+   * Waiting jobs start lowest `priority` first (the server passes the address's recent failed logins, so a
+   * password storm queues behind a client that has not failed), then in arrival order.
    *
    * @example
    * ```ts
    * const user = await gate.run(ip, () => accounts.authenticate(name, pass));
    * ```
    */
-  async run<T>(key: string, job: () => Promise<T>): Promise<T | typeof WorkGate.FULL> {
+  async run<T>(key: string, job: () => Promise<T>, priority = 0): Promise<T | typeof WorkGate.FULL> {
     const mine = this.#perKey.get(key) ?? 0;
     if (mine >= this.#maxPerKey) return WorkGate.FULL;
     if (this.#running >= this.#slots && this.#queue.length >= this.#maxQueued) return WorkGate.FULL;
     this.#perKey.set(key, mine + 1);
     try {
-      if (this.#running >= this.#slots) await new Promise<void>((resolve) => this.#queue.push(resolve));
-      else this.#running++;
+      if (this.#running >= this.#slots) {
+        await new Promise<void>((resolve) => {
+          // Lower priority first, then first come first served.
+          const entry = { priority, seq: this.#seq++, resolve };
+          let i = this.#queue.length;
+          while (i > 0 && this.#queue[i - 1].priority > priority) i--;
+          this.#queue.splice(i, 0, entry);
+        });
+      } else {
+        this.#running++;
+      }
       try {
         return await job();
       } finally {
         const next = this.#queue.shift();
-        if (next) next(); // the slot passes straight to the next job
+        if (next) next.resolve(); // the slot passes straight to the next job
         else this.#running--;
       }
     } finally {
@@ -446,7 +470,7 @@ export class FtpServer {
     this.#opts = opts;
     // Everything admitted (the unauthenticated limits) may queue: the gate only serializes the hashing.
     this.#passwordChecks = new WorkGate(
-      opts.maxPasswordChecks ?? 2,
+      opts.maxPasswordChecks ?? 1,
       opts.maxUnauthenticated ?? LIMIT_DEFAULTS.maxUnauthenticated,
       opts.maxUnauthenticatedPerIp ?? LIMIT_DEFAULTS.maxUnauthenticatedPerIp,
     );
@@ -463,7 +487,7 @@ export class FtpServer {
       loginFailed: (ip) => this.#bans.fail(ip, Date.now(), this.#opts.maxLoginFailures, this.#opts.banMs),
       loginSucceeded: (ip) => this.#bans.succeeded(ip, Date.now()),
       isBanned: (ip) => this.#bans.isBanned(ip, Date.now()),
-      checkPassword: (ip, job) => this.#passwordChecks.run(ip, job),
+      checkPassword: (ip, job) => this.#passwordChecks.run(ip, job, this.#bans.failures(ip)),
       xferlog: (e) => this.#xferlog(e),
       tls: null,
     };
