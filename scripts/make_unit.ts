@@ -154,6 +154,9 @@ RestartSec=5s
 # From the [ftp] limits (sessions x 4 descriptors + TLS handshakes + 512 for the rest, rounded up to a power of
 # two): the FTP server refuses connections past its limits long before this, so it never runs out of descriptors.
 LimitNOFILE=${ftpFileLimit(config.ftp ?? {})}
+# The FTP server briefly moves into a user's folder for each file operation (see src/ftp/ftp_file_system.ts) and
+# returns here, a folder it may read ("-": not fatal before the prepare step has made it).
+WorkingDirectory=-${stateDir}
 User=${paths.user}
 Group=${paths.user}
 UMask=0027
