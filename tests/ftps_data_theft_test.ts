@@ -4,10 +4,12 @@
  * download nor the upload. The attacker is Python (ssl with an explicit `session=`), the victim is a raw
  * client here; every loop is bounded.
  *
- * Known gap, so this test is ignored unless OUTPOST_KNOWN_GAPS=1: Deno 2.9.6's node:tls server resumes any
- * session issued by the process (one process-wide ticket key; `ticketKeys`, `setTicketKeys` and separate secure
- * contexts do not change that, and `getSession()`/`exportKeyingMaterial` are not available server-side to tell
- * which session was resumed). Run it to see the attacker's RETR succeed; see the README ("Secure FTP").
+ * Deno 2.9.6's node:tls server resumes any session of the process (one process-wide ticket key; `ticketKeys`,
+ * `setTicketKeys` and separate secure contexts do not change that, and `getSession()`/`exportKeyingMaterial` are
+ * not available server-side), so the server cannot tell whose session was resumed. What closes it: a protected
+ * passive data connection is held while another connection from the same address is encrypted but not logged
+ * in, and refused if that lasts the data timeout. The victim's transfers fail (425) while such a client stays;
+ * nothing is stolen or replaced.
  */
 import assert from "node:assert/strict";
 import { writeAll } from "../src/net/byte_conn.ts";
@@ -79,7 +81,6 @@ class Raw {
 
 Deno.test({
   name: "FTPS: another client resuming its own TLS session gets no other session's data",
-  ignore: Deno.env.get("OUTPOST_KNOWN_GAPS") !== "1",
   fn: async () => {
     const fx = await startFtps({ requireSessionReuse: true }, { dataTimeoutMs: 3000 });
     const attacker = new Deno.Command(SYSTEM_PYTHON, {
@@ -132,6 +133,11 @@ Deno.test({
         }
       });
       assert.deepEqual({ stolen, uploads }, { stolen: [], uploads: [] }, results.join("\n"));
+      // The attacker's connections were held, then refused: the victim's transfers end with 425, not 226.
+      assert.ok(
+        results.filter((r) => r.includes("final")).every((r) => /final 425/.test(r)),
+        results.join("\n"),
+      );
       console.log(results.join("\n"));
     } finally {
       await aw.close().catch(() => {});

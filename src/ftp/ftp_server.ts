@@ -488,6 +488,13 @@ export class FtpServer {
       loginSucceeded: (ip) => this.#bans.succeeded(ip, Date.now()),
       isBanned: (ip) => this.#bans.isBanned(ip, Date.now()),
       checkPassword: (ip, job) => this.#passwordChecks.run(ip, job, this.#bans.failures(ip)),
+      unauthenticatedTlsFrom: (ip, self) => {
+        if ((this.#handshakesPerIp.get(ip) ?? 0) > 0) return true;
+        for (const s of this.#sessions.keys()) {
+          if (s !== self && s.peerIp === ip && s.tlsControl && s.state.kind !== "logged-in") return true;
+        }
+        return false;
+      },
       xferlog: (e) => this.#xferlog(e),
       tls: null,
     };

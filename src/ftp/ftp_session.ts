@@ -86,6 +86,11 @@ export interface SessionContext {
    * the queue is full.
    */
   checkPassword<T>(ip: string, job: () => Promise<T>): Promise<T | symbol>;
+  /**
+   * True while a connection from `ip` other than `self` is encrypted (or in its TLS handshake) but not logged in;
+   * protected passive data connections wait while it is (see `TlsDataOptions.holdWhile`).
+   */
+  unauthenticatedTlsFrom?(ip: string, self: FtpSession): boolean;
   /** Appends one transfer to the xferlog, if configured. */
   xferlog(entry: XferEntry): void;
   /** FTPS settings and the shared TLS context, or null when TLS is off. */
@@ -221,6 +226,7 @@ export class FtpSession {
         setControl: (c) => this.setControl(c),
         restartLogin: () => this.#reset(),
         fail: () => this.#closed = true,
+        strangerPending: () => ctx.unauthenticatedTlsFrom?.(peerIp, this) ?? false,
       },
     });
     // Implicit FTPS: TLS from the first byte, and data protected unless the client asks for PROT C.

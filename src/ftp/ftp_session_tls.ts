@@ -29,6 +29,8 @@ export interface TlsSessionHooks {
   restartLogin(): void;
   /** The upgrade failed: the session ends. */
   fail(): void;
+  /** True while another connection from this address is encrypted (or handshaking) but not logged in. */
+  strangerPending(): boolean;
 }
 
 /**
@@ -107,6 +109,7 @@ export class SessionTls {
       requireSessionReuse: tls.opts.requireSessionReuse,
       timeoutMs: this.#timeoutMs,
       onRefused: (ip, reason) => this.#log.warn("tls.data_refused", { id: this.#s.id, ip, reason }),
+      holdWhile: () => this.#s.strangerPending(),
     };
     this.#data.setTls(data);
   }
