@@ -58,6 +58,19 @@ export class OutpostDaemon {
     return this.#ftp;
   }
 
+  /**
+   * True while every running part passes its self-check (the FTP listeners still accept connections): the
+   * watchdog pings systemd only while this holds.
+   *
+   * @example
+   * ```ts
+   * notifier.startWatchdog(() => daemon.healthy());
+   * ```
+   */
+  healthy(): boolean {
+    return this.#ftp?.isAccepting() ?? true;
+  }
+
   /** The outbox every mail goes through. */
   get outbox(): Outbox | null {
     return this.#outbox;
