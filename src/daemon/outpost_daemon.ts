@@ -64,6 +64,11 @@ export class OutpostDaemon {
    *
    * @example
    * ```ts
+   * import { loadConfig } from "../app/outpost_config.ts";
+   * import { SystemdNotifier } from "./systemd_notify.ts";
+   *
+   * const daemon = await OutpostDaemon.start(await loadConfig());
+   * const notifier = SystemdNotifier.fromEnv();
    * notifier.startWatchdog(() => daemon.healthy());
    * ```
    */

@@ -16,7 +16,12 @@ const streamReaders = new WeakMap<
  *
  * @example
  * ```ts
+ * import { LineReader } from "../../src/net/line_reader.ts";
+ *
+ * const child = new Deno.Command("deno", { args: ["run", "-A", "tests/helpers/ftp_server_child.ts"], stdout: "piped" })
+ *   .spawn();
  * const lines = new LineReader({ read: (b) => readStream(child.stdout, b) });
+ * console.log(await lines.readLine());
  * ```
  */
 export async function readStream(
