@@ -10,7 +10,7 @@
  */
 
 import { type AlertMailer, AlertMonitor } from "../alerts/monitor.ts";
-import { outboxAlertMailer } from "../alerts/outbox_mailer.ts";
+import { AUTO_GENERATED, outboxAlertMailer } from "../alerts/outbox_mailer.ts";
 import { configFileState, type OutpostConfig } from "../app/outpost_config.ts";
 import { FtpServer } from "../ftp/ftp_server.ts";
 import { Logger } from "../log/logger.ts";
@@ -228,7 +228,12 @@ export class OutpostDaemon {
   async notify(subject: string, text: string): Promise<void> {
     const to = this.#config.alerts.to;
     if (to.length === 0 || !this.#outbox) return;
-    await this.#outbox.enqueue({ to, subject: `[outpost ${this.#config.device.name}] ${subject}`, text }, {
+    await this.#outbox.enqueue({
+      to,
+      subject: `[outpost ${this.#config.device.name}] ${subject}`,
+      text,
+      headers: AUTO_GENERATED,
+    }, {
       critical: false,
       tag: "daemon",
     });
