@@ -16,6 +16,10 @@ import { type FallbackConfigInput, renderFallbackConfigMail } from "./templates.
  *
  * @example
  * ```ts
+ * import type { Outbox } from "../smtp/outbox.ts";
+ *
+ * declare const outbox: Outbox;
+ * const to = ["me@example.com"], subject = "[outpost pi] started", text = "outpost started at 12:00.";
  * await outbox.enqueue({ to, subject, text, headers: AUTO_GENERATED }, { critical: false });
  * ```
  */
