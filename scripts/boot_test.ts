@@ -685,11 +685,13 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
     return s.notRun(MAIN_STEPS.slice(10), `no boot after the power cut: ${(e as Error).message}`);
   }
   await s.run(MAIN_STEPS[10], async () => {
-    const text = await v.consoleText();
-    const fsckLines = text.split("\n").filter((l) => /rootfs|recovering journal|fsck|clean,/i.test(l))
+    // deno-lint-ignore no-control-regex
+    const text = (await v.consoleText()).replace(/\x1b\[[0-9;]*m/g, "");
+    const fsckLines = text.split("\n").filter((l) => /recovering journal|fsck|clean,/i.test(l))
       .map((l) => l.trim()).filter((l) => l.length < 200);
     const fsck = await v.exec(
-      "journalctl -b --no-pager -o cat -u 'systemd-fsck*' | tail -n 20; findmnt -no OPTIONS /; " +
+      "dmesg | grep -E 'EXT4-fs \\(vda2\\)|FAT-fs \\(vda1\\)' | tail -n 5; " +
+        "journalctl -b --no-pager -o cat -u 'systemd-fsck*' | tail -n 20; findmnt -no OPTIONS /; " +
         "findmnt -no OPTIONS /boot/firmware",
       60_000,
     );
