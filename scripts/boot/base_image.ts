@@ -42,8 +42,8 @@ export const BASE_MIRRORS = [
   "deb http://deb.debian.org/debian bookworm-updates main",
   "deb http://deb.debian.org/debian-security bookworm-security main",
 ];
-/** Bump when the assembly below changes, so cached images are rebuilt. */
-export const BASE_VERSION = 1;
+/** Bump when the root tree's build changes, so cached trees are rebuilt. */
+export const BASE_VERSION = 2;
 /** MBR disk identifier: PARTUUIDs are `4f757470-01` (boot) and `4f757470-02` (root), as Pi OS's are `<id>-0N`. */
 export const DISK_ID = "4f757470";
 
@@ -60,7 +60,9 @@ async function sha256Hex(text: string): Promise<string> {
 
 /** The cache key of the current package list and assembly. */
 export async function baseKey(): Promise<string> {
-  return (await sha256Hex(JSON.stringify({ BASE_PACKAGES, BASE_SUITE, BASE_MIRRORS, BASE_VERSION })))
+  return (await sha256Hex(
+    JSON.stringify({ BASE_PACKAGES, BASE_SUITE, BASE_MIRRORS, BASE_VERSION, hooks: setupHooks() }),
+  ))
     .slice(0, 16);
 }
 
@@ -163,6 +165,22 @@ const FSTAB = `proc            /proc           proc    defaults          0      
 PARTUUID=${DISK_ID}-01  /boot/firmware  vfat    defaults          0       2
 PARTUUID=${DISK_ID}-02  /               ext4    defaults,noatime  0       1
 `;
+
+/**
+ * Run by mmdebstrap before any package is installed. The initramfs gets the modules this machine boots from
+ * (virtio disk, ext4, vfat), as Raspberry Pi OS builds its own for the board it runs on (MODULES=dep), instead of
+ * Debian's generic "most" (which costs two 12-minute initramfs builds under qemu-user); and /etc/fstab exists
+ * before the initramfs is made, so its fsck hook puts e2fsck in (root is checked before it is mounted).
+ */
+function setupHooks(): string[] {
+  return [
+    'mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"',
+    'echo MODULES=list > "$1/etc/initramfs-tools/conf.d/outpost-boot-test"',
+    "printf '%s\\n' virtio_pci virtio_mmio virtio_blk ext4 vfat nls_cp437 nls_ascii > " +
+    '"$1/usr/share/initramfs-tools/modules.d/outpost-boot-test"',
+    `printf '%s' '${FSTAB}' > "$1/etc/fstab"`,
+  ];
+}
 
 /** Raspberry Pi OS bookworm's cmdline.txt, minus the first-boot resize hook. */
 export const CMDLINE_TXT =
@@ -284,6 +302,7 @@ export async function ensureBaseImage(log: (line: string) => void): Promise<stri
         "--variant=minbase",
         "--components=main",
         `--include=${BASE_PACKAGES.join(",")}`,
+        ...setupHooks().map((h) => `--setup-hook=${h}`),
         BASE_SUITE,
         partialTar, // mmdebstrap picks the output format from the name: it must end in .tar
         ...BASE_MIRRORS,
