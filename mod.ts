@@ -25,18 +25,18 @@ export { closeQuietly, writeAll } from "./src/net/byte_conn.ts";
 export type { ByteConn } from "./src/net/byte_conn.ts";
 export { LineReader, LineTooLongError } from "./src/net/line_reader.ts";
 export type { LineReaderOptions } from "./src/net/line_reader.ts";
-export { formatLogLine, Logger, setLogSink } from "./src/log/logger.ts";
+export { formatLogLine, journalStreamMatches, Logger, setJournalMode, setLogSink } from "./src/log/logger.ts";
 export type { LogSink, LogValue } from "./src/log/logger.ts";
 
 // Config.
-export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/config/config.ts";
-export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/config/config.ts";
+export { DEFAULT_CONFIG_PATHS, findConfigPath, loadConfig, parseConfig } from "./src/app/outpost_config.ts";
+export type { AreaReader, DeviceConfig, OutpostConfig } from "./src/app/outpost_config.ts";
 export { ConfigError, parseDuration, parseSize, Section } from "./src/config/section.ts";
 export { checkPasswordHash, hashPassword, verifyPassword } from "./src/config/password.ts";
 
 // FTP server.
 export { defaultFtpServerOptions, FtpServer } from "./src/ftp/ftp_server.ts";
-export type { FtpServerOptions } from "./src/ftp/ftp_server.ts";
+export type { FtpServerOptions, FtpServerStatus } from "./src/ftp/ftp_server.ts";
 export { Accounts } from "./src/ftp/accounts.ts";
 export type { AccountsOptions, FtpUser } from "./src/ftp/accounts.ts";
 export {
@@ -75,11 +75,29 @@ export { Outbox, OutboxFullError } from "./src/smtp/outbox.ts";
 export type { OutboxEntry, OutboxOptions, QueueMeta } from "./src/smtp/outbox.ts";
 export { DeliveryWorker } from "./src/smtp/delivery_worker.ts";
 export type { DeliveryWorkerOptions, WorkerStatus } from "./src/smtp/delivery_worker.ts";
-export { readOutboxConfig, readSmtpConfig } from "./src/smtp/smtp_config.ts";
+export { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "./src/smtp/smtp_config.ts";
+export type { MailPaths } from "./src/smtp/smtp_config.ts";
+export {
+  MaildropUnavailableError,
+  MessageTooLargeError,
+  STALE_DROP_MS,
+  submitToMaildrop,
+} from "./src/smtp/maildrop.ts";
+export type { DropMeta, SubmitOptions } from "./src/smtp/maildrop.ts";
+export { hasLongLines, SevenBitWriter } from "./src/smtp/seven_bit.ts";
+export { outboxAlertMailer, queueFallbackConfigNotice } from "./src/alerts/outbox_mailer.ts";
+export { renderDigestMail, renderFallbackConfigMail } from "./src/alerts/templates.ts";
+export type { DigestInput, FallbackConfigInput } from "./src/alerts/templates.ts";
 
 // Alerts.
 export { AlertMonitor } from "./src/alerts/monitor.ts";
-export type { AlertMailer, AlertMonitorOptions } from "./src/alerts/monitor.ts";
+export type {
+  AlertMailer,
+  AlertMonitorOptions,
+  MonitorStatus,
+  RuleStatus,
+  SensorStatus,
+} from "./src/alerts/monitor.ts";
 export { readAlertsConfig, SENSOR_TYPES } from "./src/alerts/alerts_config.ts";
 export type {
   AlertsConfig,
@@ -111,3 +129,30 @@ export type { BoardProfile } from "./src/alerts/board_profiles.ts";
 // The daemon.
 export { OutpostDaemon } from "./src/daemon/outpost_daemon.ts";
 export { SystemdNotifier } from "./src/daemon/systemd_notify.ts";
+
+// Status: the socket `outpost status` asks, the status page and /metrics.
+export { isLoopbackHost, readStatusConfig } from "./src/status/status_config.ts";
+export type { StatusConfig } from "./src/status/status_config.ts";
+export { StatusService } from "./src/status/status_service.ts";
+export { StatusHttp } from "./src/status/status_http.ts";
+export type { StatusHttpDeps } from "./src/status/status_http.ts";
+export { collectStatus, OUTPOST_VERSION } from "./src/status/status_snapshot.ts";
+export type {
+  ConfigState,
+  StatusConfigView,
+  StatusSnapshot,
+  StatusSource,
+} from "./src/status/status_snapshot.ts";
+export { queryStatus, StatusQueryError } from "./src/status/query_status.ts";
+export { SensorHistory } from "./src/status/sensor_history.ts";
+export type { HistoryPoint, SavedHistory } from "./src/status/sensor_history.ts";
+export { formatMetrics, METRICS_CONTENT_TYPE } from "./src/status/prometheus_metrics.ts";
+export { escapeHtml, renderStatusPage, sensorChart } from "./src/status/status_page.ts";
+export {
+  formatBytes,
+  formatLocalTime,
+  formatStatusText,
+  ruleStateText,
+  sensorReading,
+} from "./src/status/status_text.ts";
+export { StatusSocket } from "./src/status/status_socket.ts";

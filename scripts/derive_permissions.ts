@@ -6,8 +6,8 @@
  * @module
  */
 
-import { configSandboxNeeds, DAEMON_ENV_VARS, type OutpostConfig } from "../src/config/config.ts";
-import { collapsePaths, type SandboxNeeds } from "../src/config/sandbox_needs.ts";
+import { configSandboxNeeds, DAEMON_ENV_VARS, type OutpostConfig } from "../src/app/outpost_config.ts";
+import type { SandboxNeeds } from "../src/config/sandbox_needs.ts";
 import { ConfigError } from "../src/config/section.ts";
 import { MAX_LISTED_PORTS } from "../src/ftp/ftp_needs.ts";
 
@@ -37,19 +37,6 @@ export function derivePermissions(config: OutpostConfig): DerivedPermissions {
     }
   }
   return needs;
-}
-
-/**
- * The unit's `ReadWritePaths=` for `needs`: every path the daemon writes (a `-` prefix, so a path that does not
- * exist yet does not stop the unit).
- *
- * @example
- * ```ts
- * readWritePaths(perms); // ["/var/lib/outpost", "/srv/ftp/alice"]
- * ```
- */
-export function readWritePaths(needs: SandboxNeeds, extra: string[] = []): string[] {
-  return collapsePaths([...needs.write, ...extra]);
 }
 
 /**

@@ -9,16 +9,14 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { parse as parseToml } from "smol-toml";
-import { loadConfig, type OutpostConfig } from "../src/config/config.ts";
-import {
-  denoPermissionFlags,
-  type DerivedPermissions,
-  derivePermissions,
-  readWritePaths,
-} from "./derive_permissions.ts";
+import { loadBoardProfile } from "../src/alerts/board_profiles.ts";
+import { ConfigError } from "../src/config/section.ts";
+import { loadConfig, type OutpostConfig } from "../src/app/outpost_config.ts";
+import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
+import { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives } from "../src/daemon/systemd_sandbox.ts";
+
+export { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives };
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -51,19 +49,20 @@ export const DEFAULT_BOARD_PATHS: BoardPaths = {
   dropIn: "/etc/systemd/system/outpost.service.d/50-sandbox.conf",
 };
 
-/** The parts of a board profile (`boards/<id>.toml`) the unit uses. */
+/** The parts of a board profile (`boards/<id>.toml`) the unit and the image use. */
 export interface BoardProfile {
   id: string;
   /** V8 old-space cap in MiB (`v8_max_old_space_mb`). */
   v8MaxOldSpaceMb: number;
-  /** The commented outpost.toml template for this board, if the profile has one. */
+  /** The commented outpost.toml template for this board (`boards/<id>.outpost.toml`), if there is one. */
   configTemplate: string | null;
   /** Lines the image adds to the boot partition's config.txt (`config_txt`, e.g. "kernel=kernel8.img"). */
   configTxt: string[];
 }
 
 /**
- * Reads `boards/<id>.toml` (and `boards/<id>.outpost.toml` as the config template when present).
+ * Reads `boards/<id>.toml` through the one profile reader (`src/alerts/board_profiles.ts`, which validates it),
+ * and `boards/<id>.outpost.toml` as the config template when present.
  *
  * @example
  * ```ts
@@ -71,50 +70,14 @@ export interface BoardProfile {
  * ```
  */
 export async function readBoardProfile(id: string, boardsDir = `${REPO}/boards`): Promise<BoardProfile> {
-  if (!/^[A-Za-z0-9._-]+$/.test(id)) {
-    throw new Error(`Board id "${id}" is not valid (letters, digits, . _ -).`);
-  }
-  let text: string;
+  let p;
   try {
-    text = await Deno.readTextFile(`${boardsDir}/${id}.toml`);
-  } catch {
-    const known: string[] = [];
-    try {
-      for await (const e of Deno.readDir(boardsDir)) {
-        if (e.name.endsWith(".toml") && !e.name.endsWith(".outpost.toml")) known.push(e.name.slice(0, -5));
-      }
-    } catch {
-      // No boards folder: the message below says none are known.
-    }
-    throw new Error(
-      `No board profile ${boardsDir}/${id}.toml (known boards: ${known.sort().join(", ") || "none"}).`,
-    );
+    p = await loadBoardProfile(id, boardsDir);
+  } catch (e) {
+    throw new Error(e instanceof ConfigError ? e.problems.join("; ") : (e as Error).message);
   }
-  const doc = parseToml(text) as Record<string, unknown>;
-  const find = (t: Record<string, unknown>, key: string): unknown => {
-    if (key in t) return t[key];
-    for (const v of Object.values(t)) {
-      if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-        const r = find(v as Record<string, unknown>, key);
-        if (r !== undefined) return r;
-      }
-    }
-    return undefined;
-  };
-  const mb = find(doc, "v8_max_old_space_mb");
-  let template: string | null = null;
-  const tmplKey = find(doc, "config_template") ?? find(doc, "outpost_toml");
-  if (typeof tmplKey === "string") template = tmplKey;
-  else {
-    template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
-  }
-  const configTxt = find(doc, "config_txt");
-  return {
-    id,
-    v8MaxOldSpaceMb: typeof mb === "number" && mb > 0 ? mb : 256,
-    configTemplate: template,
-    configTxt: Array.isArray(configTxt) ? configTxt.filter((l): l is string => typeof l === "string") : [],
-  };
+  const template = await Deno.readTextFile(`${boardsDir}/${id}.outpost.toml`).catch(() => null);
+  return { id, v8MaxOldSpaceMb: p.v8MaxOldSpaceMb, configTemplate: template, configTxt: p.configTxt };
 }
 
 /** Units generated for one config and board. */
@@ -127,51 +90,6 @@ export interface GeneratedUnits {
   firstbootScript: string;
   /** The permissions derived at build time (shown in the unit as a comment). */
   perms: DerivedPermissions;
-}
-
-/** FTP data folder that every generated unit allows writes to (the board templates' suggested user root). */
-export const FTP_DATA_DIR = "/srv/ftp";
-
-/** The environment variable through which the unit tells the prepare step which sandbox it was started with. */
-export const SANDBOX_ID_VAR = "OUTPOST_SANDBOX_ID";
-
-/**
- * The kernel side of the sandbox for `perms`: the unit's `ReadWritePaths=` (plus {@link FTP_DATA_DIR}) and the
- * bind capability, as `[Service]` lines, and an id naming them. The unit carries both; when an edited config
- * needs other lines, the prepare step writes them to a drop-in with the new id (see outpost_prepare.ts).
- *
- * @example
- * ```ts
- * const { lines, id } = sandboxDirectives(derivePermissions(config));
- * ```
- */
-export function sandboxDirectives(perms: DerivedPermissions): { lines: string[]; id: string } {
-  const caps = perms.bindsPrivilegedPort ? "CAP_NET_BIND_SERVICE" : "";
-  const lines = [
-    `ReadWritePaths=${readWritePaths(perms, [FTP_DATA_DIR]).map((d) => `-${d}`).join(" ")}`,
-    `AmbientCapabilities=${caps}`,
-    `CapabilityBoundingSet=${caps}`,
-  ];
-  const id = createHash("sha256").update(lines.join("\n")).digest("hex").slice(0, 16);
-  return { lines, id };
-}
-
-/**
- * The drop-in text that replaces the unit's sandbox lines with `directives` (an empty assignment resets a list).
- *
- * @example
- * ```ts
- * await Deno.writeTextFile(paths.dropIn, sandboxDropIn(sandboxDirectives(perms)));
- * ```
- */
-export function sandboxDropIn(directives: { lines: string[]; id: string }): string {
-  const reset = directives.lines.map((l) => `${l.slice(0, l.indexOf("="))}=`);
-  return `# Written by outpost-prepare for the config on the boot partition. Do not edit: it is rewritten as needed.
-[Service]
-${reset.join("\n")}
-${directives.lines.join("\n")}
-Environment=${SANDBOX_ID_VAR}=${directives.id}
-`;
 }
 
 /**
@@ -249,14 +167,12 @@ ExecReload=/bin/kill -HUP $MAINPID
 # ExecStartPre, which derives the new flags.
 RestartForceExitStatus=75
 
-# Sandbox (the first three lines are what the prepare step compares against ${SANDBOX_ID_VAR})
+# Sandbox (the lines before ${SANDBOX_ID_VAR} follow the config; the prepare step rewrites them in a drop-in)
 ${sandbox.lines.join("\n")}
 Environment=${SANDBOX_ID_VAR}=${sandbox.id}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ProtectHome=yes
 PrivateTmp=yes
-PrivateDevices=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
@@ -297,7 +213,7 @@ state=${stateDir}
 if ! getent passwd "$user" >/dev/null; then
   useradd --system --user-group --home-dir "$state" --no-create-home --shell /usr/sbin/nologin "$user"
 fi
-install -d -m 0750 -o "$user" -g "$user" "$state"
+install -d -m 0751 -o "$user" -g "$user" "$state"
 install -d -m 0750 -o "$user" -g "$user" /var/cache/outpost
 ${
     perms.dataDirs.filter((d) => d !== stateDir).map((d) =>
@@ -312,11 +228,12 @@ echo "outpost first boot: user $user and $state ready"
   return { service, firstboot, firstbootScript, perms };
 }
 
-const USAGE = `Usage: deno run -A scripts/make_unit.ts --config FILE --board ID [--out-dir DIR]
+const USAGE = `Usage: deno run -A scripts/make_unit.ts --config FILE [--board ID] [--out-dir DIR]
                                     [--boards-dir DIR] [--prefix /opt/outpost]
 
 Prints outpost.service (or writes outpost.service, outpost-firstboot.service and firstboot.sh to --out-dir).
-The config's own path is the one the unit reads at boot (e.g. /boot/firmware/outpost.toml).`;
+The config's own path is the one the unit reads at boot (e.g. /boot/firmware/outpost.toml). Without --board the
+config's [device] board is used (generic-arm64 for "generic").`;
 
 /**
  * The generator's CLI; resolves to the exit status.
@@ -331,7 +248,7 @@ export async function makeUnitMain(args: string[]): Promise<number> {
     args,
     options: {
       config: { type: "string" },
-      board: { type: "string", default: "generic-arm64" },
+      board: { type: "string" },
       "out-dir": { type: "string" },
       "boards-dir": { type: "string" },
       prefix: { type: "string", default: DEFAULT_BOARD_PATHS.prefix },
@@ -349,14 +266,29 @@ export async function makeUnitMain(args: string[]): Promise<number> {
     console.error(`make_unit: ${(e as Error).message}`);
     return 1;
   }
-  const profile = await readBoardProfile(values.board, values["boards-dir"]);
+  // --board wins; else the config's [device] board; the default "generic" means the generic-arm64 profile.
+  const boardId = values.board ??
+    (config.device.board && config.device.board !== "generic" ? config.device.board : "generic-arm64");
+  let profile: BoardProfile;
+  try {
+    profile = await readBoardProfile(boardId, values["boards-dir"]);
+  } catch (e) {
+    console.error(`make_unit: ${(e as Error).message}`);
+    return 1;
+  }
   const paths: BoardPaths = {
     ...DEFAULT_BOARD_PATHS,
     prefix: values.prefix,
     configPath: config.path ?? DEFAULT_BOARD_PATHS.configPath,
     lastGoodPath: `${config.device.stateDir}/last-good.toml`,
   };
-  const units = makeUnits(config, profile, paths);
+  let units: GeneratedUnits;
+  try {
+    units = makeUnits(config, profile, paths);
+  } catch (e) {
+    console.error(`make_unit: ${(e as Error).message}`);
+    return 1;
+  }
   for (const n of units.perms.notes) console.error(`make_unit: note: ${n}`);
   if (values["out-dir"]) {
     const d = values["out-dir"];

@@ -10,10 +10,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { type OutpostConfig, parseConfig } from "../src/config/config.ts";
+import { type OutpostConfig, parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError } from "../src/config/section.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
-import { SANDBOX_ID_VAR, sandboxDirectives, sandboxDropIn } from "./make_unit.ts";
+import {
+  EXIT_SANDBOX_CHANGED,
+  SANDBOX_ID_VAR,
+  sandboxDirectives,
+  sandboxDropIn,
+} from "../src/daemon/systemd_sandbox.ts";
 
 /** A config chosen at boot: the file itself, or the last good copy when the file is invalid. */
 export interface ChosenConfig {
@@ -97,9 +102,6 @@ the config names, owned by --user (run as root by the unit's ExecStartPre=+).
 With --drop-in, the kernel side of the sandbox (ReadWritePaths=, the bind capability) is compared with the one the
 unit was started with ($${SANDBOX_ID_VAR}). When the config needs another one, the drop-in is written, systemd is
 reloaded, and the step exits with status 75 so that systemd starts the service again with it.`;
-
-/** Exit status that makes the unit start again through the prepare step (`RestartForceExitStatus=75`). */
-export const EXIT_SANDBOX_CHANGED = 75;
 
 async function ensureFile(path: string, owner: { uid: number; gid: number } | null): Promise<boolean> {
   try {
@@ -223,7 +225,7 @@ export async function outpostPrepare(args: string[]): Promise<number> {
       );
     }
     for (const dir of perms.dataDirs) {
-      if (await ensureDir(dir, owner, dir === chosen.config.device.stateDir ? 0o750 : 0o755)) {
+      if (await ensureDir(dir, owner, dir === chosen.config.device.stateDir ? 0o751 : 0o755)) {
         console.error(`outpost-prepare: created ${dir}`);
       }
     }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { parseTomlDocument } from "../src/app/outpost_config.ts";
 
 const FIX = new URL("./fixtures/sysfs/rpi4", import.meta.url).pathname;
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -25,13 +26,18 @@ Deno.test("outpost sensors lists the fake board's sensors, readings and pasteabl
       `[device]\nname = "pi-test"\n[ftp]\nenabled = false\n[alerts]\nenabled = false\n` +
         `[sensors.freezer]\ntype = "w1"\nid = "28-0316a2795aff"\n[sensors.gone]\ntype = "file"\npath = "${dir}/nope"\n`,
     );
-    const r = await outpost(["sensors", "--sysfs-root", FIX, "--config", config, "--toml"]);
+    const t = await outpost(["sensors", "--sysfs-root", FIX, "--config", config, "--toml"]);
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /\[sensors\.ds18b20_0316a2795aff\]\ntype = "w1"\nid = "28-0316a2795aff"/);
+    // --toml prints nothing but TOML (readings as comments), so it can be appended to outpost.toml as it is.
+    parseTomlDocument(t.stdout);
+    assert.match(t.stdout, /^# .*: 23\.13 °C$/m);
+    const r = await outpost(["sensors", "--sysfs-root", FIX, "--config", config]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Sensors in your config/);
     assert.match(r.stdout, /freezer\s+w1\s+23\.13 °C/);
     assert.match(r.stdout, /gone\s+file\s+error: .*nope does not exist/);
     assert.match(r.stdout, /soc\s+thermal\s+48\.31 °C\s+Thermal zone thermal_zone0 \(cpu-thermal\)/);
-    assert.match(r.stdout, /\[sensors\.ds18b20_0316a2795aff\]\ntype = "w1"\nid = "28-0316a2795aff"/);
     const j = await outpost(["sensors", "--sysfs-root", FIX, "--config", config, "--json"]);
     const parsed = JSON.parse(j.stdout);
     assert.equal(parsed.found.find((s: { name: string }) => s.name === "undervoltage").value, 0);

@@ -19,7 +19,7 @@ import {
   unknownVariables,
 } from "../src/alerts/templates.ts";
 import type { AlertEvent } from "../src/alerts/rule_engine.ts";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 
 function read(toml: string) {
   const problems: string[] = [];
@@ -147,7 +147,7 @@ severity = "urgent"
 `);
   const expect = [
     'alerts.to: "not-an-address" is not an e-mail address',
-    'alerts.interval: must be a duration such as "30s", "5m" or "2h", got string "soon"',
+    'alerts.interval: must be a duration such as "30s", "5m" or "2h", got "soon"',
     "alerts.colour: unknown key",
     "alerts.templates.alert_subject: uses unknown template variable(s) {temprature}",
     'sensors.a.type: must be one of "thermal", "hwmon", "iio", "w1", "file", "command", "disk", "load", "memory", ' +

@@ -105,7 +105,8 @@ Deno.test("outpost cert --out: writes the pair, prints the fingerprint; refuses 
   try {
     assert.equal(await certCommand(["--out", dir, "--hostname", "board"]), 0);
     const fp = certificateFingerprint(await Deno.readTextFile(`${dir}/cert.pem`));
-    assert.ok(lines.some((l) => l.includes(`SHA-256 fingerprint: ${fp}`)), lines.join("\n"));
+    assert.ok(lines.some((l) => l.includes(`SHA256 Fingerprint=${fp}`)), lines.join("\n"));
+    assert.ok(lines.some((l) => l.includes(`FileZilla  SHA-256: ${fp.toLowerCase()}`)), lines.join("\n"));
     assert.equal(await certCommand(["--out", dir, "--hostname", "board"]), 1);
     assert.match(lines.at(-1)!, /already exists/);
     assert.equal(await certCommand(["--out", dir, "--hostname", "board", "--force"]), 0);

@@ -39,9 +39,11 @@ Deno.test("cli: check-config prints the resolved config, or every problem with e
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/good.toml`, '[device]\nname = "pi-freezer"\n[ftp]\nport = 2121\n');
-    const good = await outpost(["check-config", `${dir}/good.toml`]);
+    const good = await outpost(["check-config", "--json", `${dir}/good.toml`]);
     assert.equal(good.code, 0, good.err);
     assert.equal(JSON.parse(good.out).device.name, "pi-freezer");
+    const text = await outpost(["check-config", `${dir}/good.toml`]);
+    assert.match(text.out, /is valid\.\n\nDevice {2}pi-freezer, /);
     await Deno.writeTextFile(`${dir}/bad.toml`, '[ftp]\nport = "twenty-one"\nidle = 3\n');
     const bad = await outpost(["check-config", `${dir}/bad.toml`]);
     assert.equal(bad.code, 78);

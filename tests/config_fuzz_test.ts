@@ -5,7 +5,7 @@
  * never another exception type.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError } from "../src/config/section.ts";
 
 const SEED = Number(Deno.env.get("OUTPOST_FUZZ_SEED") ?? 0xc0f1);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { ConfigError, parseDuration, parseSize } from "../src/config/section.ts";
 import { hashPassword, verifyPassword } from "../src/config/password.ts";
 
@@ -94,4 +94,36 @@ Deno.test("config: the FTPS certificate folder defaults to <state_dir>/tls", () 
 Deno.test("config: uploads are synced to the medium unless sync_uploads = false", () => {
   assert.equal(parseConfig("", "/etc/outpost.toml").ftp?.syncUploads, true);
   assert.equal(parseConfig("[ftp]\nsync_uploads = false\n", "/etc/outpost.toml").ftp?.syncUploads, false);
+});
+
+Deno.test("config: a path with a space or comma is refused up front, naming the key (the board's sandbox cannot carry it)", () => {
+  assert.throws(
+    () => parseConfig('[device]\nstate_dir = "/var/lib/my outpost"\n', "/boot/outpost.toml"),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      e.problems.some((p) => /^device\.state_dir: must not contain spaces or commas/.test(p)),
+  );
+  assert.throws(
+    () =>
+      parseConfig(
+        '[[ftp.users]]\nname = "a"\npassword_hash = "x"\nroot = "/srv/a,b"\n',
+        "/boot/outpost.toml",
+      ),
+    (e: unknown) =>
+      e instanceof ConfigError && e.problems.some((p) => /ftp\.users\[0\]\.root: must not contain/.test(p)),
+  );
+});
+
+Deno.test("config: [smtp] from with a display name gives the From name and the bare envelope address", () => {
+  const base = '[device]\nname = "pi-freezer"\n[smtp]\nhost = "smtp.example.com"\n';
+  const named = parseConfig(`${base}from = "Freezer Pi <you@example.com>"\n`, "/boot/outpost.toml");
+  assert.equal(named.smtp?.from, "you@example.com");
+  assert.equal(named.smtp?.fromName, "Freezer Pi");
+  const both = parseConfig(
+    `${base}from = "Freezer Pi <you@example.com>"\nfrom_name = "Lab"\n`,
+    "/boot/outpost.toml",
+  );
+  assert.equal(both.smtp?.fromName, "Lab", "from_name wins");
+  const bare = parseConfig(`${base}from = "you@example.com"\n`, "/boot/outpost.toml");
+  assert.equal(bare.smtp?.fromName, "pi-freezer", "the device name by default");
 });

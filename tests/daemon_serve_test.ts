@@ -201,6 +201,16 @@ Deno.test({
       await d.waitFor("config.fallback");
       await d.waitFor("FTP listening");
       assert.match(await ftpGreeting(port), /^220 /);
+      // 4b. ...and mails the owner once, naming the problem in the edited file.
+      let refused = await sink.messages();
+      for (let i = 0; i < 600 && !refused.some((m) => /CONFIG REFUSED/.test(m.subject ?? "")); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        refused = await sink.messages();
+      }
+      const notice = refused.find((m) =>
+        /CONFIG REFUSED: 1 problem\(s\) in outpost\.toml/.test(m.subject ?? "")
+      );
+      assert.ok(notice, refused.map((m) => m.subject).join("\n") + d.output);
 
       // 5. SIGKILL, fix the config, restart: one mail says it was not stopped cleanly.
       d.child.kill("SIGKILL");

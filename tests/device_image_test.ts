@@ -43,6 +43,8 @@ const ignore = skipWithout(...PEERS);
 const BOARD_PROFILE = `# test board
 [board]
 id = "testboard"
+name = "Test board"
+ram_mb = 512
 v8_max_old_space_mb = 160
 config_txt = ["kernel=kernel8.img"]
 `;
@@ -178,7 +180,11 @@ Deno.test({
       assert.match(unit.stdout, /^ProtectSystem=strict$/m);
       assert.match(unit.stdout, /^ReadWritePaths=.*-\/srv\/outpost/m);
       assert.match(unit.stdout, /^Type=notify$/m);
-      assert.match(unit.stdout, /--allow-net=:21,:50000,:50001,:50002,:50003\n/, "net narrowed to ports");
+      assert.match(
+        unit.stdout,
+        /--allow-net=:21,:50000,:50001,:50002,:50003,unix:\/var\/lib\/outpost\/status.sock\n/,
+        "net narrowed to ports (and the status socket)",
+      );
       assert.match(unit.stdout, /--max-old-space-size=160/);
 
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);
@@ -189,13 +195,12 @@ Deno.test({
       assert.equal((await inode(out, layout, "/opt/outpost/boards/testboard.toml")).mode, 0o644);
       await assertAccount(out, layout, 994);
 
-      // /usr/sbin/sendmail (cron's MAILTO) goes through outpost, queued as the outpost user so the daemon can read it.
+      // /usr/sbin/sendmail (cron's MAILTO) goes through outpost.
       const sendmail = await inode(out, layout, "/usr/sbin/sendmail");
       assert.deepEqual([sendmail.type, sendmail.target], ["symlink", "/usr/local/libexec/outpost-sendmail"]);
       const wrapper = await inode(out, layout, "/usr/local/libexec/outpost-sendmail");
       assert.deepEqual([wrapper.type, wrapper.mode, wrapper.uid], ["regular", 0o755, 0]);
       const wrapperText = await extText(out, layout, "/usr/local/libexec/outpost-sendmail");
-      assert.match(wrapperText, /setpriv --reuid=outpost --regid=outpost --clear-groups/);
       assert.match(wrapperText, /\/usr\/local\/bin\/outpost sendmail "\$@"/);
 
       // Building again from the built image keeps the account as it is (no second set of lines).
@@ -254,7 +259,7 @@ async function assertAccount(image: string, layout: ImageLayout, id: number): Pr
     assert.deepEqual([f.mode, f.uid, f.gid], [0o644, 0, 0], `${p} mode and owner`);
   }
   for (
-    const [p, mode] of [["/var/lib/outpost", 0o750], ["/var/cache/outpost", 0o750], ["/srv/outpost", 0o755]]
+    const [p, mode] of [["/var/lib/outpost", 0o751], ["/var/cache/outpost", 0o750], ["/srv/outpost", 0o755]]
   ) {
     const d = await inode(image, layout, p as string);
     assert.deepEqual([d.type, d.mode, d.uid, d.gid], ["directory", mode, id, id], `${p} belongs to outpost`);

@@ -244,7 +244,7 @@ Deno.test({
       // The host may have its own outpost user (field tests run the daemon as one); install.sh must not touch it.
       assert.equal(await Deno.readTextFile("/etc/passwd"), hostPasswd, "host untouched");
       for (
-        const [p, m] of [["/var/lib/outpost", 0o750], ["/var/cache/outpost", 0o750], [
+        const [p, m] of [["/var/lib/outpost", 0o751], ["/var/cache/outpost", 0o750], [
           "/srv/ftp",
           0o755,
         ]] as const
@@ -266,7 +266,7 @@ Deno.test({
       // The administrator's CLI works and validates the boot config by default.
       const check = await sb.run(["/usr/local/bin/outpost", "check-config"]);
       assert.equal(check.code, 0, show(check));
-      assert.match(check.stderr, /\/boot\/firmware\/outpost\.toml: valid\./, show(check));
+      assert.match(check.stdout, /\/boot\/firmware\/outpost\.toml is valid\./, show(check));
 
       // Upgrade: the edited config is kept and the unit regenerated from it.
       const edited = (await Deno.readTextFile(sb.host("/boot/firmware/outpost.toml")))

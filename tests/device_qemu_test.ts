@@ -238,7 +238,10 @@ above = -10
       assert.equal(prep.code, 0, new TextDecoder().decode(prep.stderr));
       const flags = flagsText.split(/\s+/);
       assert.ok(
-        flags.includes(`--allow-net=127.0.0.1:${ftpPort},127.0.0.1:${pasv},127.0.0.1:${smtpPort}`),
+        flags.some((f) =>
+          f ===
+            `--allow-net=127.0.0.1:${ftpPort},127.0.0.1:${pasv},127.0.0.1:${smtpPort},unix:${dir}/state/status.sock`
+        ),
         flagsText,
       );
       assert.ok((await Deno.stat(`${dir}/state`)).isDirectory, "prepare created the state dir");

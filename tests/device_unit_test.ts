@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 import { denoPermissionFlags, derivePermissions } from "../scripts/derive_permissions.ts";
 import { DEFAULT_BOARD_PATHS, makeUnits } from "../scripts/make_unit.ts";
@@ -13,6 +13,11 @@ import { outpostPrepare } from "../scripts/outpost_prepare.ts";
 import { findPeer, skipWithout } from "./helpers/peers.ts";
 
 const HASH = await hashPassword("secret", 1000);
+
+/** The TCP part of a net list (the status socket, on by default, is a unix: entry). */
+function tcp(net: string[] | "all"): string[] | "all" {
+  return net === "all" ? net : net.filter((n) => !n.startsWith("unix:"));
+}
 const PROFILE = { id: "testboard", v8MaxOldSpaceMb: 128, configTemplate: null, configTxt: [] };
 
 function config(port: number, extra = ""): string {
@@ -57,11 +62,11 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
   const perms = derivePermissions(parseConfig(config(21), "/boot/firmware/outpost.toml"));
   // A wildcard listen address: passive listeners bind whichever local address the client reached, so ports are
   // allowed on any host (":port"), but only those ports.
-  assert.deepEqual(perms.net, [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
+  assert.deepEqual(tcp(perms.net), [":21", ":50000", ":50001", ":50002", "smtp.example.com:465"]);
   const local = derivePermissions(
     parseConfig(config(21).replace("port = 21", 'host = "127.0.0.1"\nport = 21'), "/boot/outpost.toml"),
   );
-  assert.deepEqual(local.net, [
+  assert.deepEqual(tcp(local.net), [
     "127.0.0.1:21",
     "127.0.0.1:50000",
     "127.0.0.1:50001",
@@ -74,19 +79,21 @@ Deno.test("device unit: permissions are narrowed to the config's roots, ports, h
       "/var/lib/outpost",
       "/boot/firmware/outpost.toml",
       "/srv/outpost/alice",
-      "/sys/class/thermal/thermal_zone0/temp",
-      "/proc/loadavg",
     ]
   ) {
     assert.ok(perms.read.includes(p), `reads ${p}`);
   }
-  assert.ok(!perms.read.includes("/sys") && !perms.read.includes("/"), "no whole trees for exact sensors");
+  // Deno wants --allow-all for /proc and /sys whatever --allow-read says: sensors read them through cat and ls.
+  assert.ok(
+    !perms.read.some((p) => p === "/" || p.startsWith("/sys") || p.startsWith("/proc")),
+    perms.read.join(),
+  );
   assert.deepEqual(perms.write.sort(), [
     "/srv/outpost/alice",
     "/var/lib/outpost",
     "/var/log/outpost/xferlog",
   ]);
-  assert.deepEqual(perms.run.sort(), ["/usr/local/bin/read-probe", "systemd-notify"]);
+  assert.deepEqual(perms.run.sort(), ["/usr/local/bin/read-probe", "cat", "ls", "systemd-notify"]);
   assert.ok(!perms.env.includes("HOME") && perms.env.includes("NOTIFY_SOCKET"));
   const flags = denoPermissionFlags(perms, { v8MaxOldSpaceMb: 128 });
   assert.ok(flags.includes("--v8-flags=--max-old-space-size=128,--max-semi-space-size=1"));
@@ -104,10 +111,13 @@ Deno.test("device unit: active FTP mode widens net access and says so; no [ftp] 
   assert.equal(minimal.net, "all", "wildcard address and no passive range: any local address and port");
   assert.ok(minimal.notes.some((n) => n.includes("[ftp.passive]")));
   const loop = derivePermissions(parseConfig('[ftp]\nhost = "::1"\nactive = false\n', "/boot/outpost.toml"));
-  assert.deepEqual(loop.net, ["[::1]:2121", "[::1]"]);
+  assert.deepEqual(tcp(loop.net), ["[::1]:2121", "[::1]"]);
   const off = derivePermissions(parseConfig("[ftp]\nenabled = false\n", "/boot/outpost.toml"));
-  assert.deepEqual(off.net, []);
-  assert.ok(denoPermissionFlags(off).includes("--deny-net"));
+  assert.deepEqual(tcp(off.net), []);
+  assert.ok(
+    denoPermissionFlags(off).some((f) => /^--allow-net=unix:[^,]+$/.test(f)),
+    "only the status socket",
+  );
 });
 
 Deno.test("device unit: implicit FTPS adds its port, and the bind capability below 1024", () => {
@@ -217,7 +227,7 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     const line = await Deno.readTextFile(env);
     assert.match(
       line,
-      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001 /,
+      /^OUTPOST_DENO_FLAGS=--allow-read=\S+ --allow-write=\S+ --allow-net=:2121,:50000,:50001,unix:\S+status.sock /,
     );
     assert.ok((await Deno.stat(`${dir}/data`)).isDirectory, "the FTP root was created");
     const text = await Deno.readTextFile(dropIn);
@@ -252,4 +262,31 @@ Deno.test("device unit: prepare writes the env file, makes folders, and falls ba
     console.error = quiet;
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("device unit: a root under /home keeps /home reachable; a command sensor keeps /dev; otherwise both hidden", () => {
+  const plain = makeUnits(parseConfig(config(2121), "/x/outpost.toml"), PROFILE).service;
+  assert.match(plain, /^ProtectHome=yes$/m);
+  const home = makeUnits(
+    parseConfig(
+      config(2121).replace('root = "/srv/outpost/alice"', 'root = "/home/pi/ftp"'),
+      "/x/outpost.toml",
+    ),
+    PROFILE,
+  ).service;
+  assert.match(home, /^ProtectHome=read-only$/m);
+  assert.match(home, /^ReadWritePaths=.*-\/home\/pi\/ftp/m);
+  // config() has a command sensor (read-probe): it may need /dev/i2c-*.
+  assert.match(plain, /^PrivateDevices=no$/m);
+  const noCommand = makeUnits(
+    parseConfig(
+      config(2121).replace(
+        'type = "command"\ncommand = ["/usr/local/bin/read-probe", "--celsius"]',
+        'type = "load"',
+      ),
+      "/x/outpost.toml",
+    ),
+    PROFILE,
+  ).service;
+  assert.match(noCommand, /^PrivateDevices=yes$/m);
 });

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/app/outpost_config.ts";
 import { hashPassword } from "../src/config/password.ts";
 import { denoPermissionFlags, derivePermissions } from "../scripts/derive_permissions.ts";
 import { findPeer, skipWithout } from "./helpers/peers.ts";

@@ -3,7 +3,7 @@
  * mode off).
  */
 import assert from "node:assert/strict";
-import { parseTomlDocument } from "../src/config/config.ts";
+import { parseTomlDocument } from "../src/app/outpost_config.ts";
 import { Section } from "../src/config/section.ts";
 import { readFtpSection } from "../src/ftp/ftp_config.ts";
 import { runPython, startFtp } from "./helpers/ftp_fixture.ts";

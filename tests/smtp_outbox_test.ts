@@ -179,16 +179,22 @@ Deno.test("outbox: the size bound drops the oldest non-critical message first, n
   }
 });
 
-Deno.test("outbox: open() removes unacknowledged temp files and stale markers, keeps in-doubt ones", async () => {
+Deno.test("outbox: open() removes old unlocked temp files and stale markers, keeps fresh and in-doubt ones", async () => {
   const dir = await Deno.makeTempDir();
   try {
     let outbox = await Outbox.open(opts(dir));
     const id = await outbox.enqueue({ to: ["a@example.com"], subject: "s", text: "t" });
     await Deno.writeTextFile(`${dir}/tmp/0000000aa-deadbeef.tmp`, "partial");
+    const old = new Date(Date.now() - 2 * 3_600_000);
+    await Deno.utime(`${dir}/tmp/0000000aa-deadbeef.tmp`, old, old);
+    await Deno.writeTextFile(
+      `${dir}/tmp/0000000cc-deadbeef.tmp`,
+      "another process is writing this right now",
+    );
     await Deno.writeTextFile(`${dir}/queue/0000000bb-deadbeef.sending`, "stale");
     await outbox.markSending(id);
     outbox = await Outbox.open(opts(dir));
-    assert.deepEqual(await names(`${dir}/tmp`), []);
+    assert.deepEqual(await names(`${dir}/tmp`), ["0000000cc-deadbeef.tmp"]);
     assert.deepEqual(await names(`${dir}/queue`), [`${id}.msg`, `${id}.sending`]);
     const [e] = await outbox.list();
     assert.equal(e.inDoubt, true);

@@ -9,7 +9,7 @@ import { startSink } from "./helpers/smtp_sink.ts";
 import { startScriptServer } from "./helpers/smtp_script_server.ts";
 import { Outbox } from "../src/smtp/outbox.ts";
 import { DeliveryWorker } from "../src/smtp/delivery_worker.ts";
-import { loadMailConfig } from "../src/config/config.ts";
+import { loadMailConfig } from "../src/app/outpost_config.ts";
 import { parseSendmailArgs } from "../src/cli/sendmail_command.ts";
 import { setLogSink } from "../src/log/logger.ts";
 
@@ -59,8 +59,10 @@ Deno.test({
         "To: Me <me@example.com>\nBcc: hidden@example.com\nSubject: cron: backup done\n\n.dotted\n.\nend\n";
       const r = await outpost(["sendmail", "-t", "-oi", "-C", cfg], msg);
       assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "", "nothing on stdout (cron would mail it)");
       const mail = await loadMailConfig(cfg);
       const outbox = await Outbox.open(mail.outbox);
+      assert.equal(await outbox.pickup(), 1);
       const [e] = await outbox.list("queued");
       assert.deepEqual(e.meta.to, ["me@example.com", "hidden@example.com"]);
       assert.equal(e.meta.tag, "sendmail");
@@ -124,11 +126,11 @@ Deno.test({
         "x",
       ]);
       assert.equal(q.code, 0, q.stderr);
-      assert.match(q.stdout, /Queued as /);
+      assert.match(q.stdout, /Queued \(<[^>]+>\)/);
       const list = await outpost(["outbox", "list", "--json", "-C", cfg]);
       assert.equal(list.code, 0);
       assert.equal(JSON.parse(list.stdout.trim()).subject, "later");
-      assert.equal((await outpost(["outbox", "purge", "-C", cfg])).code, 0);
+      assert.equal((await outpost(["outbox", "purge", "--all", "-C", cfg])).code, 0);
       const cfg2 = await writeConfig(`${dir}`, srv.port);
       const bad = await outpost(["sendmail", "--now", "-C", cfg2, "x@example.com"], "Subject: s\n\nbody\n");
       assert.equal(bad.code, 69, bad.stderr);
@@ -151,7 +153,7 @@ Deno.test("sendmail: usage and config errors map to sysexits 64 and 78", async (
     const cfg = await writeConfig(dir, 1);
     const noRcpt = await outpost(["sendmail", "-t", "-C", cfg], "Subject: none\n\nx\n");
     assert.equal(noRcpt.code, 65);
-    assert.match((await outpost(["sendmail", "--help"])).stdout, /daemon's delivery worker sends it/);
+    assert.match((await outpost(["sendmail", "--help"])).stdout, /drops it in outpost's maildrop/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -171,4 +173,130 @@ Deno.test("sendmail: traditional flags parse", () => {
   );
   assert.equal(typeof parseSendmailArgs(["-Q"]), "string");
   assert.equal(parseSendmailArgs(["--help"]), "help");
+});
+
+Deno.test("sendmail: a local name without an alias is refused (67) naming the key to set; nothing is queued", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = await writeConfig(dir, 1, 'aliases = { root = "owner@example.com" }\n');
+    const r = await outpost(["sendmail", "-C", cfg, "pi"], "Subject: x\n\ny\n");
+    assert.equal(r.code, 67, r.stderr);
+    assert.match(r.stderr, /aliases\.pi = /);
+    const t = await outpost(["sendmail", "-t", "-C", cfg], "To: www-data@localhost\nSubject: x\n\ny\n");
+    assert.equal(t.code, 67, t.stderr);
+    assert.match(t.stderr, /aliases\.www-data/);
+    const mail = await loadMailConfig(cfg);
+    const outbox = await Outbox.open(mail.outbox);
+    assert.equal(await outbox.pickup(), 0);
+    const bad = `${dir}/bad.toml`;
+    await Deno.writeTextFile(
+      bad,
+      `[smtp]\nhost = "127.0.0.1"\nsecurity = "none"\nfrom = "a@x.org"\naliases = { root = "root" }\n`,
+    );
+    const b = await outpost(["sendmail", "-C", bad, "a@x.org"], "x");
+    assert.equal(b.code, 78);
+    assert.match(b.stderr, /aliases\.root.*mail address with a domain/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "outbox: envelope sender and a missing From are resolved from [smtp] when sent, not when queued",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const sink = await startSink({ mode: "plain", dir });
+    try {
+      // Queued while [smtp] was not configured (the daemon's placeholder sender), and by sendmail without From.
+      const noSmtp = `${dir}/nosmtp.toml`;
+      await Deno.writeTextFile(noSmtp, `[device]\nname = "test-board"\nstate_dir = "${dir}/state"\n`);
+      const mail0 = await loadMailConfig(noSmtp);
+      const outbox = await Outbox.open({
+        ...mail0.outbox,
+        defaults: { from: "outpost@test-board.local", domain: "test-board" },
+      });
+      await outbox.enqueue({ to: ["me@example.com"], subject: "alert while unconfigured", text: "hot" });
+      const r = await outpost(
+        ["sendmail", "-C", noSmtp, "me@example.com"],
+        "Subject: cron before setup\n\nok\n",
+      );
+      assert.equal(r.code, 0, r.stderr);
+      // Then the owner configures [smtp]; the worker sends with that.
+      const cfg = await writeConfig(dir, sink.port, 'from_name = "Freezer Pi"\n');
+      const mail = await loadMailConfig(cfg);
+      await new DeliveryWorker(await Outbox.open(mail.outbox), mail.smtp!).runOnce();
+      const got = await sink.waitFor(2);
+      for (const m of got) {
+        assert.equal(m.from, "board@example.com");
+        assert.equal(m.from_header, "Freezer Pi <board@example.com>");
+      }
+    } finally {
+      await sink.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("send: an attachment or body over max_message_size is 65 (bad message), queued or --now; nothing left", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = await writeConfig(dir, 1);
+    await Deno.writeTextFile(cfg, (await Deno.readTextFile(cfg)) + 'max_message_size = "8KiB"\n');
+    await Deno.writeFile(`${dir}/big.bin`, new Uint8Array(7000)); // fits raw, not as base64
+    const base = ["send", "-C", cfg, "--to", "me@example.com", "--subject", "s"];
+    for (const extra of [["--attach", `${dir}/big.bin`], ["--attach", `${dir}/big.bin`, "--now"]]) {
+      const r = await outpost([...base, "--body", "x", ...extra]);
+      assert.equal(r.code, 65, `${extra.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, /max_message_size/);
+    }
+    for (const extra of [[], ["--now"]]) {
+      const r = await outpost([...base, ...extra], "y".repeat(20_000));
+      assert.equal(r.code, 65, `stdin ${extra.join(" ")}: ${r.stderr}`);
+    }
+    const mail = await loadMailConfig(cfg);
+    const outbox = await Outbox.open(mail.outbox);
+    assert.equal(await outbox.pickup(), 0);
+    for await (const _ of Deno.readDir(outbox.maildropDir)) assert.fail("maildrop not empty");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sendmail: a config broken outside the mail tables still queues (warning on stderr); broken [smtp] is 78", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = await writeConfig(dir, 1, 'aliases = { root = "owner@example.com" }\n');
+    await Deno.writeTextFile(
+      cfg,
+      (await Deno.readTextFile(cfg)) + '\n[[rules]]\nsensor = "nope"\nabove = "hot"\n',
+    );
+    const r = await outpost(["sendmail", "-C", cfg, "root"], "Subject: cron\n\nout\n");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /problem\(s\) outside the mail settings/);
+    const text = await Deno.readTextFile(cfg);
+    await Deno.writeTextFile(cfg, text.replace('security = "none"', 'security = "bogus"'));
+    assert.equal((await outpost(["sendmail", "-C", cfg, "root"], "x")).code, 78);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("send: --to root goes through [smtp] aliases; a local name without one is 67", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = await writeConfig(dir, 1, 'aliases = { root = "owner@example.com" }\n');
+    const ok = await outpost(["send", "-C", cfg, "--to", "root", "--subject", "s", "--body", "b"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const mail = await loadMailConfig(cfg);
+    const outbox = await Outbox.open(mail.outbox);
+    await outbox.pickup();
+    assert.deepEqual((await outbox.list("queued"))[0].meta.to, ["owner@example.com"]);
+    const bad = await outpost(["send", "-C", cfg, "--to", "pi", "--subject", "s", "--body", "b"]);
+    assert.equal(bad.code, 67);
+    assert.match(bad.stderr, /aliases\.pi/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

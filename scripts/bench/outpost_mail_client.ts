@@ -7,7 +7,7 @@
  * @module
  */
 
-import { loadMailConfig } from "../../src/config/config.ts";
+import { loadMailConfig } from "../../src/app/outpost_config.ts";
 import { deliver } from "../../src/smtp/smtp_client.ts";
 
 const [config, countText, messageFile, rcpt] = Deno.args;

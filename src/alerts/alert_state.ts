@@ -26,6 +26,8 @@ export interface DigestState {
   events: AlertEvent[];
   /** How many events were dropped from `events` because the list was full (the digest says so). */
   dropped: number;
+  /** Recipient lists (comma-joined) the current digest was already queued for, when queueing failed halfway. */
+  sentTo?: string[];
 }
 
 /**

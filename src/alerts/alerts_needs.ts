@@ -3,6 +3,9 @@
  * and /proc under `[alerts] sysfs_root`), the programs command sensors run, and the folder of the state file
  * (it is replaced through a `<file>.tmp-PID` beside it).
  *
+ * Files under `/proc`, `/sys` and `/dev` are read through `cat` and `ls` (Deno wants `--allow-all` for them, see
+ * kernel_files.ts), so a board's sysfs sensors need `--allow-run=cat,ls` and no read access there.
+ *
  * A `disk` sensor is given `statfs` and `df` but no read access of its own: `statfs` works where the daemon may
  * already read (its state folder, an FTP root) and `df` answers for the rest, so watching `/` does not open the
  * whole file system to the process.
@@ -12,10 +15,28 @@
 
 import { parentDir, type SandboxNeeds, SandboxNeedsBuilder } from "../config/sandbox_needs.ts";
 import type { AlertsConfig, SensorConfig } from "./alerts_config.ts";
+import { isKernelPath, KERNEL_FILE_PROGRAMS } from "./kernel_files.ts";
 import { iioCompanionPaths, sysPath } from "./sensor_source.ts";
 
-function sensorNeeds(s: SensorConfig, root: string, b: SandboxNeedsBuilder): void {
+function sensorNeeds(s: SensorConfig, root: string, out: SandboxNeedsBuilder): void {
   const sys = (p: string) => sysPath(root, p);
+  // Kernel files (/proc, /sys, /dev) need --allow-all in Deno whatever --allow-read says, so they are read
+  // through cat and ls (kernel_files.ts); anything else (a fake tree in tests, a sensor's own file) directly.
+  const b = {
+    read(p: string) {
+      if (isKernelPath(p)) { for (const prog of KERNEL_FILE_PROGRAMS) out.run(prog); }
+      else out.read(p);
+      return b;
+    },
+    run(prog: string) {
+      out.run(prog);
+      return b;
+    },
+    sys(name: string) {
+      out.sys(name);
+      return b;
+    },
+  };
   switch (s.type) {
     case "thermal":
       if (s.path) b.read(s.path);
@@ -46,7 +67,9 @@ function sensorNeeds(s: SensorConfig, root: string, b: SandboxNeedsBuilder): voi
       if (s.path) b.read(s.path);
       break;
     case "command":
+      // A sensor program usually talks to hardware (I2C, GPIO, a serial port): the unit keeps /dev for it.
       if (s.command?.length) b.run(s.command[0]);
+      out.devices();
       break;
     case "disk":
       b.sys("statfs").run("df");

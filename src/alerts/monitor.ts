@@ -7,7 +7,11 @@
  * - state is persisted only on state change, and an event is recorded as `unsent` in the state file before it is
  *   handed to the mailer, so a crash between the two loses nothing;
  * - while the mailer reports delivery failing, the first event still goes out at once; later ones are collected
- *   and sent as ONE digest (events, first and last seen, current state) when delivery recovers.
+ *   and sent as ONE digest (events, first and last seen, current state) when delivery recovers;
+ * - a new mail about a rule or sensor replaces mail about it that is still waiting in the queue (and says so), so
+ *   after an outage the newest mail describes the current state, never a stale recovery or alert;
+ * - a digest for several recipient lists remembers which lists it reached, so a failure halfway never sends it
+ *   twice to anyone.
  *
  * @module
  */
@@ -26,7 +30,16 @@ import {
 } from "./rule_engine.ts";
 import { SensorReadError } from "./sensor_readers.ts";
 import { SensorSource } from "./sensor_source.ts";
-import { formatNumber, type MailContext, renderEventMail } from "./templates.ts";
+import {
+  eventLine,
+  formatDuration,
+  formatNumber,
+  type MailContext,
+  renderDigestMail,
+  renderEventMail,
+  replacedNote,
+} from "./templates.ts";
+import { FailureLogBackoff } from "./failure_log_backoff.ts";
 import { Logger } from "../log/logger.ts";
 
 /**
@@ -52,6 +65,13 @@ export interface AlertMailer {
   ): Promise<string>;
   /** True while delivery is failing; the monitor then bundles further events into one digest. */
   deliveryFailing(): boolean;
+  /**
+   * Mail with one of `tags` that is still waiting in the queue and not being sent (optional). A new mail about
+   * the same rule or sensor replaces it, so the newest mail the owner reads describes the current state.
+   */
+  pending?(tags: string[]): Promise<{ id: string; subject: string }[]>;
+  /** Removes those queued mails (skipping any that started sending meanwhile); resolves to how many went. */
+  withdraw?(ids: string[]): Promise<number>;
 }
 
 /**
@@ -84,18 +104,108 @@ export interface AlertMonitorOptions {
   now?: () => number;
 }
 
+/**
+ * One sensor as {@link AlertMonitor.status} reports it.
+ *
+ * @example
+ * ```ts
+ * const s: SensorStatus = monitor.status().sensors[0];
+ * console.log(`${s.name}: ${s.value ?? "no reading"} ${s.unit}`);
+ * ```
+ */
+export interface SensorStatus {
+  /** The sensor's name (`[sensors.<name>]`). */
+  name: string;
+  /** Its type (thermal, w1, file, ...). */
+  type: string;
+  /** Unit shown after readings. */
+  unit: string;
+  /** Decimals shown. */
+  decimals: number;
+  /** Read interval in ms. */
+  intervalMs: number;
+  /** Failures are logged, never mailed. */
+  optional: boolean;
+  /** The last good reading, or null when none yet. */
+  value: number | null;
+  /** When the sensor was last read (good or not), ms since the epoch; null before the first read. */
+  at: number | null;
+  /** The last read's error, or null when it read fine. */
+  error: string | null;
+  /** Reads failed in a row. */
+  failures: number;
+  /** A SENSOR ERROR went out and no good reading came since. */
+  failing: boolean;
+  /** When that started. */
+  failingSince: number | null;
+}
+
+/**
+ * One rule as {@link AlertMonitor.status} reports it. `state`: "ok"; "pending" (some of the last `ofSamples`
+ * readings breached, fewer than `forSamples`); "alert" (announced, `since`); "held" (tripped inside the cooldown,
+ * mailed at `cooldownUntil` if it still stands).
+ *
+ * @example
+ * ```ts
+ * const r: RuleStatus = monitor.status().rules[0];
+ * if (r.state === "pending") console.log(`${r.breaches} of ${r.ofSamples}, alert at ${r.forSamples}`);
+ * ```
+ */
+export interface RuleStatus {
+  /** The rule id. */
+  id: string;
+  /** Its sensor. */
+  sensor: string;
+  /** Breach direction. */
+  direction: "above" | "below";
+  /** Threshold. */
+  threshold: number;
+  /** Hysteresis value it must get back past. */
+  clearAt: number;
+  /** Severity of its mails. */
+  severity: string;
+  /** Where it stands. */
+  state: "ok" | "pending" | "alert" | "held";
+  /** Breaching readings among the last `ofSamples`. */
+  breaches: number;
+  /** Breaches needed to alert. */
+  forSamples: number;
+  /** Window length. */
+  ofSamples: number;
+  /** When the standing alert started (ms), or null. */
+  since: number | null;
+  /** When the cooldown ends (ms), or null when none runs. */
+  cooldownUntil: number | null;
+  /** When the next reminder is due (ms), or null. */
+  nextReminderAt: number | null;
+  /** Reminders sent for the standing alert. */
+  reminders: number;
+  /** When the last alert mail went out (ms), or null. */
+  lastAlertAt: number | null;
+}
+
+/**
+ * What {@link AlertMonitor.status} returns.
+ *
+ * @example
+ * ```ts
+ * const st: MonitorStatus = monitor.status();
+ * console.log(st.samples, st.sensors.length, st.rules.length);
+ * ```
+ */
+export interface MonitorStatus {
+  /** Readings taken since start. */
+  samples: number;
+  /** Every configured sensor. */
+  sensors: SensorStatus[];
+  /** Every rule. */
+  rules: RuleStatus[];
+}
+
 /** Most events a digest keeps; older ones are counted as dropped (the first and the latest are kept). */
 const DIGEST_MAX_EVENTS = 200;
 
 const log = new Logger("alerts");
-
-const STATE_WORD: Record<AlertEvent["kind"], string> = {
-  alert: "ALERT",
-  reminder: "REMINDER",
-  recovery: "RECOVERED",
-  sensor_error: "SENSOR ERROR",
-  sensor_ok: "SENSOR OK",
-};
 
 /**
  * The alert monitor.
@@ -123,7 +233,9 @@ export class AlertMonitor {
   #rulesBySensor = new Map<string, RuleConfig[]>();
   #windows = new Map<string, RuleWindow>();
   #failures = new Map<string, number>();
+  #failLog = new Map<string, FailureLogBackoff>();
   #lastValue = new Map<string, number>();
+  #lastSample = new Map<string, Sample>();
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #inflight = new Set<Promise<void>>();
   #chain: Promise<void> = Promise.resolve();
@@ -188,6 +300,65 @@ export class AlertMonitor {
     return structuredClone(this.#state);
   }
 
+  /**
+   * Each sensor's last reading and each rule's state, for `outpost status` and the status page.
+   *
+   * @example
+   * ```ts
+   * const { sensors, rules } = monitor.status(Date.now());
+   * for (const r of rules) console.log(r.id, r.state);
+   * ```
+   */
+  status(now: number = this.#now()): MonitorStatus {
+    const sensors: SensorStatus[] = [];
+    for (const [name, src] of this.#sources) {
+      const c = src.config;
+      const last = this.#lastSample.get(name);
+      const good = last && last.error === undefined ? last : undefined;
+      const health = this.#state.sensors[name]?.health;
+      sensors.push({
+        name,
+        type: c.type,
+        unit: c.unit,
+        decimals: c.decimals,
+        intervalMs: c.intervalMs,
+        optional: c.optional,
+        value: good ? good.value : (this.#lastValue.get(name) ?? null),
+        at: last?.at ?? null,
+        error: last?.error ?? null,
+        failures: this.#failures.get(name) ?? 0,
+        failing: health?.failing ?? false,
+        failingSince: health?.since ?? null,
+      });
+    }
+    const rules: RuleStatus[] = [];
+    for (const r of this.config.rules) {
+      const s = this.#state.rules[r.id] ?? initialRuleState();
+      const w = this.#windows.get(r.id) ?? initialRuleWindow();
+      let breaches = 0;
+      for (let n = w.recent >>> 0; n; n &= n - 1) breaches++;
+      const cooldownEnd = s.lastAlertAt !== null && r.cooldownMs > 0 ? s.lastAlertAt + r.cooldownMs : null;
+      rules.push({
+        id: r.id,
+        sensor: r.sensor,
+        direction: r.direction,
+        threshold: r.threshold,
+        clearAt: r.clearAt,
+        severity: r.severity,
+        state: s.alerting ? (s.announced ? "alert" : "held") : breaches > 0 ? "pending" : "ok",
+        breaches,
+        forSamples: r.forSamples,
+        ofSamples: r.ofSamples,
+        since: s.alerting ? s.since : null,
+        cooldownUntil: cooldownEnd !== null && cooldownEnd > now ? cooldownEnd : null,
+        nextReminderAt: s.alerting && s.announced ? s.nextReminderAt : null,
+        reminders: s.reminders,
+        lastAlertAt: s.lastAlertAt,
+      });
+    }
+    return { samples: this.samples, sensors, rules };
+  }
+
   #schedule(name: string, delay: number): void {
     if (!this.#running) return;
     const t = setTimeout(() => {
@@ -235,7 +406,8 @@ export class AlertMonitor {
     const events: AlertEvent[] = [];
     let persist = false;
     if (sample.error === undefined) this.#lastValue.set(cfg.name, sample.value);
-    else log.warn("sensor.read_failed", { sensor: cfg.name, error: sample.error });
+    this.#lastSample.set(cfg.name, sample);
+    this.#logRead(cfg.name, sample);
 
     const sensorState = this.#state.sensors[cfg.name] ??
       (this.#state.sensors[cfg.name] = { health: initialHealthState(), fingerprint: null });
@@ -265,6 +437,16 @@ export class AlertMonitor {
         sample,
       );
       this.#windows.set(rule.id, step.window);
+      const before = this.#state.rules[rule.id];
+      if (step.state.alerting && !step.state.announced && step.state.trips > (before?.trips ?? 0)) {
+        log.info("rule.suppressed", {
+          rule: rule.id,
+          sensor: cfg.name,
+          value: sample.error === undefined ? sample.value : undefined,
+          cooldown_until: isoSeconds((step.state.lastAlertAt ?? sample.at) + rule.cooldownMs),
+          trips: step.state.trips,
+        });
+      }
       if (step.persist) {
         this.#state.rules[rule.id] = step.state;
         persist = true;
@@ -275,6 +457,34 @@ export class AlertMonitor {
       log.info(`event.${ev.kind}`, { sensor: ev.sensor, rule: ev.rule ?? undefined, value: ev.value });
     }
     await this.#dispatch(events, persist);
+  }
+
+  /** Logs a failed read once, then at a growing interval ({@link FailureLogBackoff}), and the recovery once. */
+  #logRead(sensor: string, sample: Sample): void {
+    let b = this.#failLog.get(sensor);
+    if (sample.error === undefined) {
+      const run = b?.recovered(sample.at);
+      if (run) {
+        log.info("sensor.read_ok", {
+          sensor,
+          failures: run.failures,
+          failing_for: formatDuration(sample.at - run.since),
+        });
+      }
+      return;
+    }
+    if (!b) this.#failLog.set(sensor, b = new FailureLogBackoff());
+    const d = b.failed(sample.at);
+    if (d.log === "first") log.warn("sensor.read_failed", { sensor, error: sample.error });
+    else if (d.log === "again") {
+      log.warn("sensor.still_failing", {
+        sensor,
+        failures: d.failures,
+        since: isoSeconds(d.since),
+        error: sample.error,
+        note: "logged again at a growing interval until it reads again",
+      });
+    }
   }
 
   /** Routes new events (and anything held back) to the mailer; persists first when anything changed. */
@@ -370,17 +580,24 @@ export class AlertMonitor {
       return true;
     }
     const rule = ev.rule !== null ? this.config.rules.find((x) => x.id === ev.rule) : undefined;
-    const { subject, text } = renderEventMail(
+    const rendered = renderEventMail(
       ev,
       rule?.templates ?? this.config.templates,
       this.#ctx(ev.sensor),
     );
+    const tag = eventTag(ev);
+    const stale = await this.#pending([tag]);
+    const subject = rendered.subject;
+    const text = stale.length === 0
+      ? rendered.text
+      : rendered.text.replace(/\n$/, "") + replacedNote(stale.map((p) => p.subject)) + "\n";
     try {
       const id = await this.#mailer.enqueue({ to, subject, text }, {
         critical: ev.severity === "critical",
-        tag: ev.rule !== null ? `alert:${ev.rule}` : `sensor:${ev.sensor}`,
+        tag,
       });
       log.info("mail.enqueued", { id, kind: ev.kind, sensor: ev.sensor });
+      await this.#withdraw(stale.map((p) => p.id).filter((x) => x !== id));
       return true;
     } catch (e) {
       log.error("mail.enqueue_failed", { kind: ev.kind, sensor: ev.sensor, error: (e as Error).message });
@@ -388,18 +605,24 @@ export class AlertMonitor {
     }
   }
 
-  /** One line describing an event, for digests. */
-  #eventLine(ev: AlertEvent): string {
-    const ctx = this.#ctx(ev.sensor);
-    const u = (n: number | null) => `${formatNumber(n, ctx.decimals)}${ctx.unit ? " " + ctx.unit : ""}`;
-    const time = new Date(ev.at).toISOString().replace(/\.\d{3}Z$/, "Z");
-    const op = ev.direction === "below" ? "<" : ">";
-    let what: string;
-    if (ev.kind === "sensor_error") what = `${ev.sensor}: ${ev.error}`;
-    else if (ev.kind === "alert" || ev.kind === "reminder") {
-      what = `${ev.sensor} ${u(ev.value)} ${op} ${u(ev.threshold)}`;
-    } else what = `${ev.sensor} ${u(ev.value)}`;
-    return `${time}  ${STATE_WORD[ev.kind]} ${what}`.replace(/[\r\n]+/g, " ");
+  async #pending(tags: string[]): Promise<{ id: string; subject: string }[]> {
+    if (!this.#mailer.pending) return [];
+    try {
+      return await this.#mailer.pending(tags);
+    } catch (e) {
+      log.warn("mail.pending_failed", { error: (e as Error).message });
+      return [];
+    }
+  }
+
+  async #withdraw(ids: string[]): Promise<void> {
+    if (ids.length === 0 || !this.#mailer.withdraw) return;
+    try {
+      const n = await this.#mailer.withdraw(ids);
+      log.info("mail.superseded", { count: n, ids: ids.join(",") });
+    } catch (e) {
+      log.warn("mail.withdraw_failed", { error: (e as Error).message });
+    }
   }
 
   #currentStateLines(): string[] {
@@ -431,36 +654,44 @@ export class AlertMonitor {
     }
     for (const [key, evs] of groups) {
       if (!key) continue;
-      const first = new Date(evs[0].at).toISOString().replace(/\.\d{3}Z$/, "Z");
-      const last = new Date(evs[evs.length - 1].at).toISOString().replace(/\.\d{3}Z$/, "Z");
-      const n = evs.length + (groups.size === 1 ? d.dropped : 0);
-      const subject = `[outpost ${this.#host}] DIGEST ${n} alert event(s) while mail was down`;
-      const text = [
-        `Mail delivery was failing, so ${n} event(s) were collected into this one mail.`,
-        `First seen: ${first}`,
-        `Last seen:  ${last}`,
-        d.dropped > 0 ? `(${d.dropped} older event(s) were left out to keep this mail short.)` : "",
-        "",
-        "Events:",
-        ...evs.map((ev) => "  " + this.#eventLine(ev)),
-        "",
-        "Current state:",
-        ...this.#currentStateLines(),
-        "",
-        `Host: ${this.#host} (${this.#board})`,
-        "",
-      ].join("\n");
+      // A digest that failed halfway: the recipient lists it already reached do not get it again.
+      if (d.sentTo?.includes(key)) continue;
+      const tags = [...new Set(evs.map(eventTag))];
+      const stale = await this.#pending(tags);
+      const { subject, text } = renderDigestMail({
+        host: this.#host,
+        board: this.#board,
+        eventLines: evs.map((ev) => eventLine(ev, this.#ctx(ev.sensor))),
+        first: evs[0].at,
+        last: evs[evs.length - 1].at,
+        count: evs.length + (groups.size === 1 ? d.dropped : 0),
+        dropped: d.dropped,
+        currentState: this.#currentStateLines(),
+        replaced: stale.map((p) => p.subject),
+      });
       try {
         const id = await this.#mailer.enqueue({ to: key.split(","), subject, text }, {
           critical: evs.some((e) => e.severity === "critical"),
           tag: "alert-digest",
         });
         log.info("mail.digest_enqueued", { id, events: evs.length });
+        await this.#withdraw(stale.map((p) => p.id).filter((x) => x !== id));
       } catch (e) {
         log.error("mail.enqueue_failed", { kind: "digest", error: (e as Error).message });
         return false;
       }
+      d.sentTo = [...(d.sentTo ?? []), key];
+      await this.#save();
     }
     return true;
   }
+}
+
+/** The outbox tag of an event's own mail: `alert:<rule>` or `sensor:<sensor>`. */
+function eventTag(ev: AlertEvent): string {
+  return ev.rule !== null ? `alert:${ev.rule}` : `sensor:${ev.sensor}`;
+}
+
+function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }

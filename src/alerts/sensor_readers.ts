@@ -29,8 +29,8 @@ export class SensorReadError extends Error {
    * throw new SensorReadError("/sys/class/thermal/thermal_zone0/temp is empty.");
    * ```
    */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "SensorReadError";
   }
 }
@@ -276,7 +276,7 @@ export async function readSmallFile(path: string, buf: Uint8Array = new Uint8Arr
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new SensorReadError(`${path} does not exist.`);
     if (e instanceof SensorReadError) throw e;
-    throw new SensorReadError(`${path} could not be opened: ${(e as Error).message}.`);
+    throw new SensorReadError(`${path} could not be opened: ${(e as Error).message}.`, { cause: e });
   }
   try {
     let off = 0;

@@ -6,6 +6,7 @@
  */
 
 import type { SensorConfig } from "./alerts_config.ts";
+import { listSensorDir, readSensorFile, sensorFileExists } from "./kernel_files.ts";
 import {
   type FileFingerprint,
   fingerprintFile,
@@ -18,7 +19,6 @@ import {
   parseThrottled,
   parseW1Slave,
   readDiskSpace,
-  readSmallFile,
   runCommand,
   SensorReadError,
 } from "./sensor_readers.ts";
@@ -36,26 +36,21 @@ export function sysPath(root: string, abs: string): string {
 }
 
 /**
- * Lists directory entry names matching `re` (sorted naturally); empty when the directory is missing.
+ * Lists directory entry names matching `re` (sorted naturally); empty when the directory is missing. Kernel
+ * folders are listed through `ls` (see kernel_files.ts).
  *
  * @example
  * ```ts
  * const zones = await listDir("/sys/class/thermal", /^thermal_zone\d+$/);
  * ```
  */
-export async function listDir(dir: string, re: RegExp): Promise<string[]> {
-  const out: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) if (re.test(e.name)) out.push(e.name);
-  } catch {
-    return [];
-  }
-  return out.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+export function listDir(dir: string, re: RegExp): Promise<string[]> {
+  return listSensorDir(dir, re);
 }
 
 async function readName(path: string): Promise<string | null> {
   try {
-    return (await readSmallFile(path)).trim();
+    return (await readSensorFile(path)).trim();
   } catch {
     return null;
   }
@@ -75,9 +70,7 @@ export async function findThrottledPath(root: string): Promise<string | null> {
   for (const soc of await listDir(platform, /^soc/)) {
     for (const fw of await listDir(`${platform}/${soc}`, /firmware$/)) {
       const p = `${platform}/${soc}/${fw}/get_throttled`;
-      try {
-        if ((await Deno.stat(p)).isFile) return p;
-      } catch { /* keep looking */ }
+      if (await sensorFileExists(p).catch(() => false)) return p;
     }
   }
   return null;
@@ -251,24 +244,24 @@ export class SensorSource {
     const r = await this.#resolve();
     switch (c.type) {
       case "thermal":
-        return parseThermal(await readSmallFile(r.path, this.#buf), r.path);
+        return parseThermal(await readSensorFile(r.path, this.#buf), r.path);
       case "hwmon":
         return parseHwmon(
           r.path.slice(r.path.lastIndexOf("/") + 1),
-          await readSmallFile(r.path, this.#buf),
+          await readSensorFile(r.path, this.#buf),
           r.path,
         );
       case "iio":
         return parseIio(
-          await readSmallFile(r.path, this.#buf),
-          r.scalePath ? await readSmallFile(r.scalePath, this.#buf) : null,
-          r.offsetPath ? await readSmallFile(r.offsetPath, this.#buf) : null,
+          await readSensorFile(r.path, this.#buf),
+          r.scalePath ? await readSensorFile(r.scalePath, this.#buf) : null,
+          r.offsetPath ? await readSensorFile(r.offsetPath, this.#buf) : null,
           r.path,
         );
       case "w1":
-        return parseW1Slave(await readSmallFile(r.path, this.#buf), `DS18B20 ${c.name}`);
+        return parseW1Slave(await readSensorFile(r.path, this.#buf), `DS18B20 ${c.name}`);
       case "file":
-        return parseNumberText(await readSmallFile(r.path, this.#buf), r.path);
+        return parseNumberText(await readSensorFile(r.path, this.#buf), r.path);
       case "command": {
         const out = await runCommand(c.command ?? [], c.timeoutMs);
         return parseNumberText(
@@ -282,9 +275,9 @@ export class SensorSource {
         return d.totalBytes > 0 ? (d.availableBytes / d.totalBytes) * 100 : 0;
       }
       case "load":
-        return parseLoadavg(await readSmallFile(r.path, this.#buf), c.minutes);
+        return parseLoadavg(await readSensorFile(r.path, this.#buf), c.minutes);
       case "memory": {
-        const text = await readSmallFile(r.path, this.#buf);
+        const text = await readSensorFile(r.path, this.#buf);
         const avail = parseMeminfo(text, "MemAvailable");
         if (c.measure === "available_percent") {
           const total = parseMeminfo(text, "MemTotal");
@@ -293,7 +286,7 @@ export class SensorSource {
         return avail / 1e6;
       }
       case "rpi_throttled":
-        return parseThrottled(await readSmallFile(r.path, this.#buf), c.flag);
+        return parseThrottled(await readSensorFile(r.path, this.#buf), c.flag);
       case "file_changed": {
         this.#hashBuf ??= new Uint8Array(64 * 1024);
         const prev = this.fingerprint;
@@ -322,14 +315,8 @@ export function iioCompanionPaths(raw: string, kind: "scale" | "offset"): string
 
 async function iioCompanion(raw: string, kind: "scale" | "offset"): Promise<string | null> {
   for (const p of iioCompanionPaths(raw, kind)) {
-    try {
-      if ((await Deno.stat(p)).isFile) return p;
-    } catch (e) {
-      // A missing file means "no such companion"; anything else (no permission) must not silently skew the value.
-      if (!(e instanceof Deno.errors.NotFound)) {
-        throw new SensorReadError(`Cannot check ${p}: ${(e as Error).message}.`);
-      }
-    }
+    // A missing file means "no such companion"; anything else (no permission) must not silently skew the value.
+    if (await sensorFileExists(p)) return p;
   }
   return null;
 }

@@ -272,3 +272,154 @@ export function renderEventMail(
     text: renderTemplate(t.body, vars) + "\n",
   };
 }
+
+/** ISO time without milliseconds, as every mail shows times. */
+function isoTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/**
+ * One line describing an event, as the digest lists them: `2026-01-01T00:02:00Z  ALERT freezer 5 °C > -10 °C`.
+ *
+ * @example
+ * ```ts
+ * eventLine(ev, { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 });
+ * ```
+ */
+export function eventLine(ev: AlertEvent, ctx: MailContext): string {
+  const u = (n: number | null) => `${formatNumber(n, ctx.decimals)}${ctx.unit ? " " + ctx.unit : ""}`;
+  const op = ev.direction === "below" ? "<" : ">";
+  let what: string;
+  if (ev.kind === "sensor_error") what = `${ev.sensor}: ${ev.error}`;
+  else if (ev.kind === "alert" || ev.kind === "reminder") {
+    what = `${ev.sensor} ${u(ev.value)} ${op} ${u(ev.threshold)}`;
+  } else what = `${ev.sensor} ${u(ev.value)}`;
+  // deno-lint-ignore no-control-regex
+  return `${isoTime(ev.at)}  ${STATE_WORDS[ev.kind]} ${what}`.replace(/[\x00-\x1f\x7f]+/g, " ");
+}
+
+/**
+ * What a digest mail says: the events collected while mail was down, and the state now.
+ *
+ * @example
+ * ```ts
+ * const d: DigestInput = { host: "pi", board: "rpi4", eventLines: [], first: 0, last: 0, count: 0, dropped: 0,
+ *   currentState: ["  freezer_above: OK (freezer -18 °C)"] };
+ * ```
+ */
+export interface DigestInput {
+  /** Device name. */
+  host: string;
+  /** Board profile id. */
+  board: string;
+  /** One line per event ({@link eventLine}), oldest first. */
+  eventLines: string[];
+  /** Time of the first and the last event, ms since the epoch. */
+  first: number;
+  /** Time of the last event. */
+  last: number;
+  /** Number of events the digest stands for (including dropped ones). */
+  count: number;
+  /** Events left out to keep the mail short. */
+  dropped: number;
+  /** One line per rule and failing sensor: the state now. */
+  currentState: string[];
+  /** Subjects of earlier mails that were still queued and are replaced by this one. */
+  replaced?: string[];
+}
+
+/**
+ * The lines telling the reader which undelivered earlier mails a mail replaces ("" when none).
+ *
+ * @example
+ * ```ts
+ * replacedNote(["[outpost pi] ALERT freezer 5 °C > -10 °C"]);
+ * ```
+ */
+export function replacedNote(subjects: string[]): string {
+  if (subjects.length === 0) return "";
+  return `\n\nThis mail replaces ${subjects.length} earlier mail(s) about the same thing that could not be ` +
+    `delivered yet (they will not be sent):\n` + subjects.map((s) => `  ${cleanSubject(s)}`).join("\n");
+}
+
+/**
+ * Renders the digest mail sent when delivery works again after an outage.
+ *
+ * @example
+ * ```ts
+ * const { subject, text } = renderDigestMail(input);
+ * ```
+ */
+export function renderDigestMail(d: DigestInput): { subject: string; text: string } {
+  const subject = cleanSubject(`[outpost ${d.host}] DIGEST ${d.count} alert event(s) while mail was down`);
+  const text = [
+    `Mail delivery was failing, so ${d.count} event(s) were collected into this one mail.`,
+    `First seen: ${isoTime(d.first)}`,
+    `Last seen:  ${isoTime(d.last)}`,
+    d.dropped > 0 ? `(${d.dropped} older event(s) were left out to keep this mail short.)` : "",
+    "",
+    "Events:",
+    ...d.eventLines.map((l) => "  " + l),
+    "",
+    "Current state:",
+    ...d.currentState,
+    "",
+    `Host: ${d.host} (${d.board})`,
+  ].join("\n") + replacedNote(d.replaced ?? []) + "\n";
+  return { subject, text };
+}
+
+/**
+ * What the fallback-config notice says: the edited file was refused at boot and an older config runs.
+ *
+ * @example
+ * ```ts
+ * const f: FallbackConfigInput = { host: "pi", board: "rpi4", file: "/boot/firmware/outpost.toml",
+ *   problems: ["[smtp] port: must be a number"], runningFrom: "/var/lib/outpost/last-good.toml", at: Date.now() };
+ * ```
+ */
+export interface FallbackConfigInput {
+  /** Device name. */
+  host: string;
+  /** Board profile id. */
+  board: string;
+  /** The config file that was edited and refused. */
+  file: string;
+  /** Every problem found in it, as `check-config` prints them. */
+  problems: string[];
+  /** The config that runs instead (last good copy, or "the built-in defaults"). */
+  runningFrom: string;
+  /** When the daemon started on the fallback, ms since the epoch. */
+  at: number;
+}
+
+/**
+ * Renders the one mail a boot on a fallback config sends, naming every problem in the edited file, so someone
+ * without a screen learns that their edit was ignored.
+ *
+ * @example
+ * ```ts
+ * const { subject, text } = renderFallbackConfigMail(input);
+ * ```
+ */
+export function renderFallbackConfigMail(f: FallbackConfigInput): { subject: string; text: string } {
+  const n = f.problems.length;
+  const subject = cleanSubject(
+    `[outpost ${f.host}] CONFIG REFUSED: ${n} problem(s) in ${
+      f.file.split("/").pop()
+    }, running the previous one`,
+  );
+  const text = [
+    `outpost started at ${isoTime(f.at)} but could not use ${f.file}:`,
+    "",
+    ...f.problems.map((p) => `  - ${p}`.replace(/[\r\n]+/g, " ")),
+    "",
+    `It is running ${f.runningFrom} instead, so your edit has no effect yet.`,
+    `Fix the file (outpost check-config ${f.file} lists the same problems) and restart the board, or run`,
+    "systemctl reload outpost.",
+    "",
+    `Host: ${f.host} (${f.board})`,
+    "",
+  ].join("\n");
+  return { subject, text };
+}

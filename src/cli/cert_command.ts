@@ -5,12 +5,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { loadConfig } from "../config/config.ts";
-import {
-  certificateFingerprint,
-  createSelfSignedCertificate,
-  writeCertificateFiles,
-} from "../net/certificate.ts";
+import { findConfigPath, loadConfig } from "../app/outpost_config.ts";
+import { fingerprintLines } from "../net/cert_fingerprints.ts";
+import { createSelfSignedCertificate, writeCertificateFiles } from "../net/certificate.ts";
 
 const HELP = `Usage: outpost cert [--config FILE] [--out DIR] [--hostname H] [--force]
 
@@ -18,7 +15,8 @@ Creates a self-signed TLS certificate (cert.pem) and private key (key.pem, mode 
 certificate's SHA-256 fingerprint. Compare that fingerprint with the one FileZilla shows on the first connection.
 
   --config FILE   outpost.toml to read [device] state_dir from (default: the usual config search)
-  --out DIR       folder for cert.pem and key.pem (default: <state_dir>/tls)
+  --out DIR       folder for cert.pem and key.pem (default: <state_dir>/tls of the config; without a config,
+                  ./.outpost-state/tls of a quick-start folder, else --out is required)
   --hostname H    host name the certificate is for (default: this machine's host name)
   --force         replace an existing certificate and key
   --show          only print the fingerprint of the existing certificate in the folder`;
@@ -56,29 +54,66 @@ export async function certCommand(args: string[]): Promise<number> {
     return 0;
   }
   let dir = values.out;
+  /** Whom the files belong to: the state folder's owner (the daemon's user) when run as root for a config. */
+  let owner: { uid: number; gid: number } | null = null;
   try {
+    let certPath: string | null = null;
     if (!dir) {
-      let stateDir = "/var/lib/outpost";
-      if (values.config || Deno.env.get("OUTPOST_CONFIG")) {
-        stateDir = (await loadConfig(values.config)).device.stateDir;
-      } else {
-        try {
-          stateDir = (await loadConfig()).device.stateDir;
-        } catch {
-          // No config file anywhere: use the default state folder.
+      let stateDir: string | null = null;
+      const path = await findConfigPath(values.config);
+      if (path !== null) {
+        const cfg = await loadConfig(path);
+        stateDir = cfg.device.stateDir;
+        const tls = cfg.ftp?.tls;
+        if (tls?.certPath) {
+          // The config names its own pair: that is what the daemon serves and what a client should pin.
+          if (!values.show) {
+            console.error(
+              `outpost cert: ${path} names its own certificate (ftp.tls.cert = ${tls.certPath}); outpost serves ` +
+                "that one. Use --show to print its fingerprints, or --out DIR to make a new pair elsewhere.",
+            );
+            return 64;
+          }
+          certPath = tls.certPath;
         }
+        dir = tls?.certDir ?? `${stateDir}/tls`;
+        const st = await Deno.stat(stateDir).catch(() => null);
+        if (st && Deno.uid() === 0 && st.uid !== null && st.uid !== 0) {
+          owner = { uid: st.uid, gid: st.gid ?? st.uid };
+        }
+      } else if (await Deno.stat(".outpost-state").then((s) => s.isDirectory, () => false)) {
+        stateDir = `${Deno.cwd()}/.outpost-state`; // the quick-start daemon's state in this folder
+        dir = `${stateDir}/tls`;
       }
-      dir = `${stateDir}/tls`;
+      if (stateDir === null) {
+        console.error(
+          "outpost cert: no config file was found, so there is no state folder to put it in: give --out DIR " +
+            "(for example --out ./tls) or --config FILE.",
+        );
+        return 64;
+      }
     }
-    const certPath = `${dir.replace(/\/+$/, "")}/cert.pem`;
+    certPath ??= `${dir!.replace(/\/+$/, "")}/cert.pem`;
     if (values.show) {
-      const fp = certificateFingerprint(await Deno.readTextFile(certPath));
-      console.log(`Certificate: ${certPath}\nSHA-256 fingerprint: ${fp}`);
+      const pem = await Deno.readTextFile(certPath).catch((e) => {
+        if (e instanceof Deno.errors.NotFound) {
+          throw new Error(
+            `there is no certificate at ${certPath} yet: run "outpost cert" to make one (the daemon also makes ` +
+              "one at its first start with FTPS on).",
+          );
+        }
+        throw e;
+      });
+      console.log([`Certificate: ${certPath}`, ...fingerprintLines(pem)].join("\n"));
       return 0;
     }
     const hostname = values.hostname ?? safeHostname();
     const pair = await createSelfSignedCertificate({ hostname });
-    const paths = await writeCertificateFiles(dir, pair, { overwrite: values.force });
+    const paths = await writeCertificateFiles(dir!, pair, { overwrite: values.force });
+    if (owner) {
+      // Made by root for the daemon: hand the folder and both files to its user, or FTPS could not start.
+      for (const p of [dir!, paths.certPath, paths.keyPath]) await Deno.chown(p, owner.uid, owner.gid);
+    }
     console.log(
       [
         `Certificate: ${paths.certPath}`,
@@ -86,9 +121,7 @@ export async function certCommand(args: string[]): Promise<number> {
         `Host names:  ${hostname}, localhost, 127.0.0.1, ::1${
           hostname.endsWith(".local") ? "" : `, ${hostname}.local`
         }`,
-        `SHA-256 fingerprint: ${pair.fingerprint}`,
-        "",
-        "FileZilla shows this fingerprint on the first connection: accept it only if they match.",
+        ...fingerprintLines(pair.certPem),
       ].join("\n"),
     );
     return 0;

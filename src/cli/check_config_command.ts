@@ -5,14 +5,20 @@
  */
 
 import { parseArgs } from "node:util";
-import { loadConfig, type OutpostConfig } from "../config/config.ts";
+import { findConfigPath, loadConfig, type OutpostConfig } from "../app/outpost_config.ts";
 import { ConfigError } from "../config/section.ts";
+import { configSummary, configWarnings, formatConfigSummary, orderProblems } from "./config_summary.ts";
 
-const HELP = `Usage: outpost check-config [FILE]
+const HELP = `Usage: outpost check-config [FILE] [--json]
 
 Validates FILE (default: $OUTPOST_CONFIG, /boot/firmware/outpost.toml, /boot/outpost.toml,
-/etc/outpost/outpost.toml) and prints the resolved settings with defaults filled in and secrets hidden.
-Exit status: 0 valid, 78 (EX_CONFIG) with one line per problem on stderr.`;
+/etc/outpost/outpost.toml) and prints a short summary: what runs, on which ports, who can log in, which
+sensors and rules, where mail goes, and warnings about settings that are allowed but probably wrong.
+
+  --json   the same for machines, keyed like the file: {"file", "valid", "device", "ftp", ..., "warnings"},
+           or {"file", "valid": false, "problems"}; secrets are never shown
+
+Exit status: 0 valid (warnings or not), 78 (EX_CONFIG) with one line per problem on stderr, 64 bad usage.`;
 
 /**
  * The resolved config as plain JSON-able data, with password hashes and passwords replaced by "(hidden)".
@@ -56,23 +62,43 @@ function describeExtra(cfg: OutpostConfig): Record<string, unknown> {
  * ```
  */
 export async function checkConfigCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { help: { type: "boolean", short: "h" }, config: { type: "string", short: "C" } },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        help: { type: "boolean", short: "h" },
+        config: { type: "string", short: "C" },
+        json: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    console.error(`outpost check-config: ${(e as Error).message}\n\n${HELP}`);
+    return 64;
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     console.log(HELP);
     return 0;
   }
+  let cfg: OutpostConfig;
+  const file = (await findConfigPath(positionals[0] ?? values.config)) ?? "The config";
   try {
-    const cfg = await loadConfig(positionals[0] ?? values.config);
-    console.log(JSON.stringify(describeConfig(cfg), null, 2));
-    console.error(`${cfg.path}: valid.`);
-    return 0;
+    cfg = await loadConfig(positionals[0] ?? values.config);
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
-    console.error(e.message);
+    const problems = orderProblems(e.problems);
+    if (values.json) {
+      console.log(JSON.stringify({ file, valid: false, problems }, null, 2));
+    }
+    console.error(`${file} is not valid (${problems.length} problem(s)):`);
+    for (const p of problems) console.error(`  ${p}`);
     return 78;
   }
+  const summary = configSummary(cfg);
+  const warnings = await configWarnings(cfg);
+  if (values.json) console.log(JSON.stringify({ ...summary, valid: true, warnings }, null, 2));
+  else console.log(formatConfigSummary(summary, warnings));
+  return 0;
 }

@@ -19,6 +19,10 @@ const COMMANDS: Record<string, Subcommand> = {
     summary: "Run the daemon: FTP server, mail outbox and alert monitor from outpost.toml",
     load: async () => (await import("./serve_command.ts")).serveCommand,
   },
+  status: {
+    summary: "Ask the running daemon what it is doing (sessions, sensors, rules, outbox; --json)",
+    load: async () => (await import("./status_command.ts")).statusCommand,
+  },
   "check-config": {
     summary: "Validate a config file and print the resolved settings",
     load: async () => (await import("./check_config_command.ts")).checkConfigCommand,

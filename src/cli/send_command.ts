@@ -7,7 +7,9 @@
 import { parseArgs } from "node:util";
 import { DataWriter } from "../smtp/dot_stuffing.ts";
 import { HeaderInjectionError, type MailMessage, prepareMessage } from "../smtp/mail_message.ts";
-import { fileMessageSource, Outbox } from "../smtp/outbox.ts";
+import { fileMessageSource } from "../smtp/outbox.ts";
+import { type DropMeta, submitToMaildrop } from "../smtp/maildrop.ts";
+import { mailPaths, resolveRecipient } from "../smtp/smtp_config.ts";
 import { writeAll } from "../net/byte_conn.ts";
 import { deliverNow, enqueueFailed, EX, loadSendConfig } from "./sendmail_command.ts";
 import { readStdin } from "./read_stdin.ts";
@@ -32,7 +34,10 @@ Options:
   -C, --config FILE   outpost.toml to use
   -h, --help          this help
 
-Exit status: 0 ok, 64 usage, 65 bad message, 69 refused by the server, 75 temporary failure, 78 config error.`;
+Recipients that are local names (root, pi) go to their [smtp] aliases entry.
+
+Exit status: 0 ok, 64 usage, 65 bad or too large message, 67 local name without an alias, 69 refused by the
+server, 75 temporary failure, 78 config error.`;
 
 async function readAllStdin(limit: number): Promise<string> {
   const all = await readStdin(limit);
@@ -87,16 +92,37 @@ export async function sendCommand(args: string[]): Promise<number> {
   if (typeof mail === "number") return mail;
   const smtp = mail.smtp;
   const defaults = { from: smtp.from, fromName: smtp.fromName, domain: smtp.heloName };
+  const limit = mail.outbox.maxMessageBytes;
+  // Local names (--to root) go through [smtp] aliases, as with sendmail.
+  let to: string[], cc: string[] | undefined;
+  try {
+    const hosts = [mail.device.name];
+    const map = (list: string[]) => list.flatMap((r) => resolveRecipient(r, smtp.aliases ?? {}, hosts));
+    to = map(values.to);
+    cc = values.cc ? map(values.cc) : undefined;
+  } catch (e) {
+    console.error(`outpost send: ${(e as Error).message}`);
+    return EX.NOUSER;
+  }
   let msg: MailMessage;
   try {
+    let attached = 0;
     for (const f of values.attach ?? []) {
       const st = await Deno.stat(f);
       if (!st.isFile) throw new Error(`${f} is not a file`);
+      attached += st.size;
+    }
+    // Base64 makes attachments 4/3 as large (plus line ends): refuse early what can never fit.
+    if (Math.ceil(attached / 57) * 78 > limit) {
+      console.error(
+        `outpost send: the attachments make the message larger than max_message_size (${limit} bytes).`,
+      );
+      return EX.DATAERR;
     }
     msg = {
       from: values.from,
-      to: values.to,
-      cc: values.cc,
+      to,
+      cc,
       subject: values.subject,
       text: values.body ?? await readAllStdin(mail.outbox.maxMessageBytes),
       html: values.html !== undefined ? await Deno.readTextFile(values.html) : undefined,
@@ -106,22 +132,34 @@ export async function sendCommand(args: string[]): Promise<number> {
     console.error(`outpost send: cannot read the message parts: ${(e as Error).message}`);
     return EX.DATAERR;
   }
+  let prepared;
+  try {
+    prepared = prepareMessage(msg, defaults, { deferFrom: !values.now });
+  } catch (e) {
+    console.error(`outpost send: ${(e as Error).message}`);
+    return EX.DATAERR;
+  }
   if (!values.now) {
+    // Through the maildrop, like sendmail: any user can send, the daemon owns the queue.
+    const meta: DropMeta = {
+      to: prepared.envelope.to,
+      ...(prepared.envelope.from ? { from: prepared.envelope.from } : { addFrom: {} }),
+      tag: "send",
+      critical: values.critical ?? false,
+    };
     try {
-      const outbox = await Outbox.open({ ...mail.outbox, defaults });
-      const id = await outbox.enqueue(msg, { critical: values.critical ?? false, tag: "send" });
-      console.log(`Queued as ${id}; the outpost daemon delivers it (see "outpost outbox list").`);
+      await submitToMaildrop(
+        { maildrop: mailPaths(mail.outbox).maildrop, maxMessageBytes: limit },
+        meta,
+        (w) => prepared.render(w),
+      );
+      console.log(
+        `Queued (${prepared.messageId}); the outpost daemon delivers it (see "outpost outbox list").`,
+      );
       return EX.OK;
     } catch (e) {
       return enqueueFailed(e, "outpost send");
     }
-  }
-  let prepared;
-  try {
-    prepared = prepareMessage(msg, defaults);
-  } catch (e) {
-    console.error(`outpost send: ${(e as Error).message}`);
-    return EX.DATAERR;
   }
   // Render to a private temp file (attachments streamed), then stream that file to the server.
   const tmp = await Deno.makeTempFile({ prefix: "outpost-send-" });
@@ -135,6 +173,10 @@ export async function sendCommand(args: string[]): Promise<number> {
       f.close();
     }
     const size = (await Deno.stat(tmp)).size;
+    if (size > limit) {
+      console.error(`outpost send: the message is ${size} bytes, more than max_message_size (${limit}).`);
+      return EX.DATAERR;
+    }
     const source = fileMessageSource(
       tmp,
       0,

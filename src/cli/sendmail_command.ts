@@ -1,28 +1,36 @@
 /**
  * `outpost sendmail`: a drop-in for `/usr/sbin/sendmail` (cron's MAILTO, mail(1), scripts).
  *
- * It reads one message from standard input, completes it (Date, Message-ID and From when missing), stores it in
- * the durable outbox and exits at once; the daemon's delivery worker sends it. `--now` delivers immediately
- * instead. Exit codes follow sysexits.h as msmtp does: 0 ok, 64 usage, 65 bad message, 69 refused by the server,
+ * It reads one message from standard input, completes it (Date and Message-ID when missing), resolves local
+ * recipient names through `[smtp] aliases`, streams it into the maildrop (see `smtp/maildrop.ts`) and exits at
+ * once without output; the daemon picks it up and delivers it. `--now` delivers immediately instead. Exit codes follow sysexits.h as msmtp does: 0 ok, 64 usage, 65 bad message, 69 refused by the server,
  * 74 I/O error, 75 temporary failure (try again), 78 config error.
  *
  * @module
  */
 
 import { ConfigError } from "../config/section.ts";
-import { HeaderInjectionError } from "../smtp/mail_message.ts";
-import { loadMailConfig, type MailConfig } from "../config/config.ts";
-import { Outbox, OutboxFullError } from "../smtp/outbox.ts";
-import { completeRawMessage } from "../smtp/mail_message.ts";
+import { type CompletedRawMessage, completeRawMessage, HeaderInjectionError } from "../smtp/mail_message.ts";
+import { findConfigPath, loadMailConfig, type MailConfig, parseTomlDocument } from "../app/outpost_config.ts";
+import { Section } from "../config/section.ts";
+import { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "../smtp/smtp_config.ts";
+import { OutboxFullError } from "../smtp/outbox.ts";
+import {
+  type DropMeta,
+  MaildropUnavailableError,
+  MessageTooLargeError,
+  submitToMaildrop,
+} from "../smtp/maildrop.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
 import { formatReply } from "../smtp/smtp_reply.ts";
-import { readStdin } from "./read_stdin.ts";
+import { hasLongLines } from "../smtp/seven_bit.ts";
 
 /** sysexits.h codes used by the mail commands. */
 export const EX = {
   OK: 0,
   USAGE: 64,
   DATAERR: 65,
+  NOUSER: 67,
   UNAVAILABLE: 69,
   SOFTWARE: 70,
   IOERR: 74,
@@ -30,26 +38,35 @@ export const EX = {
   CONFIG: 78,
 } as const;
 
-const HELP = `Usage: outpost sendmail [options] [recipient ...] < message
+const HELP = `Usage: outpost sendmail [options] [--] [recipient ...] < message
 
-Reads one RFC 5322 message from standard input and queues it in outpost's durable outbox, then exits:
-the outpost daemon's delivery worker sends it (retrying for up to [outbox] max_age). Link it as
-/usr/sbin/sendmail (scripts/link-sendmail.sh) so cron and other tools mail through outpost.
+Reads one RFC 5322 message from standard input and drops it in outpost's maildrop, then exits without
+printing anything: the outpost daemon moves it into its queue and delivers it (retrying for up to
+[outbox] max_age). Any local user can use it. Link it as /usr/sbin/sendmail (scripts/link-sendmail.sh) so
+cron, mail(1) and other tools mail through outpost.
+
+Recipients that are local names (root, pi, www-data, name@localhost) go to their [smtp] aliases entry
+(or aliases.default). The envelope sender is -f when it is a full address, else [smtp] from as configured
+when the message is sent. A From header is kept as written; a missing one is added when sending.
 
 Options:
-  -t            take recipients from the To, Cc and Bcc headers (Bcc is removed)
-  -f ADDR       envelope sender (default: [smtp] from)
+  -t            also take recipients from the To, Cc and Bcc headers (Bcc is removed)
+  -f ADDR, -r ADDR   envelope sender (default: [smtp] from)
   -F NAME       display name for an added From header
   -i, -oi       a line with a single "." does not end the message
   -C, --config FILE   outpost.toml to use
   --now         deliver right away, bypassing the outbox (exit status tells the outcome)
-  -h, --help    this help
-Accepted and ignored for compatibility: -oem -odi -odb -oXXX -em -ee -v -U -n -m -bm -N DSN -R RET -V ENV -B TYPE -X FILE
+  --help        this help
+Single-letter flags can be grouped (-ti). Accepted and ignored for compatibility: -oem -odi -odb -oXXX
+-em -ee -v -U -n -m -bm -G -Bxxx (e.g. -B8BITMIME) -N DSN -R RET -V ENV -X FILE -L TAG -O OPT -h N.
 
-Exit status (sysexits): 0 queued/sent, 64 usage, 65 bad message, 69 refused by the server, 74 I/O error,
-75 temporary failure, 78 config error.`;
+Exit status (sysexits): 0 queued/sent, 64 usage, 65 bad or too large message, 67 local name without
+an alias, 69 refused by the server, 74 I/O error, 75 temporary failure, 78 config error.`;
 
-const WITH_ARG = new Set(["-f", "-F", "-C", "-N", "-R", "-V", "-X", "-B", "-L", "-O", "-h", "-r"]);
+/** Flags that take a value (attached, as in -fpi@x, or as the next argument). */
+const WITH_ARG = new Set(["f", "F", "C", "N", "R", "V", "X", "B", "L", "O", "h", "r", "q"]);
+/** Single-letter flags without a value that can be grouped (-ti). */
+const BOOLEAN = new Set(["t", "i", "v", "U", "n", "m", "G"]);
 
 interface SendmailArgs {
   extract: boolean;
@@ -61,7 +78,15 @@ interface SendmailArgs {
   recipients: string[];
 }
 
-/** Parses sendmail's traditional flags; returns a usage error string when they make no sense. */
+/**
+ * Parses sendmail's traditional flags (grouped single letters such as `-ti`, `-oi`, `-B8BITMIME`, `--`); returns
+ * a usage error string when they make no sense.
+ *
+ * @example
+ * ```ts
+ * parseSendmailArgs(["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
+ * ```
+ */
 export function parseSendmailArgs(args: string[]): SendmailArgs | string | "help" {
   const out: SendmailArgs = { extract: false, ignoreDots: false, now: false, recipients: [] };
   for (let i = 0; i < args.length; i++) {
@@ -84,49 +109,155 @@ export function parseSendmailArgs(args: string[]): SendmailArgs | string | "help
       out.config = a.slice(9);
       continue;
     }
+    if (a.startsWith("--")) return `unknown option ${a}`;
     if (!a.startsWith("-") || a === "-") {
       out.recipients.push(a);
       continue;
     }
-    const flag = a.slice(0, 2);
-    if (WITH_ARG.has(flag)) {
-      let v = a.slice(2);
-      if (v === "") {
-        if (i + 1 >= args.length) return `${flag} needs a value`;
-        v = args[++i];
+    // One argument of single-letter flags: "-ti", "-oi", "-oem", "-fpi@x", "-B8BITMIME", "-bm".
+    for (let j = 1; j < a.length; j++) {
+      const c = a[j];
+      if (BOOLEAN.has(c)) {
+        if (c === "t") out.extract = true;
+        else if (c === "i") out.ignoreDots = true;
+        continue;
       }
-      if (flag === "-f" || flag === "-r") out.from = v;
-      else if (flag === "-F") out.fullName = v;
-      else if (flag === "-C") out.config = v;
-      continue;
-    }
-    if (a === "-t") out.extract = true;
-    else if (a === "-i" || a === "-oi") out.ignoreDots = true;
-    else if (
-      a === "-bm" || a === "-ba" || /^-(o|e|d|A)/.test(a) || ["-v", "-U", "-n", "-m", "-G"].includes(a)
-    ) {
-      // Accepted for compatibility; they change nothing here.
-    } else if (a.startsWith("-b")) {
-      return `mode ${a} is not supported (only -bm, sending a message)`;
-    } else {
-      return `unknown option ${a}`;
+      if (c === "o") {
+        // -oX...: sendmail options; -oi means ignore dots, the rest (-oem, -odi, -oQ...) change nothing here.
+        if (a[j + 1] === "i" && a.length === j + 2) out.ignoreDots = true;
+        break;
+      }
+      if (c === "e" || c === "d" || c === "A") break; // -em, -ee, -odb-style leftovers: accepted, ignored
+      if (c === "b") {
+        const mode = a.slice(j + 1);
+        if (mode !== "m" && mode !== "a") {
+          return `mode -b${mode} is not supported (only -bm, sending a message)`;
+        }
+        break;
+      }
+      if (WITH_ARG.has(c)) {
+        let v = a.slice(j + 1);
+        if (v === "") {
+          if (i + 1 >= args.length) return `-${c} needs a value`;
+          v = args[++i];
+        }
+        if (c === "f" || c === "r") out.from = v;
+        else if (c === "F") out.fullName = v;
+        else if (c === "C") out.config = v;
+        break;
+      }
+      return `unknown option -${c}${a.length > 2 ? ` (in ${a})` : ""}`;
     }
   }
   return out;
 }
 
-/** Without -i: a line holding only "." ends the message (traditional sendmail). */
-function cutAtDot(raw: Uint8Array): Uint8Array {
-  let lineStart = 0;
-  while (lineStart < raw.length) {
-    let nl = raw.indexOf(0x0a, lineStart);
-    if (nl < 0) nl = raw.length;
-    const end = nl > lineStart && raw[nl - 1] === 0x0d ? nl - 1 : nl;
-    if (end - lineStart === 1 && raw[lineStart] === 0x2e) return raw.subarray(0, lineStart);
-    lineStart = nl + 1;
+/**
+ * Standard input as a stream of chunks that ends at end of file, or (unless `ignoreDots`) at a line holding only
+ * "." as traditional sendmail does. Reads through one reused buffer.
+ */
+class Input {
+  readonly #buf = new Uint8Array(65536);
+  readonly #ignoreDots: boolean;
+  #lineStart = true;
+  #dotPending = 0; // 0: none, 1: saw "." at line start, 2: saw ".\r"
+  #ended = false;
+  /** Bytes taken from stdin so far. */
+  total = 0;
+
+  constructor(ignoreDots: boolean) {
+    this.#ignoreDots = ignoreDots;
   }
-  return raw;
+
+  /** The next chunk (a fresh copy), or null at the end. */
+  async next(): Promise<Uint8Array | null> {
+    while (!this.#ended) {
+      const n = await Deno.stdin.read(this.#buf);
+      if (n === null) {
+        this.#ended = true;
+        const rest = this.#flushDot();
+        return rest.length ? rest : null;
+      }
+      this.total += n;
+      const chunk = this.#ignoreDots ? this.#buf.slice(0, n) : this.#cut(this.#buf.subarray(0, n));
+      if (chunk.length > 0) return chunk;
+    }
+    return null;
+  }
+
+  #flushDot(): Uint8Array {
+    const p = this.#dotPending;
+    this.#dotPending = 0;
+    return p === 0 ? new Uint8Array(0) : p === 1 ? new Uint8Array([0x2e]) : new Uint8Array([0x2e, 0x0d]);
+  }
+
+  #cut(data: Uint8Array): Uint8Array {
+    const out: number[] = [];
+    for (let i = 0; i < data.length; i++) {
+      const b = data[i];
+      if (this.#dotPending === 1) {
+        if (b === 0x0a) return this.#end(out);
+        if (b === 0x0d) {
+          this.#dotPending = 2;
+          continue;
+        }
+        out.push(0x2e);
+        this.#dotPending = 0;
+      } else if (this.#dotPending === 2) {
+        if (b === 0x0a) return this.#end(out);
+        out.push(0x2e, 0x0d);
+        this.#dotPending = 0;
+      }
+      if (this.#lineStart && b === 0x2e && this.#dotPending === 0) {
+        this.#dotPending = 1;
+        this.#lineStart = false;
+        continue;
+      }
+      this.#lineStart = b === 0x0a;
+      out.push(b);
+    }
+    return new Uint8Array(out);
+  }
+
+  #end(out: number[]): Uint8Array {
+    this.#ended = true;
+    this.#dotPending = 0;
+    return new Uint8Array(out);
+  }
 }
+
+/** Largest header block sendmail reads before it streams the rest. */
+const HEAD_LIMIT = 1024 * 1024;
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** Index just past the empty line that ends the header block, or -1. */
+function headerEnd(buf: Uint8Array): number {
+  for (let i = buf.indexOf(0x0a); i >= 0 && i < buf.length; i = buf.indexOf(0x0a, i + 1)) {
+    if (buf[i + 1] === 0x0a) return i + 2;
+    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
+  }
+  return buf[0] === 0x0a ? 1 : buf[0] === 0x0d && buf[1] === 0x0a ? 2 : -1;
+}
+
+function localHosts(deviceName: string): string[] {
+  const hosts = [deviceName];
+  try {
+    const h = Deno.hostname();
+    hosts.push(h, h.split(".")[0]);
+  } catch {
+    // No --allow-sys: the device name is enough.
+  }
+  return hosts;
+}
+
+/** A local name without an alias (exit 67, EX_NOUSER). */
+class NoAliasError extends Error {}
 
 /**
  * Runs `outpost sendmail`.
@@ -150,53 +281,166 @@ export async function sendmailCommand(args: string[]): Promise<number> {
     console.error("outpost sendmail: no recipients: give them as arguments or use -t.");
     return EX.USAGE;
   }
-  const mail = await loadSendConfig(parsed.config, "outpost sendmail");
-  if (typeof mail === "number") return mail;
-  const raw = await readStdin(mail.outbox.maxMessageBytes);
-  if (raw === null) {
-    console.error(
-      `outpost sendmail: the message is larger than max_message_size (${mail.outbox.maxMessageBytes}).`,
-    );
-    return EX.DATAERR;
-  }
-  const body = parsed.ignoreDots ? raw : cutAtDot(raw);
-  let outbox: Outbox;
+  let mail: MailConfig;
   try {
-    outbox = await Outbox.open(mail.outbox);
+    mail = await loadSubmitConfig(parsed.config);
   } catch (e) {
-    console.error(`outpost sendmail: cannot open the outbox ${mail.outbox.dir}: ${(e as Error).message}`);
-    return EX.IOERR;
+    console.error(`outpost sendmail: ${(e as Error).message}`);
+    return EX.CONFIG;
   }
   const smtp = mail.smtp;
-  outbox.setDefaults({ from: smtp.from, fromName: parsed.fullName ?? smtp.fromName, domain: smtp.heloName });
-  let done;
+  const aliases = smtp?.aliases ?? {};
+  const hosts = localHosts(mail.device.name);
+  const resolve = (r: string) => {
+    try {
+      return resolveRecipient(r, aliases, hosts);
+    } catch (e) {
+      throw new NoAliasError((e as Error).message);
+    }
+  };
+  const limit = mail.outbox.maxMessageBytes;
+  const defaults = {
+    from: smtp?.from ?? `outpost@${mail.device.name}.local`,
+    fromName: parsed.fullName ?? smtp?.fromName,
+    domain: smtp?.heloName ?? (mail.device.name.replace(/[^A-Za-z0-9.-]/g, "-") || "localhost"),
+  };
+  const input = new Input(parsed.ignoreDots);
+  // The header block is read whole (bounded); the body is streamed into the maildrop.
+  let head: Uint8Array = new Uint8Array(0);
+  let eof = false;
+  for (;;) {
+    if (headerEnd(head) >= 0) break;
+    if (head.length > Math.min(HEAD_LIMIT, limit)) break;
+    const c = await input.next();
+    if (c === null) {
+      eof = true;
+      break;
+    }
+    head = concat(head, c);
+  }
+  if (head.length > limit) return tooLarge(limit);
+  let done: CompletedRawMessage;
   try {
-    done = completeRawMessage(body, {
-      defaults: outbox.options.defaults!,
+    done = completeRawMessage(head, {
+      defaults,
       extractRecipients: parsed.extract,
       recipients: parsed.recipients,
       envelopeFrom: parsed.from,
       fullName: parsed.fullName,
+      deferFrom: !parsed.now,
+      resolve,
     });
   } catch (e) {
     console.error(`outpost sendmail: ${(e as Error).message}`);
+    return e instanceof NoAliasError ? EX.NOUSER : EX.DATAERR;
+  }
+  if (!eof && !done.bodyFound) {
+    console.error(`outpost sendmail: the header block is longer than ${HEAD_LIMIT} bytes.`);
     return EX.DATAERR;
   }
   if (parsed.now) {
-    const bytes = done.bytes;
-    return await deliverNow(smtp, done.envelope, {
-      size: bytes.length,
-      eightBit: done.eightBit,
-      smtputf8: done.smtputf8,
-      write: (w) => w.write(bytes),
-    }, "outpost sendmail");
+    if (!smtp) {
+      console.error("outpost sendmail: the config has no [smtp] table, so mail cannot be sent now.");
+      return EX.CONFIG;
+    }
+    const parts = [done.bytes];
+    let size = done.bytes.length;
+    for (let c = await input.next(); c !== null; c = await input.next()) {
+      size += c.length;
+      if (size > limit) return tooLarge(limit);
+      parts.push(c);
+    }
+    let eightBit = done.eightBit;
+    for (const p of parts) if (!eightBit) eightBit = p.some((b) => b >= 0x80);
+    const all = new Uint8Array(size);
+    parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
+    return await deliverNow(
+      smtp,
+      done.envelope,
+      {
+        size,
+        eightBit,
+        longLines: hasLongLines(all),
+        smtputf8: done.smtputf8,
+        write: (w) => w.write(all),
+      },
+      "outpost sendmail",
+      { quiet: true },
+    ); // sendmail prints nothing on success, even with --now
   }
+  const meta: DropMeta = {
+    to: done.envelope.to,
+    ...(done.envelope.from ? { from: done.envelope.from } : {}),
+    ...(done.needsFrom ? { addFrom: parsed.fullName !== undefined ? { name: parsed.fullName } : {} } : {}),
+    tag: "sendmail",
+  };
   try {
-    await outbox.enqueue(done.bytes, { envelope: done.envelope, tag: "sendmail" });
+    await submitToMaildrop(
+      { maildrop: mailPaths(mail.outbox).maildrop, maxMessageBytes: limit },
+      meta,
+      async (w) => {
+        await w.write(done.bytes);
+        for (let c = await input.next(); c !== null; c = await input.next()) await w.write(c);
+      },
+    );
   } catch (e) {
-    return enqueueFailed(e, "outpost sendmail");
+    if (e instanceof MessageTooLargeError) return tooLarge(limit);
+    console.error(`outpost sendmail: ${(e as Error).message}`);
+    return e instanceof MaildropUnavailableError ? EX.TEMPFAIL : EX.IOERR;
   }
   return EX.OK;
+}
+
+/**
+ * The mail settings sendmail needs. A config with problems only outside `[device]`, `[smtp]` and `[outbox]`
+ * (a typo in a rule, say) still lets mail be queued — the daemon runs the last good copy meanwhile, and cron's
+ * mail about it should not be lost — with a warning on stderr. Problems in the mail tables themselves refuse.
+ */
+async function loadSubmitConfig(path: string | undefined): Promise<MailConfig> {
+  try {
+    return await loadMailConfig(path);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const found = await findConfigPath(path);
+    if (found === null) throw e;
+    const text = await Deno.readTextFile(found).catch(() => null);
+    if (text === null) throw e;
+    const abs = found.startsWith("/") ? found : `${Deno.cwd()}/${found}`;
+    const base = abs.slice(0, abs.lastIndexOf("/")) || "/";
+    let doc: Record<string, unknown>;
+    try {
+      doc = parseTomlDocument(text, abs);
+    } catch {
+      throw e;
+    }
+    const problems: string[] = [];
+    const dev = new Section(doc.device, "device", problems, base);
+    let host = "outpost";
+    try {
+      host = Deno.hostname();
+    } catch {
+      // No --allow-sys: the default name is only used in Message-IDs.
+    }
+    const device = {
+      name: dev.string("name", { default: host }),
+      stateDir: dev.filePath("state_dir", { default: "/var/lib/outpost" }),
+    };
+    const smtp = readSmtpConfig(new Section(doc.smtp, "smtp", problems, base), device);
+    const outbox = readOutboxConfig(new Section(doc.outbox, "outbox", problems, base), device.stateDir);
+    if (problems.length > 0) throw e;
+    console.error(
+      `outpost sendmail: warning: ${found} has ${e.problems.length} problem(s) outside the mail settings ` +
+        `(run "outpost check-config"); the message is queued anyway.`,
+    );
+    return { device, smtp, outbox };
+  }
+}
+
+function tooLarge(limit: number): number {
+  console.error(
+    `outpost sendmail: the message is larger than max_message_size (${limit} bytes); nothing was queued.`,
+  );
+  return EX.DATAERR;
 }
 
 /**
@@ -240,14 +484,14 @@ export async function loadSendConfig(
  */
 export function enqueueFailed(e: unknown, prog: string): number {
   console.error(`${prog}: ${(e as Error).message}`);
-  if (e instanceof HeaderInjectionError) return EX.DATAERR;
-  if (e instanceof OutboxFullError) return EX.TEMPFAIL;
+  if (e instanceof HeaderInjectionError || e instanceof MessageTooLargeError) return EX.DATAERR;
+  if (e instanceof OutboxFullError || e instanceof MaildropUnavailableError) return EX.TEMPFAIL;
   return EX.IOERR;
 }
 
 /**
- * Delivers one message right now (no outbox), prints the server's final reply or the error, and maps the outcome
- * to a sysexits status: 0 only when every recipient was accepted.
+ * Delivers one message right now (no outbox), prints the server's final reply (unless `quiet`) or the error, and
+ * maps the outcome to a sysexits status: 0 only when every recipient was accepted.
  *
  * @example
  * ```ts
@@ -259,10 +503,11 @@ export async function deliverNow(
   envelope: { from: string; to: string[] },
   source: MessageSource,
   prog: string,
+  opts: { quiet?: boolean } = {},
 ): Promise<number> {
   try {
     const r = await deliver(smtp, envelope, source);
-    console.log(formatReply(r.reply));
+    if (!opts.quiet) console.log(formatReply(r.reply));
     for (const f of r.refused) console.error(`${prog}: ${f.error.message}`);
     if (r.refused.length === 0) return EX.OK;
     return r.refused.every((f) => f.error.permanent) ? EX.UNAVAILABLE : EX.TEMPFAIL;

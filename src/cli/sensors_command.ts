@@ -107,7 +107,7 @@ export async function sensorsCommand(args: string[]): Promise<number> {
   let root = opts["sysfs-root"] ?? null;
   const explicitConfig = opts.config ?? Deno.env.get("OUTPOST_CONFIG");
   try {
-    const { findConfigPath, loadConfig } = await import("../config/config.ts");
+    const { findConfigPath, loadConfig } = await import("../app/outpost_config.ts");
     const path = await findConfigPath(explicitConfig);
     if (path !== null) {
       const cfg = await loadConfig(path);
@@ -137,6 +137,16 @@ export async function sensorsCommand(args: string[]): Promise<number> {
     ));
     return 0;
   }
+  if (opts.toml) {
+    // Only TOML, so the output can be appended to outpost.toml as it is; the readings go into comments.
+    console.log('# Paste what you need into outpost.toml, then add [[rules]] with sensor = "<name>".\n');
+    for (let i = 0; i < found.length; i++) {
+      const r = foundRows[i];
+      console.log(`# ${found[i].description}: ${r.reading}`);
+      console.log(sensorTableToml(found[i]));
+    }
+    return 0;
+  }
   if (confRows.length > 0) {
     console.log("Sensors in your config (use these names in [[rules]] sensor = ...):");
     console.log(table(confRows));
@@ -144,11 +154,6 @@ export async function sensorsCommand(args: string[]): Promise<number> {
   }
   console.log(`Sensors found on this board${root !== "/" ? ` (under ${root})` : ""}:`);
   console.log(table(foundRows));
-  if (opts.toml) {
-    console.log('\n# Paste what you need into outpost.toml, then add [[rules]] with sensor = "<name>".\n');
-    for (const s of found) console.log(sensorTableToml(s));
-  } else {
-    console.log('\nRun "outpost sensors --toml" for [sensors.<name>] tables to paste into outpost.toml.');
-  }
+  console.log('\nRun "outpost sensors --toml" for [sensors.<name>] tables to paste into outpost.toml.');
   return 0;
 }

@@ -13,11 +13,20 @@
 
 import { parseArgs } from "node:util";
 import { hashPassword } from "../config/password.ts";
-import { findConfigPath, type OutpostConfig, parseConfig, parseTomlDocument } from "../config/config.ts";
+import {
+  configSandboxNeeds,
+  findConfigPath,
+  type OutpostConfig,
+  parseConfig,
+  parseTomlDocument,
+} from "../app/outpost_config.ts";
 import { ConfigError } from "../config/section.ts";
+import { queueFallbackConfigNotice } from "../alerts/outbox_mailer.ts";
 import { OutpostDaemon } from "../daemon/outpost_daemon.ts";
 import { SystemdNotifier } from "../daemon/systemd_notify.ts";
+import { EXIT_SANDBOX_CHANGED, restartableBySystemd, sandboxShortfall } from "../daemon/systemd_sandbox.ts";
 import { Logger } from "../log/logger.ts";
+import { loginHint } from "./lan_addresses.ts";
 
 const log = new Logger("serve");
 
@@ -83,6 +92,8 @@ interface Loaded {
   config: OutpostConfig;
   text: string;
   fromLastGood: boolean;
+  /** With `fromLastGood`: the refused file's problems and its text (null when it could not be read). */
+  refused?: { problems: string[]; text: string | null; lastGood: string };
 }
 
 /**
@@ -115,7 +126,12 @@ export async function loadWithFallback(path: string | null): Promise<Loaded> {
     using: lastGood,
     note: "fix the config file; the last good one runs meanwhile",
   });
-  return { config, text: goodText, fromLastGood: true };
+  return {
+    config,
+    text: goodText,
+    fromLastGood: true,
+    refused: { problems: problem.problems, text, lastGood },
+  };
 }
 
 function absolute(p: string): string {
@@ -155,21 +171,6 @@ root = ${JSON.stringify(root)}
 permissions = ["all"]
 `;
   return { text, password };
-}
-
-function loginHint(cfg: OutpostConfig, password: string | null): string[] {
-  if (!cfg.ftp) return ["FTP is off in this config."];
-  const host = cfg.ftp.hostname === "0.0.0.0" || cfg.ftp.hostname === "::" ? "127.0.0.1" : cfg.ftp.hostname;
-  const lines = [`FTP listening on ${cfg.ftp.hostname}:${cfg.ftp.port}`];
-  for (const u of cfg.ftp.accounts.users) {
-    lines.push(
-      password
-        ? `  log in: user ${u.name}, password ${password}   (curl ftp://${u.name}:${password}@${host}:${cfg.ftp.port}/)`
-        : `  user ${u.name} (password as configured), folder ${u.root}`,
-    );
-  }
-  if (cfg.ftp.accounts.anonymousEnabled) lines.push(`  anonymous read-only log-in is on`);
-  return lines;
 }
 
 /**
@@ -239,13 +240,31 @@ export async function serveCommand(args: string[]): Promise<number> {
     console.error(`outpost serve: could not start: ${(e as Error).message}`);
     return 1;
   }
+  daemon.fromLastGood = loaded.fromLastGood;
   await writeAtomic(marker, `${Deno.pid}\n`);
   if (!loaded.fromLastGood && path) await rememberGood(loaded.config, loaded.text);
-  for (const line of loginHint(loaded.config, password)) console.log(line);
+  for (const line of loginHint(loaded.config, password, daemon.ftp?.port ?? 0)) console.log(line);
 
   const notifier = SystemdNotifier.fromEnv();
   await notifier.send("READY=1\nSTATUS=serving");
   notifier.startWatchdog();
+  if (loaded.refused && path && daemon.outbox) {
+    // Someone without a screen learns by mail that their edit was refused, once per refused file.
+    await queueFallbackConfigNotice(daemon.outbox, {
+      to: loaded.config.alerts.to,
+      stateDir,
+      fileText: loaded.refused.text ?? "",
+      input: {
+        host: loaded.config.device.name,
+        board: loaded.config.device.board,
+        file: path,
+        problems: loaded.refused.problems,
+        runningFrom: `the last good copy (${loaded.refused.lastGood})`,
+        at: Date.now(),
+      },
+    }).catch((e) => log.warn("config.fallback_notice_failed", { reason: (e as Error).message }));
+    daemon.worker?.kick();
+  }
   if (crashed) {
     await daemon.notify(
       "restarted after an unclean stop",
@@ -256,6 +275,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     await daemon.notify("started", `outpost started at ${new Date().toISOString()}.`);
   }
 
+  let exitStatus = 0;
   let reloading = Promise.resolve();
   const reload = () => {
     reloading = reloading.then(async () => {
@@ -264,6 +284,21 @@ export async function serveCommand(args: string[]): Promise<number> {
       try {
         if (!path || text === null) throw new ConfigError([`${path ?? "config"}: cannot be read`]);
         const next = parseConfig(text, absolute(path));
+        const missing = sandboxShortfall(configSandboxNeeds(next));
+        if (missing.length > 0) {
+          if (!restartableBySystemd()) {
+            throw new ConfigError([
+              `the new config needs what this process was not started with (${missing.join(", ")}); ` +
+              `restart outpost to apply it`,
+            ]);
+          }
+          // The flags and the unit's ReadWritePaths are derived before start: let systemd start us again through
+          // the prepare step (exit 75, RestartForceExitStatus=75) rather than report a reload that cannot work.
+          log.warn("reload.restart_for_sandbox", { needs: missing.join(", ") });
+          exitStatus = EXIT_SANDBOX_CHANGED;
+          stop();
+          return;
+        }
         await daemon.reload(next);
         await rememberGood(next, text);
       } catch (e) {
@@ -290,5 +325,5 @@ export async function serveCommand(args: string[]): Promise<number> {
   await reloading;
   await daemon.stop(graceMs);
   await Deno.remove(marker).catch(() => {});
-  return 0;
+  return exitStatus;
 }

@@ -36,6 +36,8 @@ export interface SandboxNeeds {
   sys: string[];
   /** True when a listening port is below 1024 (CAP_NET_BIND_SERVICE). */
   bindsPrivilegedPort: boolean;
+  /** True when a configured program may need device files (a command sensor reading I2C, GPIO, a serial port). */
+  devices: boolean;
   /** Folders the prepare step creates (owned by the daemon's user) when missing. */
   dataDirs: string[];
   /** Files the prepare step creates (owned by the daemon's user) when missing, e.g. a log in a root-owned folder. */
@@ -67,6 +69,7 @@ export class SandboxNeedsBuilder {
   readonly #notes: string[] = [];
   #netAll = false;
   #privileged = false;
+  #devices = false;
 
   /** Read access to `path` (a folder covers everything below it). */
   read(path: string): this {
@@ -92,6 +95,8 @@ export class SandboxNeedsBuilder {
   listen(host: string, port: number): this {
     if (port > 0 && port < 1024) this.#privileged = true;
     this.#net.add(netEntry(host, port));
+    // Deno's ":port" covers every IPv4 address but not IPv6 ones: a dual-stack "::" listener needs its own entry.
+    if (host === "::" || host === "[::]") this.#net.add(`[::]:${port}`);
     return this;
   }
 
@@ -126,6 +131,12 @@ export class SandboxNeedsBuilder {
     return this;
   }
 
+  /** A configured program may need device files (the unit then keeps /dev). */
+  devices(): this {
+    this.#devices = true;
+    return this;
+  }
+
   /** An `--allow-sys` name. */
   sys(name: string): this {
     this.#sys.add(name);
@@ -151,6 +162,7 @@ export class SandboxNeedsBuilder {
     for (const f of other.dataFiles) this.#files.add(f);
     for (const n of other.notes) if (!this.#notes.includes(n)) this.#notes.push(n);
     if (other.bindsPrivilegedPort) this.#privileged = true;
+    if (other.devices) this.#devices = true;
     return this;
   }
 
@@ -164,6 +176,7 @@ export class SandboxNeedsBuilder {
       run: [...this.#run],
       sys: [...this.#sys],
       bindsPrivilegedPort: this.#privileged,
+      devices: this.#devices,
       dataDirs: [...this.#dirs],
       dataFiles: [...this.#files],
       notes: [...this.#notes],

@@ -18,9 +18,17 @@
 export class ConfigError extends Error {
   /** Every problem found, each as `key.path: what is wrong`. */
   readonly problems: string[];
-  /** Makes the error; `source` (the file path, or "config") names what was invalid in the message. */
-  constructor(problems: string[], source: string = "config") {
-    super(`The ${source} is not valid:\n  ${problems.join("\n  ")}`);
+  /**
+   * Makes the error; `source` (the file path, or "config") names what was invalid in the message, unless
+   * `headline` says what went wrong instead (e.g. "No config file was found").
+   */
+  constructor(problems: string[], source: string = "config", headline?: string) {
+    const what = source === "config"
+      ? "The config"
+      : source.includes("/")
+      ? `The config file ${source}`
+      : source;
+    super(`${headline ?? `${what} is not valid`}:\n  ${problems.join("\n  ")}`);
     this.name = "ConfigError";
     this.problems = problems;
   }
@@ -36,7 +44,8 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return "a list";
   if (v instanceof Date) return "a date";
   if (isTable(v)) return "a table";
-  return `${typeof v} ${JSON.stringify(v)}`;
+  // A string is shown as the user wrote it ("soon"); other scalars with their kind (number 5, boolean true).
+  return typeof v === "string" ? JSON.stringify(v) : `${typeof v} ${JSON.stringify(v)}`;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -229,6 +238,12 @@ export class Section {
     if (p === undefined) return undefined;
     if (p.includes("\0")) {
       this.problem(key, "must not contain a NUL byte");
+      return opts.default;
+    }
+    if (/[\s,]/.test(p)) {
+      // Deno's sandbox flags are comma-separated lists and the unit's are space-separated: such a path could
+      // not be granted on the board.
+      this.problem(key, `must not contain spaces or commas (the board's sandbox cannot name it), got "${p}"`);
       return opts.default;
     }
     return resolvePath(this.baseDir, p);

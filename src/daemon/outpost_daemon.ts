@@ -10,11 +10,13 @@
  */
 
 import { type AlertMailer, AlertMonitor } from "../alerts/monitor.ts";
-import type { OutpostConfig } from "../config/config.ts";
+import { outboxAlertMailer } from "../alerts/outbox_mailer.ts";
+import { configFileState, type OutpostConfig } from "../app/outpost_config.ts";
 import { FtpServer } from "../ftp/ftp_server.ts";
 import { Logger } from "../log/logger.ts";
 import { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { Outbox } from "../smtp/outbox.ts";
+import { StatusService } from "../status/status_service.ts";
 
 const log = new Logger("daemon");
 
@@ -34,6 +36,11 @@ export class OutpostDaemon {
   #worker: DeliveryWorker | null = null;
   #monitor: AlertMonitor | null = null;
   #watcher: Deno.FsWatcher | null = null;
+  #status: StatusService | null = null;
+  /** When the daemon started (ms since the epoch), for `outpost status`. */
+  readonly startedAt: number = Date.now();
+  /** True when the running config is the last good copy (set by `outpost serve`), for `outpost status`. */
+  fromLastGood = false;
 
   private constructor(config: OutpostConfig) {
     this.#config = config;
@@ -54,6 +61,16 @@ export class OutpostDaemon {
     return this.#outbox;
   }
 
+  /** The delivery worker, when `[smtp]` is configured. */
+  get worker(): DeliveryWorker | null {
+    return this.#worker;
+  }
+
+  /** The status socket and page, when running. */
+  get status(): StatusService | null {
+    return this.#status;
+  }
+
   /** The alert monitor, when enabled. */
   get monitor(): AlertMonitor | null {
     return this.#monitor;
@@ -64,11 +81,25 @@ export class OutpostDaemon {
     const d = new OutpostDaemon(config);
     try {
       await d.#startParts();
+      await d.#startStatus();
     } catch (e) {
       await d.#stopParts(0);
       throw e;
     }
     return d;
+  }
+
+  /** Starts the status socket and page (`[status]`); they log their own failures and never stop the daemon. */
+  async #startStatus(): Promise<void> {
+    this.#status = await StatusService.start(this.#config.status, {
+      startedAt: this.startedAt,
+      config: () => this.#config,
+      configState: () => configFileState(this.#config, this.fromLastGood),
+      ftp: () => this.#ftp?.status() ?? null,
+      monitor: () => this.#monitor?.status() ?? null,
+      outbox: () => this.#outbox,
+      worker: () => this.#worker?.status() ?? null,
+    }, this.#config.device.stateDir);
   }
 
   async #startParts(): Promise<void> {
@@ -158,16 +189,9 @@ export class OutpostDaemon {
     }
   }
 
-  /** The alert monitor's view of the outbox and worker. */
+  /** The alert monitor's view of the outbox and worker (getters: a reload of the mail part replaces both). */
   #mailer(): AlertMailer {
-    return {
-      enqueue: async (msg, opts) => {
-        const id = await this.#outbox!.enqueue(msg, { critical: opts.critical, tag: opts.tag });
-        this.#worker?.kick();
-        return id;
-      },
-      deliveryFailing: () => this.#worker === null || this.#worker.status().failing,
-    };
+    return outboxAlertMailer(() => this.#outbox, () => this.#worker);
   }
 
   /**
@@ -210,11 +234,18 @@ export class OutpostDaemon {
       for (const part of changed) await this.#startPart(part);
       throw e;
     }
+    if (JSON.stringify(prev.status) !== JSON.stringify(next.status)) {
+      await this.#status?.stop();
+      await this.#startStatus();
+    }
+    this.fromLastGood = false;
     log.info("reload.done");
   }
 
   /** Drains and stops everything; transfers get `graceMs` to finish. */
   async stop(graceMs = 10_000): Promise<void> {
+    await this.#status?.stop();
+    this.#status = null;
     await this.#stopParts(graceMs);
     log.info("stopped");
   }

@@ -200,6 +200,39 @@ export function formatXferlogLine(e: XferEntry, now: Date): string {
 }
 
 /**
+ * What {@link FtpServer.status} reports.
+ *
+ * @example
+ * ```ts
+ * const st: FtpServerStatus = server.status();
+ * for (const s of st.sessions) if (s.transfer) console.log(s.user, s.transfer.path, s.transfer.bytes);
+ * ```
+ */
+export interface FtpServerStatus {
+  /** Bound listeners: the control port (tls = the `[ftp.tls] mode`) and the implicit FTPS port. */
+  listeners: { host: string; port: number; tls: string }[];
+  /** Open control connections; `transfer` is the running transfer or null. */
+  sessions: {
+    id: number;
+    ip: string;
+    user: string | null;
+    tls: boolean;
+    since: number;
+    idleMs: number;
+    transfer: { kind: string; path: string; bytes: number; started: number } | null;
+  }[];
+  /** Totals since the server started (file transfers only, not listings). */
+  counters: {
+    sessions: number;
+    transfersOk: number;
+    transfersFailed: number;
+    bytesIn: number;
+    bytesOut: number;
+    loginFailures: number;
+  };
+}
+
+/**
  * An FTP server.
  *
  * @example
@@ -227,6 +260,14 @@ export class FtpServer {
   #timer: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   #xferChain: Promise<void> = Promise.resolve();
+  #counters: FtpServerStatus["counters"] = {
+    sessions: 0,
+    transfersOk: 0,
+    transfersFailed: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    loginFailures: 0,
+  };
 
   /**
    * Makes a server; nothing is bound or loaded until {@link FtpServer.listen}. The options object is kept,
@@ -253,6 +294,12 @@ export class FtpServer {
       loginSucceeded: (ip) => this.#bans.clear(ip),
       xferlog: (e) => this.#xferlog(e),
       tls: null,
+    };
+    // Count failed logins for `outpost status` and /metrics.
+    const loginFailed = this.#ctx.loginFailed;
+    this.#ctx.loginFailed = (ip) => {
+      this.#counters.loginFailures++;
+      return loginFailed(ip);
     };
   }
 
@@ -397,6 +444,7 @@ export class FtpServer {
 
   #startSession(conn: NodeConn | TlsConn, peerIp: string, localIp: string, implicitTls: boolean): void {
     const session = new FtpSession(this.#nextId++, conn, peerIp, localIp, this.#ctx, { implicitTls });
+    this.#counters.sessions++;
     const done = session.run().finally(() => {
       this.#sessions.delete(session);
       this.#release(peerIp);
@@ -411,6 +459,11 @@ export class FtpServer {
   }
 
   #xferlog(e: XferEntry): void {
+    const c = this.#counters;
+    if (e.incoming) c.bytesIn += e.bytes;
+    else c.bytesOut += e.bytes;
+    if (e.complete) c.transfersOk++;
+    else c.transfersFailed++;
     const path = this.#opts.xferlogPath;
     if (!path) return;
     const line = formatXferlogLine(e, new Date()) + "\n";
@@ -450,5 +503,33 @@ export class FtpServer {
     await implicitClosed;
     await this.#xferChain;
     this.#log.info("closed", { port: this.#port });
+  }
+
+  /**
+   * Listeners, open sessions with their transfers, and counters since start, for `outpost status` and /metrics.
+   *
+   * @example
+   * ```ts
+   * const st = server.status();
+   * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
+   * ```
+   */
+  status(): FtpServerStatus {
+    const listeners: FtpServerStatus["listeners"] = [];
+    const tls = this.#opts.tls;
+    if (this.port > 0) listeners.push({ host: this.hostname, port: this.port, tls: tls?.mode ?? "off" });
+    if (this.implicitPort !== null) {
+      listeners.push({ host: tls?.implicitHost ?? this.hostname, port: this.implicitPort, tls: "implicit" });
+    }
+    const sessions = [...this.#sessions.keys()].map((s) => ({
+      id: s.id,
+      ip: s.peerIp,
+      user: s.userName,
+      tls: s.tlsControl,
+      since: s.openedAt,
+      idleMs: Math.max(0, Date.now() - s.lastActivity),
+      transfer: s.activeTransfer,
+    }));
+    return { listeners, sessions, counters: { ...this.#counters } };
   }
 }

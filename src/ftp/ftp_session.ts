@@ -9,6 +9,7 @@
  * @module
  */
 
+import { type ChangeContext, logFtpChange } from "./change_log.ts";
 import { isWildcardHost } from "../config/sandbox_needs.ts";
 import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
@@ -193,6 +194,8 @@ export class FtpSession {
   state: AuthState = { kind: "awaiting-user" };
   /** Current working directory, a virtual path ("/" is the user's root). */
   cwd = "/";
+  /** When the control connection was accepted (ms since the epoch). */
+  readonly openedAt: number = Date.now();
   /** When the last command arrived (ms since the epoch); the idle timeout counts from it. */
   lastActivity: number = Date.now();
   readonly #ctx: SessionContext;
@@ -204,6 +207,8 @@ export class FtpSession {
   #facts: string[] = [...MLST_FACTS];
   #transfer: Transfer | null = null;
   #closed = false;
+  /** The code of the last reply sent, for the change log. */
+  #lastReply = "";
   /** The control connection is TLS (after AUTH TLS, or from the start on the implicit port). */
   #tlsControl = false;
   /** PROT P: data connections use TLS. */
@@ -304,9 +309,16 @@ export class FtpSession {
     return this.#transfer !== null;
   }
 
+  /** The running transfer (kind, virtual path, bytes so far, start time), or null; for `outpost status`. */
+  get activeTransfer(): { kind: string; path: string; bytes: number; started: number } | null {
+    const t = this.#transfer;
+    return t ? { kind: t.kind, path: t.path, bytes: t.bytes, started: t.started } : null;
+  }
+
   /** Sends one reply (a single line without CRLF, or a multi-line block ending in CRLF). */
   async reply(text: string): Promise<void> {
     if (this.#closed) return;
+    this.#lastReply = text.slice(0, 3);
     try {
       await this.control.write(encoder.encode(text.endsWith("\r\n") ? text : text + "\r\n"));
     } catch {
@@ -367,7 +379,10 @@ export class FtpSession {
         const cmd = parseCommandLine(line);
         if (!cmd) continue;
         if (this.#transfer && !COMMANDS[cmd.verb]?.duringTransfer) await this.#transfer.done;
-        if (!(await this.#dispatch(cmd))) break;
+        const renameFrom = this.#renameFrom;
+        const more = await this.#dispatch(cmd);
+        logFtpChange(log, cmd, this.#changeContext(renameFrom));
+        if (!more) break;
       }
     } catch (e) {
       if (!this.#closed) log.warn("session.error", { id: this.id, ip: this.peerIp, error: String(e) });
@@ -380,6 +395,19 @@ export class FtpSession {
       closeQuietly(this.control);
       log.info("session.close", { id: this.id, ip: this.peerIp, user: this.userName ?? undefined });
     }
+  }
+
+  #changeContext(renameFrom: string | null): ChangeContext {
+    const st = this.state;
+    return {
+      id: this.id,
+      ip: this.peerIp,
+      user: st.kind === "logged-in" ? st.user.name : null,
+      cwd: this.cwd,
+      resolve: (cwd, arg) => st.kind === "logged-in" ? st.fs.resolve(cwd, arg) : arg,
+      renameFrom,
+      reply: this.#lastReply,
+    };
   }
 
   /** Runs one command; false ends the session. */

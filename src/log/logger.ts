@@ -5,6 +5,10 @@
  * spaces or quotes JSON-quoted. Control characters in values are escaped, so a client cannot forge log lines.
  * Passwords are never passed to it.
  *
+ * When stdout is the journal (`JOURNAL_STREAM` names stdout's device and inode, as systemd sets it), each line
+ * starts with its syslog priority, `<6>` info, `<4>` warning, `<3>` error (sd-daemon(3)), so
+ * `journalctl -p warning` finds warnings; elsewhere warnings and errors start with `warn: ` and `error: `.
+ *
  * @module
  */
 
@@ -31,11 +35,69 @@ export type LogValue = string | number | boolean | bigint | null | undefined;
  */
 export type LogSink = (line: string) => void;
 
+import { fstatSync } from "node:fs";
+
 const encoder = new TextEncoder();
 let sink: LogSink = (line) => {
   Deno.stdout.writeSync(encoder.encode(line + "\n"));
 };
 let quiet = envQuiet();
+let journal = envJournal();
+
+/**
+ * True when `journalStream` (the `JOURNAL_STREAM` variable, "device:inode") names the file stdout is, i.e. stdout
+ * goes to journald. An unreadable stdout with the variable set counts as the journal.
+ *
+ * @example
+ * ```ts
+ * journalStreamMatches("8:12345", { dev: 8, ino: 12345 }); // true
+ * journalStreamMatches(undefined, { dev: 8, ino: 12345 }); // false
+ * ```
+ */
+export function journalStreamMatches(
+  journalStream: string | undefined,
+  stdout: { dev: number; ino: number } | null,
+): boolean {
+  if (!journalStream) return false;
+  const m = /^(\d+):(\d+)$/.exec(journalStream.trim());
+  if (!m) return false;
+  if (stdout === null) return true;
+  return Number(m[1]) === stdout.dev && Number(m[2]) === stdout.ino;
+}
+
+function envJournal(): boolean {
+  let value: string | undefined;
+  try {
+    value = Deno.env.get("JOURNAL_STREAM");
+  } catch {
+    return false; // No --allow-env=JOURNAL_STREAM: plain lines.
+  }
+  if (!value) return false;
+  let stdout: { dev: number; ino: number } | null = null;
+  try {
+    const s = fstatSync(1);
+    stdout = { dev: Number(s.dev), ino: Number(s.ino) };
+  } catch {
+    stdout = null;
+  }
+  return journalStreamMatches(value, stdout);
+}
+
+/**
+ * Turns the journald priority prefixes on or off (they are on when stdout is the journal); returns the old setting.
+ *
+ * @example
+ * ```ts
+ * const old = setJournalMode(true);
+ * new Logger("ftp").warn("disk.low"); // "<4>ftp disk.low"
+ * setJournalMode(old);
+ * ```
+ */
+export function setJournalMode(on: boolean): boolean {
+  const prev = journal;
+  journal = on;
+  return prev;
+}
 
 function envQuiet(): boolean {
   try {
@@ -107,16 +169,16 @@ export class Logger {
   constructor(component: string) {
     this.component = component;
   }
-  /** Writes an informational event. */
+  /** Writes an informational event (`<6>` in the journal). */
   info(event: string, fields?: Record<string, LogValue>): void {
-    if (!quiet) sink(formatLogLine(this.component, event, fields));
+    if (!quiet) sink((journal ? "<6>" : "") + formatLogLine(this.component, event, fields));
   }
-  /** Writes a warning event (prefixed `warn:` so journald filters find it). */
+  /** Writes a warning event: `<4>` in the journal, else prefixed `warn: `. */
   warn(event: string, fields?: Record<string, LogValue>): void {
-    if (!quiet) sink("warn: " + formatLogLine(this.component, event, fields));
+    if (!quiet) sink((journal ? "<4>" : "warn: ") + formatLogLine(this.component, event, fields));
   }
-  /** Writes an error event (prefixed `error:`). */
+  /** Writes an error event: `<3>` in the journal, else prefixed `error: `. */
   error(event: string, fields?: Record<string, LogValue>): void {
-    if (!quiet) sink("error: " + formatLogLine(this.component, event, fields));
+    if (!quiet) sink((journal ? "<3>" : "error: ") + formatLogLine(this.component, event, fields));
   }
 }

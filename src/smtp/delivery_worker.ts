@@ -5,6 +5,10 @@
  * - 250: removed from the outbox (after the `.sending` marker dance described in `outbox.ts`). Recipients refused
  *   with a 4xx while others accepted get a copy queued just for them; 5xx-refused ones get a copy in `failed/`.
  * - 5xx (or a refusal outpost itself makes, such as SIZE): moved to `failed/` and logged — retrying cannot help.
+ * - A failure after the final "." (the `.sending` marker exists): the server may have the message, so it is
+ *   retried at most {@link MAX_IN_DOUBT} times in all, each after at least `retryMaxMs`, logged as `in_doubt`,
+ *   then moved to `failed/` with a reason saying it may have arrived that many times.
+ * - Older mail is never overtaken: when a message is due, older queued ones are tried first in the same round.
  * - 4xx, timeouts, network and TLS errors: retried with exponential backoff and jitter. The delay grows with the
  *   message's age (about doubling per attempt, from `retryMinMs` to `retryMaxMs`, ±25% jitter) and is stored as
  *   the file's mtime, so it survives restarts. Once a message is older than `maxAgeMs` and fails again it moves to
@@ -18,7 +22,7 @@
 
 import { Logger } from "../log/logger.ts";
 import { deliver, type SmtpClientOptions, SmtpError } from "./smtp_client.ts";
-import { fileMessageSource, type Outbox, type OutboxEntry } from "./outbox.ts";
+import { fileMessageSource, type Outbox, type OutboxEntry, sendPrefix } from "./outbox.ts";
 
 const log = new Logger("mail");
 
@@ -57,7 +61,15 @@ export interface WorkerStatus {
   lastError: string | null;
   /** Messages in the queue at the last scan (including ones waiting for a retry). */
   pending: number;
+  /** Delivery results since the worker started: accepted, given up (moved to failed/), deferred for a retry. */
+  results: { delivered: number; failed: number; deferred: number };
 }
+
+/**
+ * Most times a message is sent again after the final "." went out without a 250 coming back (each may have been
+ * delivered); then it moves to failed/ saying so. Such retries wait at least `retry_max`.
+ */
+export const MAX_IN_DOUBT = 3;
 
 const SESSION_STAGES = new Set(["connect", "greeting", "TLS", "EHLO", "STARTTLS", "AUTH"]);
 
@@ -88,6 +100,8 @@ export class DeliveryWorker {
   #failingSince: Date | null = null;
   #lastError: string | null = null;
   #pending = 0;
+  #results = { delivered: 0, failed: 0, deferred: 0 };
+  #watcher: Deno.FsWatcher | null = null;
 
   /** Makes a stopped worker for `outbox`; sets the outbox's sender defaults from `smtp`. Call `start()`. */
   constructor(outbox: Outbox, smtp: SmtpClientOptions, opts: DeliveryWorkerOptions = {}) {
@@ -103,12 +117,31 @@ export class DeliveryWorker {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#watchMaildrop();
     this.#loop = this.#run();
+  }
+
+  /** Kicks the worker when a local user drops a message (inotify; the poll stays as the fallback). */
+  #watchMaildrop(): void {
+    try {
+      const watcher = Deno.watchFs(this.#outbox.maildropDir, { recursive: false });
+      this.#watcher = watcher;
+      (async () => {
+        for await (const _ of watcher) this.kick();
+      })().catch((e) => log.warn("maildrop.watch_ended", { reason: (e as Error).message }));
+    } catch (e) {
+      log.warn("maildrop.watch_unavailable", {
+        reason: (e as Error).message,
+        note: "the worker polls instead",
+      });
+    }
   }
 
   /** Stops after the delivery in progress (if any) settles. */
   async stop(): Promise<void> {
     this.#running = false;
+    this.#watcher?.close();
+    this.#watcher = null;
     this.#wake?.();
     await this.#loop;
     this.#loop = null;
@@ -128,6 +161,7 @@ export class DeliveryWorker {
       failingSince: this.#failingSince,
       lastError: this.#lastError,
       pending: this.#pending,
+      results: { ...this.#results },
     };
   }
 
@@ -161,14 +195,26 @@ export class DeliveryWorker {
    * Tests and `outpost outbox` call it directly.
    */
   async runOnce(): Promise<number> {
+    try {
+      await this.#outbox.pickup();
+    } catch (e) {
+      log.error("maildrop.pickup_failed", { error: e instanceof Error ? e.message : String(e) });
+    }
     const now = Date.now();
     const entries = await this.#outbox.list("queued");
     this.#pending = entries.length;
     let next = Infinity;
     if (now < this.#pauseUntil) return this.#pauseUntil;
-    for (const e of entries) {
+    // Mail never overtakes older mail: when a message is due, older queued ones are tried first even if their
+    // backoff has not run out (after an outage the old alert must not arrive after the newer digest). A message
+    // that may already have reached the server (in doubt) keeps its own, longer delay.
+    let lastDue = -1;
+    entries.forEach((e, i) => {
+      if (e.notBefore.getTime() <= now) lastDue = i;
+    });
+    for (const [i, e] of entries.entries()) {
       if (!this.#running && this.#loop !== null) break;
-      if (e.notBefore.getTime() > Date.now()) {
+      if (e.notBefore.getTime() > Date.now() && (i > lastDue || e.inDoubt)) {
         next = Math.min(next, e.notBefore.getTime());
         continue;
       }
@@ -195,10 +241,19 @@ export class DeliveryWorker {
     outbox.busy.add(e.id);
     if (e.inDoubt) log.warn("resend", { id: e.id, messageId: meta.messageId, note: "possible duplicate" });
     try {
+      const prefix = sendPrefix(meta, this.#smtp);
+      const stored = fileMessageSource(e.path, e.offset, e.size, meta, this.#buf);
       const result = await deliver(
         this.#smtp,
-        { from: meta.from, to: meta.to },
-        fileMessageSource(e.path, e.offset, e.size, meta, this.#buf),
+        { from: meta.from || this.#smtp.from, to: meta.to },
+        {
+          ...stored,
+          size: stored.size + prefix.length,
+          write: async (w) => {
+            if (prefix.length > 0) await w.write(prefix);
+            await stored.write(w);
+          },
+        },
         { beforeDot: () => outbox.markSending(e.id) },
       );
       const temp = result.refused.filter((r) => !r.error.permanent);
@@ -215,7 +270,14 @@ export class DeliveryWorker {
         this.#onFailed?.({ ...e, id: copy, state: "failed" }, reason);
       }
       await outbox.delivered(e.id);
-      log.info("delivered", { id: e.id, messageId: meta.messageId, rcpts: result.accepted.length });
+      this.#results.delivered++;
+      log.info("delivered", {
+        id: e.id,
+        to: result.accepted.join(","),
+        subject: meta.subject,
+        messageId: meta.messageId,
+        rcpts: result.accepted.length,
+      });
       this.#failingSince = null;
       this.#lastError = null;
       return false;
@@ -224,6 +286,8 @@ export class DeliveryWorker {
         ? err
         : new SmtpError("message", `Delivery failed: ${err instanceof Error ? err.message : String(err)}`);
       const age = Date.now() - meta.created;
+      // Any reply but 250 (to the final dot too) means the server did not take it: no duplicate is possible.
+      if (error.reply !== null) await outbox.clearSending(e.id).catch(() => {});
       this.#lastError = error.message;
       this.#failingSince ??= new Date();
       if (error.permanent || age > outbox.options.maxAgeMs) {
@@ -231,13 +295,52 @@ export class DeliveryWorker {
           ? error.message
           : `Gave up after ${Math.round(age / 60000)} min: ${error.message}`;
         await outbox.fail(e.id, reason);
-        log.error("failed", { id: e.id, messageId: meta.messageId, reason });
+        this.#results.failed++;
+        log.error("failed", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          messageId: meta.messageId,
+          reason,
+        });
         this.#onFailed?.({ ...e, state: "failed" }, reason);
         return false;
       }
-      const delay = this.#delay(age);
-      await outbox.defer(e.id, new Date(Date.now() + delay));
-      log.warn("retry", { id: e.id, in_s: Math.round(delay / 1000), error: error.message });
+      const doubt = await outbox.inDoubtCount(e.id);
+      if (doubt >= MAX_IN_DOUBT) {
+        // The server took the final "." that often without a 250 reaching us: it may have delivered every copy.
+        const reason = `Not sent again: the server dropped or failed the ` +
+          `connection after the final "." ${doubt} times (last: ${error.message}); the message may have ` +
+          `arrived up to ${doubt} times (Message-ID ${meta.messageId}).`;
+        await outbox.fail(e.id, reason);
+        log.error("in_doubt.gave_up", { id: e.id, messageId: meta.messageId, copies: doubt });
+        this.#results.failed++;
+        this.#onFailed?.({ ...e, state: "failed" }, reason);
+        return false;
+      }
+      const delay = doubt > 0
+        ? Math.max(this.#delay(age), this.#outbox.options.retryMaxMs)
+        : this.#delay(age);
+      await outbox.defer(e.id, new Date(Date.now() + delay), error.message);
+      this.#results.deferred++;
+      if (doubt > 0) {
+        log.warn("in_doubt.retry", {
+          id: e.id,
+          messageId: meta.messageId,
+          attempt: doubt,
+          max: MAX_IN_DOUBT,
+          in_s: Math.round(delay / 1000),
+          error: error.message,
+        });
+      } else {
+        log.warn("retry", {
+          id: e.id,
+          to: meta.to.join(","),
+          subject: meta.subject,
+          in_s: Math.round(delay / 1000),
+          error: error.message,
+        });
+      }
       if (SESSION_STAGES.has(error.stage)) {
         this.#pauseUntil = Date.now() + delay;
         return true;

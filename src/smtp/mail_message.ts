@@ -158,6 +158,8 @@ function textPart(text: string, subtype: "plain" | "html"): string {
 /**
  * Checks `msg` (addresses, header names and values, attachment types) and returns it ready to render. Throws a
  * {@link HeaderInjectionError} for any line break in a header value or malformed address; nothing is written.
+ * With `opts.deferFrom` and no `msg.from`, the From header is left out and the envelope sender is empty: the
+ * outbox adds both when the message is sent, from the `[smtp]` settings of that moment.
  *
  * @example
  * ```ts
@@ -166,9 +168,16 @@ function textPart(text: string, subtype: "plain" | "html"): string {
  * console.log(p.messageId, p.envelope.to); // "<...@pi>" ["zoe@example.com"]
  * ```
  */
-export function prepareMessage(msg: MailMessage, defaults: MessageDefaults): PreparedMessage {
+export function prepareMessage(
+  msg: MailMessage,
+  defaults: MessageDefaults,
+  opts: { deferFrom?: boolean } = {},
+): PreparedMessage {
+  const deferred = opts.deferFrom === true && !msg.from;
   const from = msg.from
     ? parseMailbox(msg.from)
+    : deferred
+    ? { name: "", address: "" }
     : { ...parseMailbox(defaults.from), name: defaults.fromName ?? parseMailbox(defaults.from).name };
   const to = msg.to.map(parseMailbox);
   const cc = (msg.cc ?? []).map(parseMailbox);
@@ -200,7 +209,7 @@ export function prepareMessage(msg: MailMessage, defaults: MessageDefaults): Pre
     return { ...a, type };
   });
   let head = formatHeader("Date", formatDate(msg.date ?? new Date())) +
-    formatAddressHeader("From", [from]) +
+    (deferred ? "" : formatAddressHeader("From", [from])) +
     formatAddressHeader("To", to.length ? to : [{ name: "undisclosed-recipients", address: "" }]) +
     (cc.length ? formatAddressHeader("Cc", cc) : "") +
     formatHeader("Subject", msg.subject) +
@@ -265,6 +274,13 @@ export interface RawMessageOptions {
   envelopeFrom?: string;
   /** `sendmail -F`: the display name for an added From header. */
   fullName?: string;
+  /**
+   * Leave a missing From header and an unset envelope sender to the outbox, which adds `[smtp] from` when the
+   * message is sent (the sendmail path). Without it both come from `defaults` now.
+   */
+  deferFrom?: boolean;
+  /** Maps each recipient (argument or header) to real addresses first, e.g. through `[smtp] aliases`. */
+  resolve?: (rcpt: string) => string[];
 }
 
 /**
@@ -287,6 +303,10 @@ export interface CompletedRawMessage {
   eightBit: boolean;
   /** An envelope address is not ASCII (needs SMTPUTF8). */
   smtputf8: boolean;
+  /** The message has no From header and `deferFrom` was set: the outbox adds one when sending. */
+  needsFrom: boolean;
+  /** False when every line of `raw` looked like a header (no empty line or body line was found). */
+  bodyFound: boolean;
 }
 
 /**
@@ -386,14 +406,15 @@ export function completeRawMessage(raw: Uint8Array, opts: RawMessageOptions): Co
   if (opts.extractRecipients) {
     for (const n of ["to", "cc", "bcc"]) for (const v of get(n)) to.push(...parseAddressList(v));
   }
-  const recipients = [...new Set(to.map((a) => parseMailbox(a).address))];
+  const resolved = opts.resolve ? to.flatMap((a) => opts.resolve!(a)) : to;
+  const recipients = [...new Set(resolved.map((a) => parseMailbox(a).address))];
   if (recipients.length === 0) throw new HeaderInjectionError("Message refused: it has no recipients.");
-  const headerFrom = get("from")[0];
-  const envelopeFrom = opts.envelopeFrom !== undefined
+  // The envelope sender is -f when it is a real address, else [smtp] from; never the From header, which is kept
+  // as the caller wrote it ("root (Cron Daemon)" is a fine header and no envelope address).
+  const explicitFrom = opts.envelopeFrom !== undefined && opts.envelopeFrom.includes("@")
     ? parseMailbox(opts.envelopeFrom).address
-    : headerFrom !== undefined
-    ? parseMailbox(parseAddressList(headerFrom)[0] ?? opts.defaults.from).address
-    : parseMailbox(opts.defaults.from).address;
+    : undefined;
+  const envelopeFrom = explicitFrom ?? (opts.deferFrom ? "" : parseMailbox(opts.defaults.from).address);
   let added = "";
   if (!has("date")) added += formatHeader("Date", formatDate(new Date()));
   let messageId = get("message-id")[0] ?? "";
@@ -401,7 +422,8 @@ export function completeRawMessage(raw: Uint8Array, opts: RawMessageOptions): Co
     messageId = makeMessageId(opts.defaults.domain);
     added += `Message-ID: ${messageId}\r\n`;
   }
-  if (!has("from")) {
+  const needsFrom = !has("from") && opts.deferFrom === true;
+  if (!has("from") && !needsFrom) {
     const name = opts.fullName ?? opts.defaults.fromName ?? "";
     added += formatAddressHeader("From", [{ name, address: envelopeFrom }]);
   }
@@ -430,5 +452,13 @@ export function completeRawMessage(raw: Uint8Array, opts: RawMessageOptions): Co
   }
   // deno-lint-ignore no-control-regex
   const smtputf8 = [envelopeFrom, ...recipients].some((a) => /[^\x00-\x7f]/.test(a));
-  return { bytes, envelope: { from: envelopeFrom, to: recipients }, messageId, eightBit, smtputf8 };
+  return {
+    bytes,
+    envelope: { from: envelopeFrom, to: recipients },
+    messageId,
+    eightBit,
+    smtputf8,
+    needsFrom,
+    bodyFound: bodyStart < raw.length,
+  };
 }

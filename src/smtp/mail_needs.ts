@@ -1,7 +1,8 @@
 /**
  * What mail needs from the system, from the parsed `[smtp]` and `[outbox]` tables: the relay's `host:port`, the CA
- * file, the password's environment variable or command (a command string runs through `/bin/sh`), and the outbox
- * folder the daemon owns.
+ * file, the password's environment variable or command (a command string runs through `/bin/sh`), the outbox
+ * folder the daemon owns, and the maildrop local users submit through (inside the outbox folder by default; see
+ * {@link mailPaths} for exactly who touches what).
  *
  * @module
  */
@@ -9,6 +10,7 @@
 import { type SandboxNeeds, SandboxNeedsBuilder } from "../config/sandbox_needs.ts";
 import type { OutboxOptions } from "./outbox.ts";
 import type { SmtpClientOptions } from "./smtp_client.ts";
+import { mailPaths } from "./smtp_config.ts";
 
 /**
  * The mail part's needs: `smtp` is null when `[smtp]` is absent (mail then waits in the outbox).
@@ -21,7 +23,8 @@ import type { SmtpClientOptions } from "./smtp_client.ts";
  */
 export function mailSandboxNeeds(smtp: SmtpClientOptions | null, outbox: OutboxOptions): SandboxNeeds {
   const b = new SandboxNeedsBuilder();
-  b.readWrite(outbox.dir, { own: true });
+  const paths = mailPaths(outbox);
+  for (const p of paths.daemonReadWrite) b.readWrite(p, { own: true });
   if (smtp) {
     b.connect(smtp.host, smtp.port);
     if (smtp.caFile) b.read(smtp.caFile);

@@ -31,6 +31,7 @@ import type { NodeConn } from "../net/node_conn.ts";
 import { connectSocket, type SmtpTlsOptions, upgradeSocket } from "./smtp_socket.ts";
 
 export { SmtpError } from "./smtp_reply.ts";
+import { SevenBitWriter } from "./seven_bit.ts";
 export type { SmtpReply, SmtpStage } from "./smtp_reply.ts";
 
 const log = new Logger("smtp");
@@ -98,6 +99,8 @@ export interface SmtpClientOptions {
   replyTimeoutMs: number;
   /** Longest wait for one body write and for the reply to the final ".". */
   dataTimeoutMs: number;
+  /** `[smtp] aliases`: local names (lower case, `default` for any other) to addresses; used by sendmail. */
+  aliases?: Record<string, string[]>;
 }
 
 /**
@@ -463,12 +466,17 @@ async function readWithTimeout(
 export interface MessageSource {
   /** Size of the message in bytes, announced as `SIZE=` and checked against the server's limit first. */
   size: number;
-  /** The message has 8-bit bytes: sent with `BODY=8BITMIME` (refused if the server lacks it). */
+  /**
+   * The message has 8-bit bytes: sent with `BODY=8BITMIME` when the server offers it, else converted to 7 bit
+   * (quoted-printable, see `seven_bit.ts`) on the way out.
+   */
   eightBit: boolean;
-  /** Addresses or headers use UTF-8: sent with `SMTPUTF8` (refused if the server lacks it). */
+  /** A line is longer than 998 octets: such parts are sent quoted-printable (RFC 5321 allows no longer lines). */
+  longLines?: boolean;
+  /** Addresses use UTF-8: sent with `SMTPUTF8` (refused with a permanent error if the server lacks it). */
   smtputf8: boolean;
   /** Writes the message (with LF or CRLF line ends) to `w`, which dot-stuffs it; may be called once per try. */
-  write(w: DataWriter): Promise<void>;
+  write(w: Pick<DataWriter, "write">): Promise<void>;
 }
 
 /**
@@ -643,12 +651,23 @@ export async function deliver(
       }
       params.push(`SIZE=${source.size}`);
     }
-    if (source.eightBit && ext.has("8BITMIME")) params.push("BODY=8BITMIME");
+    // RFC 6152: 8-bit data only to a server that offers 8BITMIME; otherwise (and for lines over 998 octets)
+    // the message is converted to quoted-printable while it is sent.
+    const convert = (source.eightBit && !ext.has("8BITMIME")) || source.longLines === true;
+    if (source.eightBit && !convert) params.push("BODY=8BITMIME");
+    if (convert) {
+      log.info("7bit", { host: opts.host, reason: source.longLines ? "long lines" : "no 8BITMIME" });
+    }
     if (source.smtputf8) {
       if (!ext.has("SMTPUTF8")) {
+        // deno-lint-ignore no-control-regex
+        const utf8 = [envelope.from, ...envelope.to].filter((a) => /[^\x00-\x7f]/.test(a));
         throw new SmtpError(
           "MAIL",
-          `SMTP MAIL refused: an address is not ASCII and ${opts.host} does not offer SMTPUTF8.`,
+          `SMTP MAIL refused: ${utf8.join(", ")} ${
+            utf8.length === 1 ? "is" : "are"
+          } not an ASCII address and ` +
+            `${opts.host} does not offer SMTPUTF8, so it cannot be sent there (use an ASCII address).`,
           null,
           true,
         );
@@ -685,7 +704,12 @@ export async function deliver(
         permanent,
       );
     }
-    const reply = await client.data(async (w) => await source.write(w), hooks.beforeDot);
+    const reply = await client.data(async (w) => {
+      if (!convert) return await source.write(w);
+      const seven = new SevenBitWriter(w);
+      await source.write(seven);
+      await seven.end();
+    }, hooks.beforeDot);
     done = true;
     log.info("accepted", { host: opts.host, rcpts: accepted.length, reply: formatReply(reply) });
     return { accepted, refused, reply };

@@ -9,7 +9,7 @@
 
 import { bundleOutpost, BUNDLES } from "../../scripts/bundle_outpost.ts";
 import { type BoardPaths, type BoardProfile, makeUnits } from "../../scripts/make_unit.ts";
-import { parseConfig } from "../../src/config/config.ts";
+import { parseConfig } from "../../src/app/outpost_config.ts";
 import { type FieldUser, fieldUser } from "./field_user.ts";
 import { SYSTEM_PYTHON } from "./peers.ts";
 import { type PreResult, runUnitPre, startUnitMain, type UnitMain } from "./unit_runner.ts";
@@ -144,7 +144,11 @@ export class FieldDaemon {
    * await d.waitReady();
    * ```
    */
-  static async start(board: FieldBoard, extraEnv: Record<string, string> = {}): Promise<FieldDaemon> {
+  static async start(
+    board: FieldBoard,
+    extraEnv: Record<string, string> = {},
+    opts: { editFlags?: (flags: string) => string } = {},
+  ): Promise<FieldDaemon> {
     let pre: PreResult[] = [];
     let unit = board.unit;
     // Exit status 75 from the prepare step: it wrote a sandbox drop-in; systemd reloads and starts again.
@@ -158,6 +162,11 @@ export class FieldDaemon {
     const d = new FieldDaemon(pre);
     d.restarts = restarts;
     if (pre.some((r) => r.code !== 0)) return d;
+    if (opts.editFlags) {
+      // A negative control: the flags the prepare step derived, with something taken away.
+      const envFile = `${board.runtimeDir}/deno-flags.env`;
+      await Deno.writeTextFile(envFile, opts.editFlags(await Deno.readTextFile(envFile)));
+    }
     const sock = `${board.dir}/notify.sock`;
     await Deno.remove(sock).catch(() => {});
     d.#notify = new Deno.Command(SYSTEM_PYTHON, {

@@ -33,7 +33,8 @@ export function parseUnit(text: string): Map<string, UnitSection> {
     if (!line || line.startsWith("#") || line.startsWith(";")) continue;
     const head = /^\[(.+)\]$/.exec(line);
     if (head) {
-      current = new Map();
+      // A drop-in's [Service] adds to (and may reset lists of) the unit's own.
+      current = out.get(head[1]) ?? new Map();
       out.set(head[1], current);
       continue;
     }

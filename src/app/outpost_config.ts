@@ -15,11 +15,14 @@ import { readFtpSection } from "../ftp/ftp_config.ts";
 import type { OutboxOptions } from "../smtp/outbox.ts";
 import type { SmtpClientOptions } from "../smtp/smtp_client.ts";
 import { readOutboxConfig, readSmtpConfig } from "../smtp/smtp_config.ts";
+import { readStatusConfig, type StatusConfig } from "../status/status_config.ts";
+import type { ConfigState } from "../status/status_snapshot.ts";
+import { statusSandboxNeeds } from "../status/status_needs.ts";
 import { alertsSandboxNeeds } from "../alerts/alerts_needs.ts";
 import { ftpSandboxNeeds } from "../ftp/ftp_needs.ts";
 import { mailSandboxNeeds } from "../smtp/mail_needs.ts";
-import { type SandboxNeeds, SandboxNeedsBuilder } from "./sandbox_needs.ts";
-import { ConfigError, Section } from "./section.ts";
+import { type SandboxNeeds, SandboxNeedsBuilder } from "../config/sandbox_needs.ts";
+import { ConfigError, Section } from "../config/section.ts";
 
 /**
  * The `[device]` table: who this board is and where it keeps state.
@@ -63,6 +66,8 @@ export interface OutpostConfig {
   outbox: OutboxOptions;
   /** The alert monitor: sensors and rules. */
   alerts: AlertsConfig;
+  /** The `[status]` table: the status socket and the optional status page. */
+  status: StatusConfig;
   /** The parsed TOML document, for areas that read their own tables. */
   document: Record<string, unknown>;
 }
@@ -160,6 +165,8 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
   const alerts = readAlertsConfig(root);
   const smtp = readSmtpConfig(root.section("smtp"), device);
   const outbox = readOutboxConfig(root.section("outbox"), device.stateDir);
+  const ftpLogins = ftpSection.options.accounts.users.filter((u) => u.passwordHash !== null).length;
+  const status = readStatusConfig(root.section("status"), device.stateDir, ftpLogins);
   for (const read of readers) read(root);
   root.finish();
   if (problems.length > 0) throw new ConfigError(problems, source);
@@ -175,6 +182,7 @@ export function parseConfig(text: string, path?: string, readers: AreaReader[] =
     smtp,
     outbox,
     alerts,
+    status,
     document,
   };
 }
@@ -220,10 +228,9 @@ export async function loadConfig(path?: string, readers: AreaReader[] = []): Pro
   const found = await findConfigPath(path);
   if (found === null) {
     throw new ConfigError(
-      [`no config file given and none found at ${
-        DEFAULT_CONFIG_PATHS.join(", ")
-      } (set OUTPOST_CONFIG or --config)`],
+      [`looked for ${DEFAULT_CONFIG_PATHS.join(", ")}; give one with --config FILE or OUTPOST_CONFIG`],
       "config",
+      "No config file was found",
     );
   }
   let text: string;
@@ -283,6 +290,8 @@ export const DAEMON_ENV_VARS: readonly string[] = [
   "OUTPOST_LOG",
   "OUTPOST_CONFIG",
   "JOURNAL_STREAM",
+  "INVOCATION_ID",
+  "OUTPOST_SANDBOX_ID",
 ];
 
 /**
@@ -305,5 +314,57 @@ export function configSandboxNeeds(config: OutpostConfig): SandboxNeeds {
   if (config.ftp) b.merge(ftpSandboxNeeds(config.ftp));
   b.merge(mailSandboxNeeds(config.smtp, config.outbox));
   b.merge(alertsSandboxNeeds(config.alerts, config.device.stateDir));
+  b.merge(statusSandboxNeeds(config.status));
   return b.build();
+}
+
+/**
+ * Which config runs (the file, the last good copy, or an embedded one) and what is wrong with the file on disk
+ * now, for `outpost status`: an edit that was not applied shows its problems.
+ *
+ * @example
+ * ```ts
+ * const state = await configFileState(cfg, false);
+ * if (state.problems.length) console.log(state.problems.join("\n"));
+ * ```
+ */
+export async function configFileState(cfg: OutpostConfig, fromLastGood: boolean): Promise<ConfigState> {
+  if (cfg.path === null) return { file: null, using: "embedded", edited: false, problems: [] };
+  const using = fromLastGood ? "last-good" : "file";
+  let text: string;
+  try {
+    text = await Deno.readTextFile(cfg.path);
+  } catch (e) {
+    return {
+      file: cfg.path,
+      using,
+      edited: true,
+      problems: [
+        `${cfg.path}: cannot be read: ${
+          e instanceof Deno.errors.NotFound
+            ? "it no longer exists (the daemon runs what it read at start)"
+            : e instanceof Deno.errors.PermissionDenied
+            ? "permission denied"
+            : (e as Error).message
+        }`,
+      ],
+    };
+  }
+  let edited: boolean;
+  try {
+    edited = JSON.stringify(parseTomlDocument(text, cfg.path)) !== JSON.stringify(cfg.document);
+  } catch (e) {
+    return {
+      file: cfg.path,
+      using,
+      edited: true,
+      problems: e instanceof ConfigError ? e.problems : [String(e)],
+    };
+  }
+  try {
+    parseConfig(text, cfg.path);
+    return { file: cfg.path, using, edited, problems: [] };
+  } catch (e) {
+    return { file: cfg.path, using, edited, problems: e instanceof ConfigError ? e.problems : [String(e)] };
+  }
 }
