@@ -687,19 +687,22 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
   await s.run(MAIN_STEPS[10], async () => {
     // deno-lint-ignore no-control-regex
     const text = (await v.consoleText()).replace(/\x1b\[[0-9;]*m/g, "");
-    const fsckLines = text.split("\n").filter((l) => /recovering journal|fsck|clean,/i.test(l))
+    // The initramfs checks root (e2fsck, fsck.repair=yes), systemd-fsck the FAT partition; the kernel's ext4 lines
+    // say whether the journal was replayed.
+    const fsckLines = text.split("\n").filter((l) => /recovering journal|rootfs:|fsck|clean,/i.test(l))
       .map((l) => l.trim()).filter((l) => l.length < 200);
     const fsck = await v.exec(
-      "dmesg | grep -E 'EXT4-fs \\(vda2\\)|FAT-fs \\(vda1\\)' | tail -n 5; " +
-        "journalctl -b --no-pager -o cat -u 'systemd-fsck*' | tail -n 20; findmnt -no OPTIONS /; " +
-        "findmnt -no OPTIONS /boot/firmware",
+      "dmesg | grep -E 'EXT4-fs \\(vda2\\)|FAT-fs \\(vda1\\)' | sed 's/^\\[[ 0-9.]*\\] //' | tail -n 3; " +
+        "journalctl -b --no-pager -o cat -u 'systemd-fsck*' | grep -E 'vda|clean|files' | tail -n 3; " +
+        "findmnt -no OPTIONS /; findmnt -no OPTIONS /boot/firmware",
       60_000,
     );
     if (!/(^|,)rw(,|$)/m.test(fsck.output)) throw new Error(`Root is not mounted read-write: ${fsck.output}`);
     if (/UNEXPECTED INCONSISTENCY|run fsck MANUALLY|errors=remount-ro.*remounted/i.test(text + fsck.output)) {
       throw new Error(`fsck found problems:\n${fsckLines.join("\n")}\n${fsck.output}`);
     }
-    return [...fsckLines.slice(-3), ...fsck.output.trim().split("\n").slice(-4)].join(" | ");
+    const initramfs = fsckLines.filter((l) => /rootfs:|recovering journal|clean,/i.test(l)).slice(-2);
+    return [...initramfs, ...fsck.output.trim().split("\n").filter((l) => !/^rw,/.test(l))].join(" | ");
   });
   await s.run(MAIN_STEPS[11], async () => {
     await t.serviceActive(v);
