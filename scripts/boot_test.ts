@@ -106,7 +106,7 @@ function freePort(): number {
 /** `n` consecutive free 127.0.0.1 ports (the passive range: the guest announces the same numbers). */
 function freeRange(n: number): number[] {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const start = 20000 + Math.floor(Math.random() * 30000);
+    const start = 20000 + Math.floor(Math.random() * 12000); // below Linux's ephemeral ports (32768-60999)
     const held: Deno.Listener[] = [];
     try {
       for (let p = start; p < start + n; p++) held.push(Deno.listen({ hostname: "127.0.0.1", port: p }));
@@ -465,6 +465,20 @@ async function main(args: string[]): Promise<number> {
   const s = t.steps;
   const t0 = performance.now();
   console.log(`boot test: work folder ${work}`);
+  // Ctrl-C or a CI timeout: never leave QEMU running.
+  const stop = () => {
+    if (t.vm && !t.vm.exited) {
+      try {
+        t.vm.child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    console.log("boot test: interrupted");
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
   try {
     await runAll(t, s);
   } finally {
