@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { loadBoardProfile } from "../src/alerts/board_profiles.ts";
 import { ConfigError } from "../src/config/section.ts";
 import { loadConfig, type OutpostConfig } from "../src/app/outpost_config.ts";
+import { ftpFileLimit } from "../src/ftp/ftp_server.ts";
 import { denoPermissionFlags, type DerivedPermissions, derivePermissions } from "./derive_permissions.ts";
 import { FTP_DATA_DIR, SANDBOX_ID_VAR, sandboxDirectives } from "../src/daemon/systemd_sandbox.ts";
 
@@ -150,6 +151,12 @@ TimeoutStopSec=45s
 KillMode=mixed
 Restart=on-failure
 RestartSec=5s
+# From the [ftp] limits (sessions x 4 descriptors + TLS handshakes + 512 for the rest, rounded up to a power of
+# two): the FTP server refuses connections past its limits long before this, so it never runs out of descriptors.
+LimitNOFILE=${ftpFileLimit(config.ftp ?? {})}
+# The FTP server briefly moves into a user's folder for each file operation (see src/ftp/ftp_file_system.ts) and
+# returns here, a folder it may read ("-": not fatal before the prepare step has made it).
+WorkingDirectory=-${stateDir}
 User=${paths.user}
 Group=${paths.user}
 UMask=0027

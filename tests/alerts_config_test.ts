@@ -203,15 +203,15 @@ Deno.test("templates: variables, escapes, unknown names, subject cleaning", () =
   const ctx = { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 };
   assert.equal(
     renderEventMail(ev, DEFAULT_TEMPLATES, ctx).subject,
-    "[outpost pi-freezer] ALERT freezer 3.2 °C > -10 °C",
+    "[outpost pi-freezer] ALERT freezer is 3.2 °C, above the -10 °C limit (critical)",
   );
   assert.equal(
     renderEventMail({ ...ev, kind: "reminder" }, DEFAULT_TEMPLATES, ctx).subject,
-    "[outpost pi-freezer] REMINDER freezer 3.2 °C > -10 °C for 5m",
+    "[outpost pi-freezer] REMINDER freezer is 3.2 °C, above the -10 °C limit for 5m (critical)",
   );
   assert.equal(
     renderEventMail({ ...ev, kind: "recovery", value: -12.5 }, DEFAULT_TEMPLATES, ctx).subject,
-    "[outpost pi-freezer] RECOVERED freezer -12.5 °C after 5m",
+    "[outpost pi-freezer] RECOVERED freezer is -12.5 °C again, after 5m",
   );
   const err = renderEventMail(
     { ...ev, kind: "sensor_error", rule: null, value: null, error: "DS18B20 failed\nits CRC check." },
@@ -219,12 +219,20 @@ Deno.test("templates: variables, escapes, unknown names, subject cleaning", () =
     ctx,
   );
   assert.equal(err.subject, "[outpost pi-freezer] SENSOR ERROR freezer: DS18B20 failed its CRC check.");
-  assert.match(err.text, /Host: pi-freezer \(rpi4\)/);
+  assert.match(err.text, /Board: pi-freezer \(rpi4\)\./);
+  assert.doesNotMatch(err.text, /Rule: |rule -|rule null/, "a sensor error names no rule");
+  // Natural wording, the severity, and times in the board's zone.
+  const alert = renderEventMail(ev, DEFAULT_TEMPLATES, ctx).text;
+  assert.match(
+    alert,
+    /^freezer is 3\.2 °C, above the -10 °C limit, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+\./,
+  );
+  assert.match(alert, /rule freezer_above, severity critical\./);
   const below = renderEventMail({ ...ev, direction: "below", threshold: 10, value: 7 }, DEFAULT_TEMPLATES, {
     ...ctx,
     unit: "%",
   });
-  assert.equal(below.subject, "[outpost pi-freezer] ALERT freezer 7 % < 10 %");
+  assert.equal(below.subject, "[outpost pi-freezer] ALERT freezer is 7 %, below the 10 % limit (critical)");
 });
 
 Deno.test("board profiles: all load, carry memory flags, and their outpost.toml templates are current", async () => {

@@ -299,10 +299,12 @@ Deno.test({
       // Each poll samples both sensors: 3 intervals = at most 6 samples (+2 for the poll in progress).
       assert.ok(r.enqueued[0].samples - before <= 8, `alert after ${r.enqueued[0].samples - before} samples`);
       await r.waitSamples(20);
-      assert.deepEqual(await subjects(r), ["[outpost pi-e2e] ALERT soc 85.25 °C > 70 °C"]);
+      assert.deepEqual(await subjects(r), [
+        "[outpost pi-e2e] ALERT soc is 85.25 °C, above the 70 °C limit (warning)",
+      ]);
       const [alert] = await r.mails();
       assert.deepEqual(alert.to, ["owner@example.com"]);
-      assert.match(alert.text, /soc reads 85\.25 °C, > the limit of 70 °C/);
+      assert.match(alert.text, /soc is 85\.25 °C, above the 70 °C limit/);
       await Deno.writeTextFile(r.temp, "65000\n");
       await r.waitSamples(6);
       assert.equal((await r.mails()).length, 1, "65 °C is above clear_at = 60: still alerting (hysteresis)");
@@ -311,7 +313,7 @@ Deno.test({
       await r.waitSamples(10);
       const s = await subjects(r);
       assert.equal(s.length, 2);
-      assert.match(s[1], /^\[outpost pi-e2e\] RECOVERED soc 52 °C after \d+s$/);
+      assert.match(s[1], /^\[outpost pi-e2e\] RECOVERED soc is 52 °C again, after \d+s$/);
       assert.ok(r.monitor!.store.writes <= 4, `state written ${r.monitor!.store.writes} times`);
     } finally {
       await r.close();
@@ -333,8 +335,8 @@ Deno.test({
       );
       const s = await subjects(r);
       assert.equal(s.filter((x) => x.includes(" ALERT ")).length, 1);
-      assert.match(s[0], /ALERT soc 90 °C > 70 °C/);
-      assert.match(s[1], /REMINDER soc 90 °C > 70 °C for \d+s/);
+      assert.match(s[0], /ALERT soc is 90 °C, above the 70 °C limit/);
+      assert.match(s[1], /REMINDER soc is 90 °C, above the 70 °C limit for \d+s/);
       const texts = (await r.mails()).map((m) => m.text);
       assert.match(texts[1], /Reminder number 1\./);
       assert.match(texts[2], /Reminder number 2\./);
@@ -372,8 +374,8 @@ Deno.test({
       await r.waitSamples(6);
       const got = await r.mails();
       assert.deepEqual(got.map((m) => m.subject).slice(0, 2).map((s) => s.replace(/ after \d+s$/, "")), [
-        "[outpost pi-e2e] ALERT soc 88 °C > 70 °C",
-        "[outpost pi-e2e] RECOVERED soc 50 °C",
+        "[outpost pi-e2e] ALERT soc is 88 °C, above the 70 °C limit (warning)",
+        "[outpost pi-e2e] RECOVERED soc is 50 °C again,",
       ]);
       assert.equal(got.length, 3);
       assert.equal(got[2].subject, "[outpost pi-e2e] DIGEST 3 alert event(s) while mail was down");
@@ -408,8 +410,8 @@ Deno.test({
       await r.waitSamples(6);
       const s = await subjects(r);
       assert.equal(s.length, 2);
-      assert.match(s[0], /ALERT soc 86 °C/);
-      assert.match(s[1], /RECOVERED soc 40 °C/);
+      assert.match(s[0], /ALERT soc is 86 °C/);
+      assert.match(s[1], /RECOVERED soc is 40 °C/);
     } finally {
       await r.close();
     }
@@ -442,8 +444,11 @@ Deno.test({
       await r.waitSamples(6);
       const s = await subjects(r);
       assert.equal(s.length, 4);
-      assert.ok(s.includes("[outpost pi-e2e] SENSOR OK freezer -3 °C"), s.join("\n"));
-      assert.ok(s.includes("[outpost pi-e2e] ALERT freezer -3 °C > -10 °C"), s.join("\n"));
+      assert.ok(s.includes("[outpost pi-e2e] SENSOR OK freezer is -3 °C"), s.join("\n"));
+      assert.ok(
+        s.includes("[outpost pi-e2e] ALERT freezer is -3 °C, above the -10 °C limit (critical)"),
+        s.join("\n"),
+      );
     } finally {
       await r.close();
     }

@@ -90,13 +90,16 @@ Deno.test("monitor: alert once, recovery once, default subjects, state written o
     const m = await t.open();
     for (const v of ["-18", "-15", "3.2", "4", "5", "-11", "-13", "-14"]) await t.poll(m, v);
     assert.deepEqual(t.mailer.subjects(), [
-      "[outpost pi-freezer] ALERT freezer 3.2 °C > -10 °C",
-      "[outpost pi-freezer] RECOVERED freezer -13 °C after 4m",
+      "[outpost pi-freezer] ALERT freezer is 3.2 °C, above the -10 °C limit (critical)",
+      "[outpost pi-freezer] RECOVERED freezer is -13 °C again, after 4m",
     ]);
     assert.deepEqual(t.mailer.sent[0].to, ["owner@example.com"]);
     assert.equal(t.mailer.sent[0].critical, true);
     assert.equal(t.mailer.sent[0].tag, "alert:freezer_above");
-    assert.match(t.mailer.sent[0].text, /freezer reads 3\.2 °C, > the limit of -10 °C/);
+    assert.match(
+      t.mailer.sent[0].text,
+      /freezer is 3\.2 °C, above the -10 °C limit, since 2026-01-01 00:03:00 UTC\./,
+    );
     // Each event: one write recording it as unsent, one after it is handed over. 8 samples, 2 events.
     assert.equal(m.store.writes, 4);
     await m.stop();
@@ -133,7 +136,7 @@ Deno.test("monitor: missing and garbage sensor files raise one sensor error, the
     await t.poll(m, "-17");
     assert.deepEqual(t.mailer.subjects().map((s) => s.replace(/: .*/, "")), [
       "[outpost pi-freezer] SENSOR ERROR freezer",
-      "[outpost pi-freezer] SENSOR OK freezer -17 °C",
+      "[outpost pi-freezer] SENSOR OK freezer is -17 °C",
     ]);
     assert.match(t.mailer.subjects()[0], /does not hold a number/);
     await m.stop();
@@ -149,7 +152,7 @@ Deno.test("monitor: while delivery fails, first event at once, the rest as one d
     t.mailer.failing = true;
     for (const v of ["5", "-13", "6", "-13", "7"]) await t.poll(m, v);
     assert.equal(t.mailer.sent.length, 1, "only the first alert went out while failing");
-    assert.match(t.mailer.sent[0].subject, /ALERT freezer 5 °C/);
+    assert.match(t.mailer.sent[0].subject, /ALERT freezer is 5 °C/);
     const digestState = m.snapshot().digest;
     assert.equal(digestState.events.length, 4);
     t.mailer.failing = false;
@@ -185,7 +188,9 @@ Deno.test("monitor: a refused enqueue is kept and retried, and survives a restar
     t.mailer.refuse = false;
     const b = await t.open();
     await b.flush();
-    assert.deepEqual(t.mailer.subjects(), ["[outpost pi-freezer] ALERT freezer 5 °C > -10 °C"]);
+    assert.deepEqual(t.mailer.subjects(), [
+      "[outpost pi-freezer] ALERT freezer is 5 °C, above the -10 °C limit (critical)",
+    ]);
     assert.equal(b.snapshot().unsent.length, 0);
     await b.stop();
   } finally {
@@ -254,7 +259,7 @@ above = 10
     await m.stop();
     assert.ok(m.samples >= 2);
     assert.deepEqual(mailer.subjects().sort(), [
-      "[outpost h] ALERT v 50 > 10",
+      "[outpost h] ALERT v is 50, above the 10 limit (warning)",
       '[outpost h] SENSOR ERROR broken: Output of /bin/sh does not hold a number: "nope".',
     ]);
   } finally {
@@ -282,7 +287,7 @@ above = 10
     const m = await AlertMonitor.open({ config: cfg, mailer, stateFile, host: "h", board: "b" });
     await m.pollSensor("v");
     await m.stop();
-    assert.deepEqual(mailer.subjects(), ["[outpost h] ALERT v 50 > 10"]);
+    assert.deepEqual(mailer.subjects(), ["[outpost h] ALERT v is 50, above the 10 limit (warning)"]);
     assert.equal(m.store.writes, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });

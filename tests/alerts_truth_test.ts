@@ -123,20 +123,29 @@ Deno.test("truth: a newer mail about a rule replaces the stale one still queued,
   const t = await setup({ digest: false });
   try {
     await t.poll("5");
-    assert.deepEqual(await t.queued(), ["[outpost pi-freezer] ALERT freezer 5 °C > -10 °C"]);
+    assert.deepEqual(await t.queued(), [
+      "[outpost pi-freezer] ALERT freezer is 5 °C, above the -10 °C limit (critical)",
+    ]);
     await t.poll("-13");
-    assert.deepEqual(await t.queued(), ["[outpost pi-freezer] RECOVERED freezer -13 °C after 1m"]);
+    assert.deepEqual(await t.queued(), ["[outpost pi-freezer] RECOVERED freezer is -13 °C again, after 1m"]);
     await t.poll("6");
     const [last] = await t.outbox.list("queued");
-    assert.equal(last.meta.subject, "[outpost pi-freezer] ALERT freezer 6 °C > -10 °C");
+    assert.equal(
+      last.meta.subject,
+      "[outpost pi-freezer] ALERT freezer is 6 °C, above the -10 °C limit (critical)",
+    );
     assert.equal(
       (await t.outbox.list("queued")).length,
       1,
       "only the mail describing the current state is left",
     );
     const text = new TextDecoder().decode(await Deno.readFile(last.path));
+    assert.match(text, /^Auto-Submitted: auto-generated\r?$/m, "RFC 3834: machine-written mail");
     assert.match(text, /replaces 1 earlier mail\(s\)/);
-    assert.match(text, /RECOVERED freezer -13 =C2=B0C after 1m|RECOVERED freezer -13 °C after 1m/);
+    assert.match(
+      text,
+      /RECOVERED freezer is -13 =C2=B0C again, after 1m|RECOVERED freezer is -13 °C again, after 1m/,
+    );
   } finally {
     await t.cleanup();
   }
@@ -149,7 +158,9 @@ Deno.test("truth: after an outage the digest replaces the stale first alert; the
     await t.poll("5"); // first event of the outage: queued at once
     await t.poll("-13"); // recovery: into the digest
     await t.poll("6"); // alert again: into the digest
-    assert.deepEqual(await t.queued(), ["[outpost pi-freezer] ALERT freezer 5 °C > -10 °C"]);
+    assert.deepEqual(await t.queued(), [
+      "[outpost pi-freezer] ALERT freezer is 5 °C, above the -10 °C limit (critical)",
+    ]);
     t.setFailing(false);
     await t.poll("7");
     const q = await t.outbox.list("queued");

@@ -142,7 +142,7 @@ Deno.test({
         first.map((m) => m.subject).join("\n"),
       );
       assert.ok(
-        first.some((m) => /ALERT freezer 3\.5/.test(m.subject ?? "")),
+        first.some((m) => /ALERT freezer is 3\.5/.test(m.subject ?? "")),
         first.map((m) => m.subject).join("\n"),
       );
 

@@ -444,6 +444,8 @@ Deno.test("fuzz: a seeded storm of hostile FTP clients leaves the server serving
       maxLoginFailures: 1_000_000,
       dataTimeoutMs: 1000,
       maxSessionsPerIp: 100,
+      maxUnauthenticated: 100,
+      maxUnauthenticatedPerIp: 100,
     },
   });
   try {

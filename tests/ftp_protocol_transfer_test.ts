@@ -272,7 +272,14 @@ Deno.test({
   name: "ftp transfer: 100 concurrent ftplib clients each download a file intact",
   ignore,
   fn: async () => {
-    const fx = await startFtp({ server: { maxSessionsPerIp: 200, maxSessions: 200 } });
+    const fx = await startFtp({
+      server: {
+        maxSessionsPerIp: 200,
+        maxSessions: 200,
+        maxUnauthenticated: 200,
+        maxUnauthenticatedPerIp: 200,
+      },
+    });
     try {
       const data = crypto.getRandomValues(new Uint8Array(65536));
       const file = new Uint8Array(2 << 20);

@@ -152,7 +152,11 @@ Deno.test("ClientHello: hostile and odd records are refused without throwing", (
   assert.equal(preferredMaxVersion(parseClientHello(hello([v13]))), "TLSv1.3");
   assert.equal(preferredMaxVersion(parseClientHello(hello([v13, [35, []]]))), "TLSv1.2");
   assert.equal(preferredMaxVersion(parseClientHello(hello([]))), "TLSv1.2");
-  assert.equal(preferredMaxVersion(null), "TLSv1.2");
+  // Unknown: the context that serves every client (1.2 and 1.3); TLS 1.3 only, with or without a ticket: 1.3.
+  assert.equal(preferredMaxVersion(null), "TLSv1.3");
+  const only13 = [43, [2, 3, 4]] as [number, number[]];
+  assert.equal(preferredMaxVersion(parseClientHello(hello([only13, [35, []]]))), "TLSv1.3");
+  assert.equal(preferredMaxVersion(parseClientHello(hello([only13]))), "TLSv1.3");
   // Extension length past the end, odd version list, list length lying, extensions block length lying.
   assert.equal(parseClientHello(hello([[43, [9, 3, 4]]])), null);
   assert.equal(parseClientHello(hello([[43, [3, 3, 4, 3]]])), null);

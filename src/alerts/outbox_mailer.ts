@@ -12,6 +12,18 @@ import type { DeliveryWorker } from "../smtp/delivery_worker.ts";
 import { type FallbackConfigInput, renderFallbackConfigMail } from "./templates.ts";
 
 /**
+ * RFC 3834's mark on mail a machine wrote by itself, so auto-responders and vacation replies leave it alone.
+ *
+ * @example
+ * ```ts
+ * await outbox.enqueue({ to, subject, text, headers: AUTO_GENERATED }, { critical: false });
+ * ```
+ */
+export const AUTO_GENERATED: Readonly<Record<string, string>> = Object.freeze({
+  "Auto-Submitted": "auto-generated",
+});
+
+/**
  * Adapts the daemon's outbox and worker to the monitor's mailer. Both are passed as getters because a reload
  * of the mail part replaces them while the monitor keeps its mailer; the worker is null while `[smtp]` is not
  * configured (mail waits, delivery counts as failing).
@@ -33,7 +45,10 @@ export function outboxAlertMailer(
   };
   return {
     enqueue: async (msg, opts) => {
-      const id = await box().enqueue(msg, { critical: opts.critical, tag: opts.tag });
+      const id = await box().enqueue({ ...msg, headers: AUTO_GENERATED }, {
+        critical: opts.critical,
+        tag: opts.tag,
+      });
       worker()?.kick();
       return id;
     },
@@ -77,7 +92,10 @@ export async function queueFallbackConfigNotice(
   if (seen === hash) return null;
   const stale = await outbox.pending(["config-fallback"]);
   const { subject, text } = renderFallbackConfigMail(opts.input);
-  const id = await outbox.enqueue({ to: opts.to, subject, text }, { critical: true, tag: "config-fallback" });
+  const id = await outbox.enqueue({ to: opts.to, subject, text, headers: AUTO_GENERATED }, {
+    critical: true,
+    tag: "config-fallback",
+  });
   await outbox.withdraw(stale.map((s) => s.id));
   await Deno.writeTextFile(`${marker}.tmp`, hash + "\n");
   await Deno.rename(`${marker}.tmp`, marker);

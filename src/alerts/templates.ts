@@ -3,8 +3,10 @@
  * `[outpost pi-freezer] ALERT freezer 3.2 °C > -10 °C`.
  *
  * Variables: `sensor`, `rule`, `value`, `unit`, `reading` (value and unit), `threshold`, `limit` (threshold and
- * unit), `op` (`>` or `<`), `since` (ISO time the episode began), `duration` (how long it has lasted), `host`,
- * `board`, `count`, `state` (ALERT, REMINDER, RECOVERED, SENSOR ERROR, SENSOR OK), `severity`, `error`, `time`.
+ * unit), `op` (`>` or `<`), `relation` (`above` or `below`), `since` (when the episode began) and `time` (when
+ * the mail was made), both in the board's local time with its zone (`2026-12-01 23:30:05 CET`), `duration` (how
+ * long it has lasted), `host`, `board`, `count`, `state` (ALERT, REMINDER, RECOVERED, SENSOR ERROR, SENSOR OK),
+ * `severity`, `error`.
  * `{{` and `}}` give literal braces. CR, LF and other control characters in values are replaced by spaces in
  * subjects, so a sensor error message cannot inject mail headers.
  *
@@ -30,6 +32,7 @@ export const TEMPLATE_VARIABLES = [
   "threshold",
   "limit",
   "op",
+  "relation",
   "since",
   "duration",
   "host",
@@ -73,42 +76,73 @@ export interface MailTemplates {
   sensor_ok: { subject: string; body: string };
 }
 
-const FOOTER = "\n\nHost: {host} ({board})\nRule: {rule}  Severity: {severity}\nSent by outpost at {time}.";
+const FOOTER = "\n\nBoard: {host} ({board}), rule {rule}, severity {severity}.\nSent by outpost at {time}.";
+const SENSOR_FOOTER = "\n\nBoard: {host} ({board}).\nSent by outpost at {time}.";
 
 /**
- * The built-in templates.
+ * The built-in templates: a subject that reads as a sentence on a phone's lock screen, the severity in it.
  *
  * @example
  * ```ts
- * DEFAULT_TEMPLATES.alert.subject; // "[outpost {host}] ALERT {sensor} {reading} {op} {limit}"
+ * DEFAULT_TEMPLATES.alert.subject; // "[outpost {host}] ALERT {sensor} is {reading}, {relation} the {limit} ..."
  * ```
  */
 export const DEFAULT_TEMPLATES: MailTemplates = {
   alert: {
-    subject: "[outpost {host}] ALERT {sensor} {reading} {op} {limit}",
-    body: "{sensor} reads {reading}, {op} the limit of {limit}, since {since}." +
+    subject: "[outpost {host}] ALERT {sensor} is {reading}, {relation} the {limit} limit ({severity})",
+    body: "{sensor} is {reading}, {relation} the {limit} limit, since {since}." +
       "\nThis rule tripped {count} time(s) since the last alert mail." + FOOTER,
   },
   reminder: {
-    subject: "[outpost {host}] REMINDER {sensor} {reading} {op} {limit} for {duration}",
-    body:
-      "{sensor} still reads {reading} ({op} {limit}); the alert has stood for {duration}, since {since}." +
-      "\nReminder number {count}." + FOOTER,
+    subject: "[outpost {host}] REMINDER {sensor} is {reading}, {relation} the {limit} limit for {duration} " +
+      "({severity})",
+    body: "{sensor} is still {reading}, {relation} the {limit} limit; the alert has stood for {duration}, " +
+      "since {since}.\nReminder number {count}." + FOOTER,
   },
   recovery: {
-    subject: "[outpost {host}] RECOVERED {sensor} {reading} after {duration}",
-    body: "{sensor} is back to {reading}; it was past {limit} for {duration}, since {since}." + FOOTER,
+    subject: "[outpost {host}] RECOVERED {sensor} is {reading} again, after {duration}",
+    body:
+      "{sensor} is back to {reading}; it was {relation} the {limit} limit for {duration}, since {since}." +
+      FOOTER,
   },
   sensor_error: {
     subject: "[outpost {host}] SENSOR ERROR {sensor}: {error}",
     body: "{sensor} could not be read {count} time(s) in a row, since {since}:\n{error}" +
-      "\nRules on this sensor keep their last state until it reads again." + FOOTER,
+      "\nRules on this sensor keep their last state until it reads again." + SENSOR_FOOTER,
   },
   sensor_ok: {
-    subject: "[outpost {host}] SENSOR OK {sensor} {reading}",
-    body: "{sensor} reads again ({reading}) after failing for {duration}, since {since}." + FOOTER,
+    subject: "[outpost {host}] SENSOR OK {sensor} is {reading}",
+    body: "{sensor} reads again ({reading}) after failing for {duration}, since {since}." + SENSOR_FOOTER,
   },
 };
+
+/**
+ * A time in the board's local time zone with the zone's name, as mail shows it: `2026-12-01 23:30:05 CET`
+ * (`UTC` on a board whose zone is not set).
+ *
+ * @example
+ * ```ts
+ * localTime(Date.UTC(2026, 11, 1, 22, 30, 5)); // "2026-12-01 23:30:05 CET" in Europe/Berlin
+ * ```
+ */
+export function localTime(ms: number): string {
+  const parts = LOCAL_FORMAT.formatToParts(new Date(ms));
+  const get = (t: string) => parts.find((p) => p.type === t)?.value ?? "";
+  const hour = get("hour") === "24" ? "00" : get("hour");
+  return `${get("year")}-${get("month")}-${get("day")} ${hour}:${get("minute")}:${get("second")} ` +
+    get("timeZoneName");
+}
+
+const LOCAL_FORMAT = new Intl.DateTimeFormat("en-GB", {
+  year: "numeric",
+  month: "2-digit",
+  day: "2-digit",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hour12: false,
+  timeZoneName: "short",
+});
 
 /**
  * Returns the names in `template` that are not template variables (empty when the template is fine).
@@ -227,7 +261,8 @@ export function eventVariables(ev: AlertEvent, ctx: MailContext): Record<Templat
     threshold: formatNumber(ev.threshold, ctx.decimals),
     limit: withUnit(ev.threshold),
     op: ev.direction === "below" ? "<" : ">",
-    since: new Date(ev.since).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    relation: ev.direction === "below" ? "below" : "above",
+    since: localTime(ev.since),
     duration: formatDuration(ev.at - ev.since),
     host: ctx.host,
     board: ctx.board,
@@ -235,7 +270,7 @@ export function eventVariables(ev: AlertEvent, ctx: MailContext): Record<Templat
     state: STATE_WORDS[ev.kind],
     severity: ev.severity,
     error: ev.error ?? "",
-    time: new Date(ev.at).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    time: localTime(ev.at),
   };
 }
 

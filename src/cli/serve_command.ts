@@ -247,7 +247,7 @@ export async function serveCommand(args: string[]): Promise<number> {
 
   const notifier = SystemdNotifier.fromEnv();
   await notifier.send("READY=1\nSTATUS=serving");
-  notifier.startWatchdog();
+  notifier.startWatchdog(() => daemon.healthy());
   if (loaded.refused && path && daemon.outbox) {
     // Someone without a screen learns by mail that their edit was refused, once per refused file.
     await queueFallbackConfigNotice(daemon.outbox, {

@@ -10,7 +10,7 @@
  */
 
 import { type AlertMailer, AlertMonitor } from "../alerts/monitor.ts";
-import { outboxAlertMailer } from "../alerts/outbox_mailer.ts";
+import { AUTO_GENERATED, outboxAlertMailer } from "../alerts/outbox_mailer.ts";
 import { configFileState, type OutpostConfig } from "../app/outpost_config.ts";
 import { FtpServer } from "../ftp/ftp_server.ts";
 import { Logger } from "../log/logger.ts";
@@ -54,6 +54,19 @@ export class OutpostDaemon {
   /** The FTP server, when enabled. */
   get ftp(): FtpServer | null {
     return this.#ftp;
+  }
+
+  /**
+   * True while every running part passes its self-check (the FTP listeners still accept connections): the
+   * watchdog pings systemd only while this holds.
+   *
+   * @example
+   * ```ts
+   * notifier.startWatchdog(() => daemon.healthy());
+   * ```
+   */
+  healthy(): boolean {
+    return this.#ftp?.isAccepting() ?? true;
   }
 
   /** The outbox every mail goes through. */
@@ -205,7 +218,12 @@ export class OutpostDaemon {
   async notify(subject: string, text: string): Promise<void> {
     const to = this.#config.alerts.to;
     if (to.length === 0 || !this.#outbox) return;
-    await this.#outbox.enqueue({ to, subject: `[outpost ${this.#config.device.name}] ${subject}`, text }, {
+    await this.#outbox.enqueue({
+      to,
+      subject: `[outpost ${this.#config.device.name}] ${subject}`,
+      text,
+      headers: AUTO_GENERATED,
+    }, {
       critical: false,
       tag: "daemon",
     });

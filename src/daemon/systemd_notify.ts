@@ -101,11 +101,17 @@ export class SystemdNotifier {
     }
   }
 
-  /** Pings the watchdog at half its interval until {@link SystemdNotifier.stop}. */
-  startWatchdog(): void {
+  /**
+   * Pings the watchdog at half its interval until {@link SystemdNotifier.stop}, but only while `healthy()` says
+   * so (a self-check, e.g. the FTP listeners still accept): a wedged daemon stops pinging and systemd restarts it.
+   */
+  startWatchdog(healthy: () => boolean = () => true): void {
     if (!this.enabled || this.watchdogMs === null || this.#timer !== null) return;
     const every = Math.max(500, Math.floor(this.watchdogMs / 2));
-    this.#timer = setInterval(() => void this.send("WATCHDOG=1"), every);
+    this.#timer = setInterval(() => {
+      if (healthy()) void this.send("WATCHDOG=1");
+      else log.error("watchdog.withheld", { reason: "a self-check failed" });
+    }, every);
   }
 
   /** Stops the watchdog pings. */

@@ -41,15 +41,8 @@ export interface CommandSpec {
   duringTransfer?: boolean;
 }
 
-/**
- * Every verb the server implements.
- *
- * @example
- * ```ts
- * COMMANDS.RETR.perm; // "read"
- * ```
- */
-export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
+/** Every verb the server implements, with its literal keys (see {@link Verb}). */
+const COMMAND_TABLE = {
   ABOR: { needsAuth: false, arg: "none", help: "ABOR (abort the running transfer)", duringTransfer: true },
   ACCT: { needsAuth: false, arg: "required", help: "ACCT <account> (not used by this server)" },
   AUTH: {
@@ -116,7 +109,39 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   XMKD: { needsAuth: true, perm: "mkdir", arg: "required", help: "XMKD <folder> (same as MKD)" },
   XPWD: { needsAuth: true, arg: "none", help: "XPWD (same as PWD)" },
   XRMD: { needsAuth: true, perm: "delete", arg: "required", help: "XRMD <folder> (same as RMD)" },
-};
+} satisfies Record<string, CommandSpec>;
+
+/**
+ * A verb of {@link COMMANDS} (the session's handler table is keyed by it, so every verb has exactly one handler).
+ *
+ * @example
+ * ```ts
+ * const v: Verb = "RETR";
+ * ```
+ */
+export type Verb = keyof typeof COMMAND_TABLE;
+
+/**
+ * Every verb the server knows, with its rules (login, permission, argument); looked up by the upper-cased verb.
+ *
+ * @example
+ * ```ts
+ * COMMANDS.RETR.perm; // "read"
+ * ```
+ */
+export const COMMANDS: Readonly<Record<string, CommandSpec>> = COMMAND_TABLE;
+
+/**
+ * True when `verb` is one of {@link COMMANDS}.
+ *
+ * @example
+ * ```ts
+ * isVerb("RETR"); // true
+ * ```
+ */
+export function isVerb(verb: string): verb is Verb {
+  return Object.hasOwn(COMMAND_TABLE, verb);
+}
 
 /**
  * SITE subcommands with the permission they need and their help.

@@ -31,6 +31,12 @@
  * [ftp.limits]
  * max_sessions = 300
  * max_sessions_per_ip = 50
+ * max_unauthenticated = 50        # connections not logged in yet (TLS handshakes included)
+ * max_unauthenticated_per_ip = 10
+ * max_handshakes = 32             # TLS handshakes in progress on the implicit FTPS port
+ * max_handshakes_per_ip = 4
+ * login_timeout = "60s"           # from connect (or REIN / AUTH TLS) to a good login
+ * max_password_checks = 1         # password hashes computed at once (PBKDF2), all sessions together
  * idle_timeout = "5m"
  * data_timeout = "30s"
  * login_fail_delay = "1s"
@@ -184,6 +190,28 @@ export function readFtpSection(ftp: Section): FtpConfig {
       default: d.maxSessionsPerIp,
       min: 1,
       max: 100_000,
+    }),
+    maxUnauthenticated: limits.int("max_unauthenticated", {
+      default: d.maxUnauthenticated ?? 50,
+      min: 1,
+      max: 100_000,
+    }),
+    maxUnauthenticatedPerIp: limits.int("max_unauthenticated_per_ip", {
+      default: d.maxUnauthenticatedPerIp ?? 10,
+      min: 1,
+      max: 100_000,
+    }),
+    maxHandshakes: limits.int("max_handshakes", { default: d.maxHandshakes ?? 32, min: 1, max: 100_000 }),
+    maxHandshakesPerIp: limits.int("max_handshakes_per_ip", {
+      default: d.maxHandshakesPerIp ?? 4,
+      min: 1,
+      max: 100_000,
+    }),
+    loginTimeoutMs: limits.duration("login_timeout", d.loginTimeoutMs ?? 60_000, { min: 1000 }),
+    maxPasswordChecks: limits.int("max_password_checks", {
+      default: d.maxPasswordChecks ?? 1,
+      min: 1,
+      max: 64,
     }),
     idleTimeoutMs: limits.duration("idle_timeout", d.idleTimeoutMs, { min: 1000 }),
     dataTimeoutMs: limits.duration("data_timeout", d.dataTimeoutMs, { min: 1000 }),

@@ -6,12 +6,19 @@
  * ({@link FtpFsError}) never contain a host path. Uploads are atomic: they go to a hidden temp file in the target
  * directory and are renamed over the target only on success.
  *
- * Limits: Deno has no `openat`/`O_NOFOLLOW`, so a symlink swapped into the path by another local process between
- * the check and the open cannot be ruled out completely; every operation therefore works on the real path that
- * the check resolved, which leaves only a directory swapped in between as a (local-attacker-only) window.
+ * Races with local processes (a directory swapped for a symlink between the check and the call): Deno has no
+ * `openat`, and `/proc/self/fd/N` paths need `--allow-all`, but a relative path is resolved by the kernel from the
+ * process's working directory. So every operation that changes or opens a user's file first checks the path, then
+ * **pins** the directory it acts in: `chdir` to it and read back `getcwd()` (the kernel's answer for that very
+ * directory, wherever the path now leads), refuse unless that lies inside the root, and act with a relative name,
+ * synchronously, in the same turn (no other code runs while the working directory is moved). The final component
+ * is never followed: `lstat`, `O_EXCL` creates, `O_NOFOLLOW` opens, and an open file's inode must match the entry.
+ * See the README ("What remains") for what this does not cover.
  *
  * @module
  */
+
+import * as nodeFs from "node:fs";
 
 /**
  * What a user may do. Checked by the session before it calls the file system; a command whose permission is
@@ -212,6 +219,8 @@ export interface FtpUpload {
    * copied for APPE or REST). Do not close it: `commit()` and `abort()` do.
    */
   file: Deno.FsFile;
+  /** The virtual path the upload lands at (for STOU, the unique name it reserved). */
+  vpath: string;
   /**
    * Flushes the temp file (`fdatasync`, unless uploads are not synced), closes it and renames it over the
    * target. On failure the temp file is removed and an {@link FtpFsError} is thrown (552 when the disk is
@@ -228,6 +237,8 @@ export const UPLOAD_TEMP_PREFIX = ".outpost-upload-";
 const NOT_FOUND = "No such file or directory.";
 const DENIED = "Permission denied.";
 const COPY_BUFFER_SIZE = 64 * 1024;
+/** Directory entries statted together (and held at once) while listing. */
+const LIST_BATCH = 32;
 
 /**
  * Maps any error from a file system call (or from writing an upload's file) to an {@link FtpFsError} whose
@@ -291,6 +302,19 @@ function randomHex(bytes: number): string {
   let s = "";
   for (const x of b) s += x.toString(16).padStart(2, "0");
   return s;
+}
+
+/** The working directory the process had before the first pinned operation (null when unreadable). */
+let homeCwd: string | null | undefined;
+
+function sameInode(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+  return a.ino !== null && a.ino === b.ino && a.dev === b.dev;
+}
+
+/** Splits a host path into its directory and final name. */
+function splitHost(path: string): { dir: string; name: string } {
+  const i = path.lastIndexOf("/");
+  return { dir: i <= 0 ? "/" : path.slice(0, i), name: path.slice(i + 1) };
 }
 
 function infoFrom(name: string, st: Deno.FileInfo, type?: FtpFileInfo["type"]): FtpFileInfo {
@@ -425,6 +449,36 @@ export class FtpFileSystem {
   }
 
   /**
+   * Runs `fn` with the process's working directory pinned to the host directory `dir` (see the module doc):
+   * `fn` must be synchronous and use names relative to it. Refuses with 550 when the directory the kernel moved
+   * into is not inside the root (a swap between the check and now); errors become {@link FtpFsError}s.
+   */
+  #pinned<T>(dir: string, fn: () => T): T {
+    if (homeCwd === undefined) {
+      try {
+        homeCwd = Deno.cwd();
+      } catch {
+        homeCwd = null; // Not readable under narrowed permissions: stay wherever the last operation was.
+      }
+    }
+    try {
+      Deno.chdir(dir);
+      if (!this.#inside(Deno.cwd())) throw new FtpFsError(550, DENIED);
+      return fn();
+    } catch (e) {
+      throw toFtpFsError(e);
+    } finally {
+      if (homeCwd) {
+        try {
+          Deno.chdir(homeCwd);
+        } catch {
+          // Gone: the next pinned operation moves away anyway.
+        }
+      }
+    }
+  }
+
+  /**
    * Host path of a virtual path, checked with realpath so that no symlink on the way leaves the root.
    * With `mustExist` (the default) the path must exist and the result is its real path. Without it, the parent
    * must exist and the last component may be missing (or a symlink whose target lies inside the root).
@@ -485,7 +539,8 @@ export class FtpFileSystem {
 
   /**
    * Lists a directory. Symlinks inside the root appear as their targets; symlinks leading outside, upload temp
-   * files and names holding CR/LF/NUL (which no client could address) are left out.
+   * files and names holding CR/LF/NUL (which no client could address) are left out. Holds the whole listing in
+   * memory: for transfers use {@link FtpFileSystem.listBatches}.
    *
    * @example
    * ```ts
@@ -493,32 +548,75 @@ export class FtpFileSystem {
    * ```
    */
   async list(vdir: string): Promise<FtpFileInfo[]> {
-    const dirReal = await this.hostPath(vdir);
     const out: FtpFileInfo[] = [];
+    for await (const batch of this.listBatches(vdir)) out.push(...batch);
+    return out;
+  }
+
+  /**
+   * Lists a directory in batches of at most `batchSize` entries, in bounded memory whatever its size:
+   * `Deno.readDir` is read lazily and each batch is statted together before it is handed out. Same filtering
+   * as {@link FtpFileSystem.list}; a batch may be shorter (entries removed while listing are left out).
+   *
+   * @example
+   * ```ts
+   * for await (const batch of fs.listBatches("/big")) for (const e of batch) send(e.name);
+   * ```
+   */
+  async *listBatches(vdir: string, batchSize = LIST_BATCH): AsyncGenerator<FtpFileInfo[]> {
+    const dirReal = await this.hostPath(vdir);
+    let st: Deno.FileInfo;
     try {
-      const st = await Deno.stat(dirReal);
-      if (!st.isDirectory) throw new FtpFsError(550, "Not a directory.");
-      for await (const entry of Deno.readDir(dirReal)) {
-        const name = entry.name;
-        if (name.startsWith(UPLOAD_TEMP_PREFIX) || hasControlChars(name)) continue;
-        const path = dirReal === "/" ? `/${name}` : `${dirReal}/${name}`;
-        try {
-          if (entry.isSymlink) {
-            const verdict = await this.#judgeLink(path, dirReal);
-            if (verdict.kind === "outside") continue;
-            if (verdict.kind === "dangling") out.push(infoFrom(name, await Deno.lstat(path), "link"));
-            else out.push(infoFrom(name, await Deno.stat(verdict.real)));
-          } else {
-            out.push(infoFrom(name, await Deno.lstat(path)));
-          }
-        } catch {
-          // Removed while listing: leave it out.
-        }
-      }
+      st = await Deno.stat(dirReal);
     } catch (e) {
       throw toFtpFsError(e);
     }
-    return out;
+    if (!st.isDirectory) throw new FtpFsError(550, "Not a directory.");
+    let pending: Deno.DirEntry[] = [];
+    const iter = Deno.readDir(dirReal)[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        let r: IteratorResult<Deno.DirEntry>;
+        try {
+          r = await iter.next();
+        } catch (e) {
+          throw toFtpFsError(e);
+        }
+        if (!r.done) {
+          const name = r.value.name;
+          if (name.startsWith(UPLOAD_TEMP_PREFIX) || hasControlChars(name)) continue;
+          pending.push(r.value);
+          if (pending.length < batchSize) continue;
+        }
+        if (pending.length > 0) {
+          const batch = pending;
+          pending = [];
+          const infos = await Promise.all(batch.map((e) => this.#entryInfo(dirReal, e)));
+          yield infos.filter((x): x is FtpFileInfo => x !== null);
+        }
+        if (r.done) return;
+      }
+    } finally {
+      await iter.return?.();
+    }
+  }
+
+  /** Info for one directory entry, or null when it is to be left out (a link leading out, or gone). */
+  async #entryInfo(dirReal: string, entry: Deno.DirEntry): Promise<FtpFileInfo | null> {
+    const name = entry.name;
+    const path = dirReal === "/" ? `/${name}` : `${dirReal}/${name}`;
+    try {
+      if (entry.isSymlink) {
+        const verdict = await this.#judgeLink(path, dirReal);
+        if (verdict.kind === "outside") return null;
+        if (verdict.kind === "dangling") return infoFrom(name, await Deno.lstat(path), "link");
+        return infoFrom(name, await Deno.stat(verdict.real));
+      }
+      return infoFrom(name, await Deno.lstat(path));
+    } catch {
+      // Removed while listing: leave it out.
+      return null;
+    }
   }
 
   /**
@@ -545,10 +643,24 @@ export class FtpFileSystem {
    */
   async openDownload(vpath: string, offset: number): Promise<{ file: Deno.FsFile; size: number }> {
     const real = await this.hostPath(vpath);
+    if (real === this.root) throw new FtpFsError(550, "Not a regular file.");
+    const { dir, name } = splitHost(real);
     let file: Deno.FsFile | null = null;
     try {
-      file = await Deno.open(real, { read: true });
-      const st = await file.stat();
+      // Opened in its pinned directory; the entry must still be the file that was opened (not a link swapped in).
+      const { f, st } = this.#pinned(dir, () => {
+        const f = Deno.openSync(name, { read: true });
+        try {
+          const st = f.statSync();
+          const entry = Deno.lstatSync(name);
+          if (entry.isSymlink || !sameInode(st, entry)) throw new FtpFsError(550, DENIED);
+          return { f, st };
+        } catch (e) {
+          f.close();
+          throw e;
+        }
+      });
+      file = f;
       if (!st.isFile) throw new FtpFsError(550, "Not a regular file.");
       if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
       return { file, size: st.size };
@@ -563,10 +675,12 @@ export class FtpFileSystem {
   }
 
   /**
-   * Starts an atomic upload to `vpath`. Data goes to a hidden temp file in the target directory; `commit()`
-   * syncs it and renames it over the target, `abort()` deletes it. With `mode: "append"` or `offset > 0` (REST)
-   * the existing file (or its first `offset` bytes) is first copied into the temp file, so a failed upload never
-   * damages the original. An offset beyond the end of the file is refused (550).
+   * Starts an upload to `vpath`. `replace` is atomic: data goes to a hidden temp file in the target directory,
+   * `commit()` syncs it and renames it over the target, `abort()` deletes it; with `offset > 0` (REST) the first
+   * `offset` bytes of the existing file are copied in first (an offset beyond its end is refused with 550).
+   * `append` (APPE) appends in place with `O_APPEND`, so concurrent appends all land and no copy is needed; an
+   * aborted append keeps what arrived. `unique` (STOU) reserves a free name next to `vpath` first (see
+   * {@link FtpUpload.vpath}). Every step acts in the pinned target directory (see the module doc).
    *
    * @example
    * ```ts
@@ -579,68 +693,200 @@ export class FtpFileSystem {
    * }
    * ```
    */
-  async openUpload(vpath: string, opts: { mode: "replace" | "append"; offset: number }): Promise<FtpUpload> {
-    const target = await this.hostPath(vpath, { mustExist: false });
-    let existing: Deno.FileInfo | null = null;
-    try {
-      existing = await Deno.stat(target);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw toFtpFsError(e);
+  async openUpload(
+    vpath: string,
+    opts: { mode: "replace" | "append" | "unique"; offset: number },
+  ): Promise<FtpUpload> {
+    let target: string;
+    if (opts.mode === "unique") {
+      target = await this.hostPath(await this.#reserveUnique(vpath));
+    } else {
+      target = await this.hostPath(vpath, { mustExist: false });
     }
-    if (existing && !existing.isFile) throw new FtpFsError(550, "Not a plain file.");
-    const copyBytes = opts.mode === "append" ? (existing?.size ?? 0) : opts.offset;
-    if (opts.mode === "replace" && opts.offset > 0 && opts.offset > (existing?.size ?? 0)) {
-      throw new FtpFsError(550, "Restart offset is beyond the end of the file.");
-    }
-    const dir = target.slice(0, target.lastIndexOf("/")) || "/";
-    const temp = `${dir === "/" ? "" : dir}/${UPLOAD_TEMP_PREFIX}${randomHex(8)}`;
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(temp, { write: true, createNew: true, mode: (existing?.mode ?? 0o644) & 0o777 });
-    } catch (e) {
-      throw toFtpFsError(e);
-    }
+    if (target === this.root) throw new FtpFsError(550, "Not a plain file.");
+    const { dir, name } = splitHost(target);
+    if (opts.mode === "append") return this.#openAppend(dir, name);
+    const tempName = `${UPLOAD_TEMP_PREFIX}${randomHex(8)}`;
+    // In the pinned directory: what is there now (never followed), the temp file (O_EXCL), and for REST the
+    // original opened and checked to be that entry.
+    const { file, dirInfo, source, copyBytes } = this.#pinned(dir, () => {
+      let existing: Deno.FileInfo | null = null;
+      try {
+        existing = Deno.lstatSync(name);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      if (existing && !existing.isFile) throw new FtpFsError(550, "Not a plain file.");
+      const copyBytes = opts.mode === "replace" ? opts.offset : 0;
+      if (copyBytes > (existing?.size ?? 0)) {
+        throw new FtpFsError(550, "Restart offset is beyond the end of the file.");
+      }
+      let source: Deno.FsFile | null = null;
+      if (copyBytes > 0) {
+        source = Deno.openSync(name, { read: true });
+        if (!sameInode(source.statSync(), existing!)) {
+          source.close();
+          throw new FtpFsError(550, DENIED);
+        }
+      }
+      const file = Deno.openSync(tempName, {
+        write: true,
+        createNew: true,
+        mode: opts.mode === "unique" ? 0o644 : (existing?.mode ?? 0o644) & 0o777,
+      });
+      return { file, dirInfo: Deno.statSync("."), source, copyBytes };
+    });
     let state: "open" | "done" = "open";
-    const cleanup = async (): Promise<void> => {
+    const removeTemp = (): void => {
       try {
         file.close();
       } catch {
         // Already closed.
       }
       try {
-        await Deno.remove(temp);
+        // The name is random: in whatever directory this lands, it can only be our own temp file.
+        this.#pinned(dir, () => Deno.removeSync(tempName));
       } catch {
         // Already gone.
       }
     };
-    if (copyBytes > 0) {
+    if (source) {
       try {
-        await copyPrefix(target, file, copyBytes);
+        await copyPrefix(source, file, copyBytes);
       } catch (e) {
-        await cleanup();
+        removeTemp();
         throw toFtpFsError(e);
+      } finally {
+        source.close();
       }
     }
     return {
       file,
+      vpath: opts.mode === "unique" ? this.#virtualOf(target) : this.resolve("/", vpath),
       commit: async () => {
         if (state !== "open") throw new FtpFsError(451, "Upload already finished.");
         state = "done";
         try {
           if (this.syncUploads) await file.syncData();
           file.close();
-          await Deno.rename(temp, target);
+          this.#pinned(dir, () => {
+            // Still the directory the temp file was made in (not one swapped in under the same path).
+            if (!sameInode(Deno.statSync("."), dirInfo)) throw new FtpFsError(550, DENIED);
+            Deno.renameSync(tempName, name);
+          });
         } catch (e) {
-          await cleanup();
+          removeTemp();
           throw toFtpFsError(e);
         }
       },
-      abort: async () => {
-        if (state !== "open") return;
+      abort: () => {
+        if (state !== "open") return Promise.resolve();
         state = "done";
-        await cleanup();
+        removeTemp();
+        if (opts.mode === "unique") {
+          // Drop the reserved (still empty) name again.
+          try {
+            this.#pinned(dir, () => {
+              const st = Deno.lstatSync(name);
+              if (st.isFile && st.size === 0) Deno.removeSync(name);
+            });
+          } catch {
+            // Gone or replaced.
+          }
+        }
+        return Promise.resolve();
       },
     };
+  }
+
+  /** The virtual path of a host path inside the root. */
+  #virtualOf(host: string): string {
+    return host === this.root ? "/" : "/" + host.slice(this.#prefix.length);
+  }
+
+  /**
+   * APPE: appends in place with `O_APPEND` (concurrent appends all land, and no copy of the file is needed);
+   * a missing file is created with `O_EXCL`. An aborted append keeps what arrived, as vsftpd does.
+   */
+  #openAppend(dir: string, name: string): FtpUpload {
+    const file = this.#pinned(dir, () => {
+      for (let i = 0; i < 3; i++) {
+        let f: Deno.FsFile;
+        try {
+          f = Deno.openSync(name, { write: true, append: true });
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+          try {
+            return Deno.openSync(name, { write: true, append: true, createNew: true, mode: 0o644 });
+          } catch (e2) {
+            if (e2 instanceof Deno.errors.AlreadyExists) continue; // created meanwhile: append to it
+            throw e2;
+          }
+        }
+        const st = f.statSync();
+        const entry = Deno.lstatSync(name);
+        if (entry.isSymlink || !sameInode(st, entry) || !st.isFile) {
+          f.close();
+          throw new FtpFsError(550, entry.isSymlink || !sameInode(st, entry) ? DENIED : "Not a plain file.");
+        }
+        return f;
+      }
+      throw new FtpFsError(450, "The file is busy; try again.");
+    });
+    let state: "open" | "done" = "open";
+    const finish = async (sync: boolean): Promise<void> => {
+      if (state !== "open") return;
+      state = "done";
+      try {
+        if (sync && this.syncUploads) await file.syncData();
+      } finally {
+        try {
+          file.close();
+        } catch {
+          // Already closed.
+        }
+      }
+    };
+    const vpath = this.#virtualOf(dir === "/" ? `/${name}` : `${dir}/${name}`);
+    return {
+      file,
+      vpath,
+      commit: async () => {
+        if (state !== "open") throw new FtpFsError(451, "Upload already finished.");
+        try {
+          await finish(true);
+        } catch (e) {
+          throw toFtpFsError(e);
+        }
+      },
+      abort: () => finish(false).catch(() => {}),
+    };
+  }
+
+  /**
+   * STOU: reserves a free name next to `vpath` (the name itself, then "name.1", "name.2", ...) by creating it
+   * empty with `O_EXCL`, so two concurrent STOUs never get the same one; the upload then replaces it.
+   */
+  async #reserveUnique(vpath: string): Promise<string> {
+    const v = this.resolve("/", vpath);
+    const vdir = parentOf(v);
+    const dirReal = await this.hostPath(vdir);
+    let base = v === "/" ? "" : baseName(v);
+    if (base === "" || base.startsWith(UPLOAD_TEMP_PREFIX)) base = "file";
+    const name = this.#pinned(dirReal, () => {
+      const candidates = [base, ...Array.from({ length: 99 }, (_, i) => `${base}.${i + 1}`)];
+      for (let i = 0; i < 10; i++) candidates.push(`${base}.${randomHex(6)}`);
+      for (const c of candidates) {
+        try {
+          Deno.openSync(c, { write: true, createNew: true, mode: 0o644 }).close();
+          return c;
+        } catch (e) {
+          if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+        }
+      }
+      throw new FtpFsError(553, "No unique file name is free.");
+    });
+    return vdir === "/" ? `/${name}` : `${vdir}/${name}`;
   }
 
   /**
@@ -705,11 +951,8 @@ export class FtpFileSystem {
   async mkdir(vpath: string): Promise<void> {
     const { path, st } = await this.#ownEntry(vpath, false);
     if (st) throw new FtpFsError(550, "File exists.");
-    try {
-      await Deno.mkdir(path);
-    } catch (e) {
-      throw toFtpFsError(e);
-    }
+    const { dir, name } = splitHost(path);
+    this.#pinned(dir, () => Deno.mkdirSync(name));
   }
 
   /**
@@ -723,11 +966,11 @@ export class FtpFileSystem {
   async rmdir(vpath: string): Promise<void> {
     const { path, st } = await this.#ownEntry(vpath, true);
     if (!st?.isDirectory) throw new FtpFsError(550, "Not a directory.");
-    try {
-      await Deno.remove(path);
-    } catch (e) {
-      throw toFtpFsError(e);
-    }
+    const { dir, name } = splitHost(path);
+    this.#pinned(dir, () => {
+      if (!Deno.lstatSync(name).isDirectory) throw new FtpFsError(550, "Not a directory.");
+      Deno.removeSync(name);
+    });
   }
 
   /**
@@ -741,11 +984,14 @@ export class FtpFileSystem {
   async remove(vpath: string): Promise<void> {
     const { path, st } = await this.#ownEntry(vpath, true);
     if (st?.isDirectory) throw new FtpFsError(550, "Not a plain file: DELE removes files only.");
-    try {
-      await Deno.remove(path);
-    } catch (e) {
-      throw toFtpFsError(e);
-    }
+    const { dir, name } = splitHost(path);
+    this.#pinned(dir, () => {
+      // unlink never follows the final component; a directory swapped in since the check is refused.
+      if (Deno.lstatSync(name).isDirectory) {
+        throw new FtpFsError(550, "Not a plain file: DELE removes files only.");
+      }
+      Deno.removeSync(name);
+    });
   }
 
   /**
@@ -762,11 +1008,26 @@ export class FtpFileSystem {
     if (src.path === dst.path) return;
     if (src.st?.isDirectory && dst.st && !dst.st.isDirectory) throw new FtpFsError(550, "Not a directory.");
     if (!src.st?.isDirectory && dst.st?.isDirectory) throw new FtpFsError(550, "Is a directory.");
-    try {
-      await Deno.rename(src.path, dst.path);
-    } catch (e) {
-      throw toFtpFsError(e);
+    const a = splitHost(src.path);
+    const b = splitHost(dst.path);
+    if (a.dir === b.dir) {
+      // One directory: both names relative to it, pinned.
+      this.#pinned(a.dir, () => {
+        if (!sameInode(Deno.lstatSync(a.name), src.st!)) throw new FtpFsError(550, DENIED);
+        Deno.renameSync(a.name, b.name);
+      });
+      return;
     }
+    // Two directories: the destination is pinned (the entry lands inside whatever the paths do); the source is
+    // named by its checked real path, and the moved entry must be the one that was checked.
+    this.#pinned(b.dir, () => {
+      Deno.renameSync(a.dir === "/" ? `/${a.name}` : `${a.dir}/${a.name}`, b.name);
+      const moved = Deno.lstatSync(b.name);
+      if (!sameInode(moved, src.st!)) {
+        Deno.renameSync(b.name, `${a.dir === "/" ? "" : a.dir}/${a.name}`);
+        throw new FtpFsError(550, DENIED);
+      }
+    });
   }
 
   /**
@@ -779,11 +1040,17 @@ export class FtpFileSystem {
    */
   async chmod(vpath: string, mode: number): Promise<void> {
     const real = await this.hostPath(vpath);
-    try {
-      await Deno.chmod(real, mode & 0o777);
-    } catch (e) {
-      throw toFtpFsError(e);
-    }
+    if (real === this.root) throw new FtpFsError(550, DENIED);
+    const { dir, name } = splitHost(real);
+    // Opened without following (O_NOFOLLOW) in the pinned directory, then changed through the descriptor.
+    this.#pinned(dir, () => {
+      const fd = nodeFs.openSync(name, nodeFs.constants.O_RDONLY | nodeFs.constants.O_NOFOLLOW);
+      try {
+        nodeFs.fchmodSync(fd, mode & 0o777);
+      } finally {
+        nodeFs.closeSync(fd);
+      }
+    });
   }
 
   /**
@@ -805,10 +1072,9 @@ export class FtpFileSystem {
   }
 }
 
-/** Copies the first `count` bytes of `src` into `dst` with one reused 64 KiB buffer. */
-async function copyPrefix(src: string, dst: Deno.FsFile, count: number): Promise<void> {
-  const input = await Deno.open(src, { read: true });
-  try {
+/** Copies the first `count` bytes of `input` into `dst` with one reused 64 KiB buffer. */
+async function copyPrefix(input: Deno.FsFile, dst: Deno.FsFile, count: number): Promise<void> {
+  {
     const buf = new Uint8Array(COPY_BUFFER_SIZE);
     let left = count;
     while (left > 0) {
@@ -818,7 +1084,5 @@ async function copyPrefix(src: string, dst: Deno.FsFile, count: number): Promise
       while (off < n) off += await dst.write(buf.subarray(off, n));
       left -= n;
     }
-  } finally {
-    input.close();
   }
 }

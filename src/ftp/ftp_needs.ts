@@ -37,10 +37,16 @@ export function canChange(perms: FtpPermissions): boolean {
 export function ftpSandboxNeeds(opts: FtpServerOptions): SandboxNeeds {
   const b = new SandboxNeedsBuilder();
   const host = opts.hostname;
-  b.listen(host, opts.port);
+  // The listeners' self-check connects to each listening port over loopback (ftp_server.ts, probeHost): ":port"
+  // covers 127.0.0.1, but a "::" listener is probed on [::1].
+  const listen = (h: string, port: number) => {
+    b.listen(h, port);
+    if (h === "::" || h === "[::]") b.connect("::1", port);
+  };
+  listen(host, opts.port);
   const tls = opts.tls;
   if (tls && tls.mode !== "off") {
-    if (tls.implicitPort) b.listen(tls.implicitHost ?? host, tls.implicitPort);
+    if (tls.implicitPort) listen(tls.implicitHost ?? host, tls.implicitPort);
     if (tls.certPath && tls.keyPath) {
       b.read(tls.certPath).read(tls.keyPath);
     } else {

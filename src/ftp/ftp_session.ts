@@ -15,19 +15,13 @@ import type { ByteConn } from "../net/byte_conn.ts";
 import { closeQuietly } from "../net/byte_conn.ts";
 import { LineReader, LineTooLongError } from "../net/line_reader.ts";
 import { NodeConn } from "../net/node_conn.ts";
-import { type ServerTlsContext, TlsConn, upgradeServerSocket } from "../net/tls_server.ts";
+import { type ServerTlsContext, TlsConn } from "../net/tls_server.ts";
 import type { Logger } from "../log/logger.ts";
 import type { FtpUser } from "./accounts.ts";
-import {
-  cidrContains,
-  formatEpsvReply,
-  formatPasvReply,
-  normalizeIp,
-  parseEprtArg,
-  parsePortArg,
-} from "./address.ts";
 import { CrlfToLf, LfToCrlf } from "./ascii.ts";
-import { DataChannel, DataChannelError } from "./data_channel.ts";
+import type { DataChannel } from "./data_channel.ts";
+import { errorReply, SessionData, type XferEntry } from "./ftp_session_data.ts";
+import { SessionTls } from "./ftp_session_tls.ts";
 import {
   checkCommand,
   COMMANDS,
@@ -35,16 +29,18 @@ import {
   filterFacts,
   helpReply,
   isUrgentAbort,
+  isVerb,
   MLST_FACTS,
   parseCommandLine,
   type ParsedCommand,
   SITE_COMMANDS,
   siteHelpReply,
   stripListOptions,
+  type Verb,
 } from "./ftp_commands.ts";
-import { type FtpFileInfo, FtpFileSystem, FtpFsError, toFtpFsError } from "./ftp_file_system.ts";
-import type { FtpServerOptions } from "./ftp_server.ts";
-import type { FtpTlsOptions, TlsDataOptions } from "./ftps.ts";
+import { type FtpFileInfo, FtpFileSystem } from "./ftp_file_system.ts";
+import type { FtpServerOptions } from "./ftp_options.ts";
+import type { FtpTlsOptions } from "./ftps.ts";
 import {
   formatFtpTime,
   formatListLine,
@@ -52,14 +48,7 @@ import {
   formatNlstLine,
   sanitizeForReply,
 } from "./listing.ts";
-import {
-  type BufferPool,
-  LineWriter,
-  LocalIoError,
-  receiveFile,
-  sendFile,
-  type TransferProgress,
-} from "./transfer.ts";
+import { type BufferPool, LineWriter, receiveFile, sendFile } from "./transfer.ts";
 
 /**
  * What a session needs from its server (`FtpServer` builds one and shares it between all sessions).
@@ -72,6 +61,8 @@ import {
  *   buffers: new BufferPool(TRANSFER_BUFFER_SIZE, 4),
  *   loginFailed: () => false,
  *   loginSucceeded: () => {},
+ *   isBanned: () => false,
+ *   checkPassword: (_ip, job) => job(),
  *   xferlog: () => {},
  *   tls: null,
  * };
@@ -86,52 +77,27 @@ export interface SessionContext {
   readonly buffers: BufferPool;
   /** Records a failed login from `ip`; true when the address is now banned. */
   loginFailed(ip: string): boolean;
-  /** Records a good login from `ip` (clears its failure count). */
+  /** Records a good login from `ip` (clears its failure count; an active ban stays). */
   loginSucceeded(ip: string): void;
+  /** True while `ip` is banned after too many failed logins (checked at every USER and PASS). */
+  isBanned(ip: string): boolean;
+  /**
+   * Runs a password check through the server-wide gate (a few at once, a short queue); the `FULL` symbol when
+   * the queue is full.
+   */
+  checkPassword<T>(ip: string, job: () => Promise<T>): Promise<T | symbol>;
+  /**
+   * True while a connection from `ip` other than `self` is encrypted (or in its TLS handshake) but not logged in;
+   * protected passive data connections wait while it is (see `TlsDataOptions.holdWhile`).
+   */
+  unauthenticatedTlsFrom?(ip: string, self: FtpSession): boolean;
   /** Appends one transfer to the xferlog, if configured. */
   xferlog(entry: XferEntry): void;
   /** FTPS settings and the shared TLS context, or null when TLS is off. */
   tls: { opts: FtpTlsOptions; context: ServerTlsContext } | null;
 }
 
-/**
- * One finished file transfer (RETR, STOR, APPE, STOU; not listings), for the xferlog.
- *
- * @example
- * ```ts
- * const entry: XferEntry = {
- *   ip: "127.0.0.1",
- *   user: "bob",
- *   anonymous: false,
- *   path: "/a.txt",
- *   bytes: 3,
- *   ms: 10,
- *   ascii: false,
- *   incoming: false,
- *   complete: true,
- * };
- * ```
- */
-export interface XferEntry {
-  /** The client's (normalised) address. */
-  ip: string;
-  /** The login name ("" if none). */
-  user: string;
-  /** Whether the user logged in anonymously. */
-  anonymous: boolean;
-  /** The file's virtual path (never a host path). */
-  path: string;
-  /** Bytes sent or received over the data connection. */
-  bytes: number;
-  /** Milliseconds the transfer took. */
-  ms: number;
-  /** TYPE A (ASCII) rather than TYPE I (binary). */
-  ascii: boolean;
-  /** An upload (STOR, APPE, STOU) rather than a download (RETR). */
-  incoming: boolean;
-  /** The transfer finished successfully (226); false when it failed or was aborted. */
-  complete: boolean;
-}
+export type { XferEntry } from "./ftp_session_data.ts";
 
 /** The login state of a session. */
 export type AuthState =
@@ -139,33 +105,15 @@ export type AuthState =
   | { kind: "awaiting-pass"; name: string }
   | { kind: "logged-in"; user: FtpUser; fs: FtpFileSystem };
 
-type TransferKind = "retr" | "stor" | "appe" | "stou" | "list" | "nlst" | "mlsd";
-
-/** A transfer in progress. */
-interface Transfer extends TransferProgress {
-  kind: TransferKind;
-  path: string;
-  started: number;
-  conn: ByteConn | null;
-  aborted: boolean;
-  timedOut: boolean;
-  done: Promise<void>;
-  /** Watchdog bookkeeping: bytes at the last check and when they last changed. */
-  seenBytes: number;
-  seenAt: number;
-}
-
 const encoder = new TextEncoder();
+
+/** A listing of one entry (LIST or STAT of a file), shaped like {@link FtpFileSystem.listBatches}. */
+async function* oneBatch(info: FtpFileInfo): AsyncGenerator<FtpFileInfo[]> {
+  yield [info];
+}
 
 function quotePath(p: string): string {
   return sanitizeForReply(p).replaceAll('"', '""');
-}
-
-function errorReply(e: unknown): string | null {
-  if (e instanceof LocalIoError) e = toFtpFsError(e.original);
-  if (e instanceof FtpFsError) return `${e.code} ${sanitizeForReply(e.message)}`;
-  if (e instanceof DataChannelError) return `425 ${e.message}`;
-  return null;
 }
 
 /**
@@ -198,21 +146,21 @@ export class FtpSession {
   readonly openedAt: number = Date.now();
   /** When the last command arrived (ms since the epoch); the idle timeout counts from it. */
   lastActivity: number = Date.now();
+  /** When a session that has not logged in is closed (ms since the epoch); reset by REIN and AUTH TLS. */
+  loginDeadline: number;
   readonly #ctx: SessionContext;
   readonly #data: DataChannel;
+  /** Data connection setup and the running transfer (`ftp_session_data.ts`). */
+  readonly #dx: SessionData;
   #ascii = true;
   #rest = 0;
   #renameFrom: string | null = null;
-  #epsvAll = false;
   #facts: string[] = [...MLST_FACTS];
-  #transfer: Transfer | null = null;
   #closed = false;
   /** The code of the last reply sent, for the change log. */
   #lastReply = "";
-  /** The control connection is TLS (after AUTH TLS, or from the start on the implicit port). */
-  #tlsControl = false;
-  /** PROT P: data connections use TLS. */
-  #protP = false;
+  /** FTPS: AUTH TLS, PBSZ, PROT and the data connections' TLS options (`ftp_session_tls.ts`). */
+  readonly #tls: SessionTls;
 
   /**
    * Sets up a session on an accepted control connection; nothing is sent until {@link FtpSession.run}.
@@ -238,6 +186,7 @@ export class FtpSession {
     this.peerIp = peerIp;
     this.localIp = localIp;
     this.#ctx = ctx;
+    this.loginDeadline = Date.now() + (ctx.opts.loginTimeoutMs ?? 60_000);
     this.reader = new LineReader(conn, {
       maxLineLength: ctx.opts.maxLineLength,
       acceptBareCr: isUrgentAbort,
@@ -246,18 +195,42 @@ export class FtpSession {
     // own local address: the sandbox allows listening on the configured host only (a LAN address is not in it).
     const host = ctx.opts.hostname;
     const bindHost = host === "" ? "0.0.0.0" : host === "[::]" ? "::" : isWildcardHost(host) ? host : localIp;
-    this.#data = new DataChannel({
-      peerIp,
-      bindHost,
-      portMin: ctx.opts.passive.portMin,
-      portMax: ctx.opts.passive.portMax,
-      timeoutMs: ctx.opts.dataTimeoutMs,
+    this.#dx = new SessionData({
+      opts: ctx.opts,
+      log: ctx.log,
+      buffers: ctx.buffers,
+      xferlog: (e) => ctx.xferlog(e),
+      session: {
+        peerIp,
+        localIp,
+        bindHost,
+        reply: (text) => this.reply(text),
+        who: () => ({
+          user: this.userName ?? "",
+          anonymous: this.state.kind === "logged-in" && this.state.user.passwordHash === null,
+          ascii: this.#ascii,
+        }),
+      },
     });
-    if (opts.implicitTls) {
-      // Implicit FTPS: TLS from the first byte, and data protected unless the client asks for PROT C.
-      this.#tlsControl = true;
-      this.#setProt(true);
-    }
+    this.#data = this.#dx.channel;
+    this.#tls = new SessionTls({
+      tls: ctx.tls,
+      log: ctx.log,
+      timeoutMs: ctx.opts.dataTimeoutMs,
+      data: this.#data,
+      session: {
+        id,
+        peerIp,
+        control: () => this.control,
+        reply: (text) => this.reply(text),
+        setControl: (c) => this.setControl(c),
+        restartLogin: () => this.#reset(),
+        fail: () => this.#closed = true,
+        strangerPending: () => ctx.unauthenticatedTlsFrom?.(peerIp, this) ?? false,
+      },
+    });
+    // Implicit FTPS: TLS from the first byte, and data protected unless the client asks for PROT C.
+    if (opts.implicitTls) this.#tls.startImplicit();
   }
 
   /**
@@ -271,27 +244,7 @@ export class FtpSession {
 
   /** True when the control connection is encrypted. */
   get tlsControl(): boolean {
-    return this.#tlsControl;
-  }
-
-  #setProt(protect: boolean): void {
-    const tls = this.#ctx.tls;
-    this.#protP = protect && tls !== null;
-    if (!this.#protP || !tls) {
-      this.#data.setTls(null);
-      return;
-    }
-    // Data connections handshake with the control connection's context (the TLS version chosen for this client),
-    // so that they can resume its session.
-    const control = this.control;
-    const data: TlsDataOptions = {
-      context: (control instanceof TlsConn ? control.context : null) ?? tls.context,
-      peerIp: this.peerIp,
-      requireSessionReuse: tls.opts.requireSessionReuse,
-      timeoutMs: this.#ctx.opts.dataTimeoutMs,
-      onRefused: (ip, reason) => this.#ctx.log.warn("tls.data_refused", { id: this.id, ip, reason }),
-    };
-    this.#data.setTls(data);
+    return this.#tls.control;
   }
 
   /** The session's data connections; FTPS sets its TLS hook with `dataChannel.setWrap(...)`. */
@@ -306,12 +259,12 @@ export class FtpSession {
 
   /** True while a transfer runs. */
   get transferring(): boolean {
-    return this.#transfer !== null;
+    return this.#dx.transfer !== null;
   }
 
   /** The running transfer (kind, virtual path, bytes so far, start time), or null; for `outpost status`. */
   get activeTransfer(): { kind: string; path: string; bytes: number; started: number } | null {
-    const t = this.#transfer;
+    const t = this.#dx.transfer;
     return t ? { kind: t.kind, path: t.path, bytes: t.bytes, started: t.started } : null;
   }
 
@@ -330,8 +283,11 @@ export class FtpSession {
   /** Sends `421 <message>` and closes the connection (server shutdown, idle timeout). */
   async shutdown(message: string): Promise<void> {
     if (this.#closed) return;
-    this.#abortTransfer(false);
-    await this.reply(`421 ${message}`);
+    this.#dx.abortTransfer(false);
+    // A client that never reads must not hold the session open: the 421 gets one second.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.reply(`421 ${message}`), new Promise((r) => timer = setTimeout(r, 1000))]);
+    clearTimeout(timer);
     this.#closed = true;
     closeQuietly(this.control);
   }
@@ -339,17 +295,12 @@ export class FtpSession {
   /** Called periodically by the server: enforces the idle timeout and the data-stall timeout. */
   tick(now: number): void {
     if (this.#closed) return;
-    const t = this.#transfer;
-    if (t) {
-      if (t.bytes !== t.seenBytes || t.conn === null) {
-        t.seenBytes = t.bytes;
-        t.seenAt = now;
-      } else if (now - t.seenAt > this.#ctx.opts.dataTimeoutMs) {
-        t.timedOut = true;
-        closeQuietly(t.conn);
-      }
+    if (this.state.kind !== "logged-in" && now > this.loginDeadline) {
+      this.#ctx.log.info("session.login_timeout", { id: this.id, ip: this.peerIp });
+      this.shutdown("Login timed out; closing the control connection.").catch(() => {});
       return;
     }
+    if (this.#dx.tickTransfer(now)) return;
     if (now - this.lastActivity > this.#ctx.opts.idleTimeoutMs) {
       this.#ctx.log.info("session.idle", { id: this.id, ip: this.peerIp });
       this.shutdown("Idle timeout; closing the control connection.").catch(() => {});
@@ -377,8 +328,12 @@ export class FtpSession {
         if (line === null) break;
         this.lastActivity = Date.now();
         const cmd = parseCommandLine(line);
-        if (!cmd) continue;
-        if (this.#transfer && !COMMANDS[cmd.verb]?.duringTransfer) await this.#transfer.done;
+        if (!cmd) {
+          // Empty after Telnet and control bytes are dropped: still one reply per line, or the client waits.
+          await this.reply("500 Syntax error, command unrecognized.");
+          continue;
+        }
+        if (this.#dx.transfer && !COMMANDS[cmd.verb]?.duringTransfer) await this.#dx.transfer.done;
         const renameFrom = this.#renameFrom;
         const more = await this.#dispatch(cmd);
         logFtpChange(log, cmd, this.#changeContext(renameFrom));
@@ -387,8 +342,8 @@ export class FtpSession {
     } catch (e) {
       if (!this.#closed) log.warn("session.error", { id: this.id, ip: this.peerIp, error: String(e) });
     } finally {
-      this.#abortTransfer(false);
-      if (this.#transfer) await this.#transfer.done;
+      this.#dx.abortTransfer(false);
+      if (this.#dx.transfer) await this.#dx.transfer.done;
       this.#data.close();
       this.#closed = true;
       if (this.control instanceof NodeConn || this.control instanceof TlsConn) await this.control.end(1000);
@@ -439,224 +394,356 @@ export class FtpSession {
     return this.state;
   }
 
+  /**
+   * The handler of every verb in {@link COMMANDS}: the mapped type makes the type checker refuse a verb without
+   * one (and a handler for a verb the table does not know).
+   */
+  readonly #handlers: { readonly [V in Verb]: (arg: string, renameFrom: string | null) => Promise<boolean> } =
+    {
+      ABOR: (arg, renameFrom) => this.#onAbor(arg, renameFrom, "ABOR"),
+      ACCT: (arg, renameFrom) => this.#onAcct(arg, renameFrom, "ACCT"),
+      ALLO: (arg, renameFrom) => this.#onAllo(arg, renameFrom, "ALLO"),
+      APPE: (arg, renameFrom) => this.#onAppe(arg, renameFrom, "APPE"),
+      AUTH: (arg, renameFrom) => this.#onAuth(arg, renameFrom, "AUTH"),
+      CCC: (arg, renameFrom) => this.#onCcc(arg, renameFrom, "CCC"),
+      CDUP: (arg, renameFrom) => this.#onCdup(arg, renameFrom, "CDUP"),
+      CWD: (arg, renameFrom) => this.#onCwd(arg, renameFrom, "CWD"),
+      DELE: (arg, renameFrom) => this.#onDele(arg, renameFrom, "DELE"),
+      EPRT: (arg, renameFrom) => this.#onPort(arg, renameFrom, "EPRT"),
+      EPSV: (arg, renameFrom) => this.#onEpsv(arg, renameFrom, "EPSV"),
+      FEAT: (arg, renameFrom) => this.#onFeat(arg, renameFrom, "FEAT"),
+      HELP: (arg, renameFrom) => this.#onHelp(arg, renameFrom, "HELP"),
+      LIST: (arg, renameFrom) => this.#onList(arg, renameFrom, "LIST"),
+      MDTM: (arg, renameFrom) => this.#onMdtm(arg, renameFrom, "MDTM"),
+      MKD: (arg, renameFrom) => this.#onMkd(arg, renameFrom, "MKD"),
+      MLSD: (arg, renameFrom) => this.#onMlsd(arg, renameFrom, "MLSD"),
+      MLST: (arg, renameFrom) => this.#onMlst(arg, renameFrom, "MLST"),
+      MODE: (arg, renameFrom) => this.#onMode(arg, renameFrom, "MODE"),
+      NLST: (arg, renameFrom) => this.#onNlst(arg, renameFrom, "NLST"),
+      NOOP: (arg, renameFrom) => this.#onNoop(arg, renameFrom, "NOOP"),
+      OPTS: (arg, renameFrom) => this.#onOpts(arg, renameFrom, "OPTS"),
+      PASS: (arg, renameFrom) => this.#onUser(arg, renameFrom, "PASS"),
+      PASV: (arg, renameFrom) => this.#onPasv(arg, renameFrom, "PASV"),
+      PBSZ: (arg, renameFrom) => this.#onPbsz(arg, renameFrom, "PBSZ"),
+      PORT: (arg, renameFrom) => this.#onPort(arg, renameFrom, "PORT"),
+      PROT: (arg, renameFrom) => this.#onProt(arg, renameFrom, "PROT"),
+      PWD: (arg, renameFrom) => this.#onPwd(arg, renameFrom, "PWD"),
+      QUIT: (arg, renameFrom) => this.#onQuit(arg, renameFrom, "QUIT"),
+      REIN: (arg, renameFrom) => this.#onRein(arg, renameFrom, "REIN"),
+      REST: (arg, renameFrom) => this.#onRest(arg, renameFrom, "REST"),
+      RETR: (arg, renameFrom) => this.#onRetr(arg, renameFrom, "RETR"),
+      RMD: (arg, renameFrom) => this.#onRmd(arg, renameFrom, "RMD"),
+      RNFR: (arg, renameFrom) => this.#onRnfr(arg, renameFrom, "RNFR"),
+      RNTO: (arg, renameFrom) => this.#onRnto(arg, renameFrom, "RNTO"),
+      SITE: (arg, renameFrom) => this.#onSite(arg, renameFrom, "SITE"),
+      SIZE: (arg, renameFrom) => this.#onSize(arg, renameFrom, "SIZE"),
+      STAT: (arg, renameFrom) => this.#onStat(arg, renameFrom, "STAT"),
+      STOR: (arg, renameFrom) => this.#onStor(arg, renameFrom, "STOR"),
+      STOU: (arg, renameFrom) => this.#onStou(arg, renameFrom, "STOU"),
+      STRU: (arg, renameFrom) => this.#onStru(arg, renameFrom, "STRU"),
+      SYST: (arg, renameFrom) => this.#onSyst(arg, renameFrom, "SYST"),
+      TYPE: (arg, renameFrom) => this.#onType(arg, renameFrom, "TYPE"),
+      USER: (arg, renameFrom) => this.#onUser(arg, renameFrom, "USER"),
+      XCWD: (arg, renameFrom) => this.#onCwd(arg, renameFrom, "XCWD"),
+      XMKD: (arg, renameFrom) => this.#onMkd(arg, renameFrom, "XMKD"),
+      XPWD: (arg, renameFrom) => this.#onPwd(arg, renameFrom, "XPWD"),
+      XRMD: (arg, renameFrom) => this.#onRmd(arg, renameFrom, "XRMD"),
+    };
+
   async #handle(cmd: ParsedCommand, renameFrom: string | null): Promise<boolean> {
-    const { arg } = cmd;
-    switch (cmd.verb) {
-      case "USER":
-      case "PASS":
-        if (this.#ctx.tls?.opts.mode === "required" && !this.#tlsControl) {
-          await this.reply("530 TLS required: send AUTH TLS first, then log in.");
-          return true;
-        }
-        return cmd.verb === "USER" ? await this.#user(arg) : await this.#pass(arg);
-      case "AUTH":
-        await this.#auth(arg);
-        return true;
-      case "PBSZ":
-        await this.#pbszCmd(arg);
-        return true;
-      case "PROT":
-        await this.#prot(arg);
-        return true;
-      case "CCC":
-        await this.reply("534 CCC refused: the control connection stays encrypted.");
-        return true;
-      case "QUIT":
-        if (this.#transfer) await this.#transfer.done;
-        await this.reply("221 Goodbye.");
-        return false;
-      case "REIN":
-        this.#data.close();
-        this.#reset();
-        await this.reply("220 Service ready for a new user.");
-        return true;
-      case "ACCT":
-        await this.reply("502 ACCT is not implemented; no account is needed.");
-        return true;
-      case "NOOP":
-        await this.reply("200 NOOP ok.");
-        return true;
-      case "SYST":
-        await this.reply("215 UNIX Type: L8");
-        return true;
-      case "FEAT":
-        await this.reply(featReply(this.#facts, this.#ctx.tls !== null));
-        return true;
-      case "HELP":
-        await this.reply(helpReply(arg));
-        return true;
-      case "OPTS":
-        await this.#opts(arg);
-        return true;
-      case "TYPE":
-        await this.#type(arg);
-        return true;
-      case "MODE":
-        await this.reply(
-          arg.trim().toUpperCase() === "S"
-            ? "200 Mode set to S."
-            : "504 Only stream mode (MODE S) is supported.",
-        );
-        return true;
-      case "STRU":
-        await this.reply(
-          arg.trim().toUpperCase() === "F"
-            ? "200 Structure set to F."
-            : "504 Only file structure (STRU F) is supported.",
-        );
-        return true;
-      case "ALLO":
-        await this.reply("202 No storage allocation necessary.");
-        return true;
-      case "ABOR":
-        await this.#abor();
-        return true;
-      case "STAT":
-        await this.#stat(arg);
-        return true;
-      case "SITE":
-        await this.#site(arg);
-        return true;
-      case "PWD":
-      case "XPWD":
-        await this.reply(`257 "${quotePath(this.cwd)}" is the current directory.`);
-        return true;
-      case "CWD":
-      case "XCWD":
-        await this.#cwd(arg);
-        return true;
-      case "CDUP":
-        await this.#cwd("..");
-        return true;
-      case "MKD":
-      case "XMKD": {
-        const { fs } = this.#fs();
-        const p = fs.resolve(this.cwd, arg);
-        await fs.mkdir(p);
-        await this.reply(`257 "${quotePath(p)}" directory created.`);
-        return true;
-      }
-      case "RMD":
-      case "XRMD": {
-        const { fs } = this.#fs();
-        const p = fs.resolve(this.cwd, arg);
-        if (p === "/") {
-          await this.reply("550 The root folder cannot be removed.");
-          return true;
-        }
-        await fs.rmdir(p);
-        await this.reply("250 Directory removed.");
-        return true;
-      }
-      case "DELE": {
-        const { fs } = this.#fs();
-        await fs.remove(fs.resolve(this.cwd, arg));
-        await this.reply("250 File removed.");
-        return true;
-      }
-      case "RNFR": {
-        const { fs } = this.#fs();
-        const p = fs.resolve(this.cwd, arg);
-        if (p === "/" || !(await fs.exists(p))) {
-          await this.reply("550 No such file or directory.");
-          return true;
-        }
-        this.#renameFrom = p;
-        await this.reply("350 Ready for destination name.");
-        return true;
-      }
-      case "RNTO": {
-        const { fs } = this.#fs();
-        if (renameFrom === null) {
-          await this.reply("503 Bad sequence of commands: send RNFR first.");
-          return true;
-        }
-        const to = fs.resolve(this.cwd, arg);
-        if (to === "/") {
-          await this.reply("553 Cannot rename over the root folder.");
-          return true;
-        }
-        await fs.rename(renameFrom, to);
-        await this.reply("250 Rename successful.");
-        return true;
-      }
-      case "SIZE": {
-        const { fs } = this.#fs();
-        const info = await fs.stat(fs.resolve(this.cwd, arg));
-        await this.reply(info.type === "file" ? `213 ${info.size}` : "550 Not a regular file.");
-        return true;
-      }
-      case "MDTM": {
-        const { fs } = this.#fs();
-        const info = await fs.stat(fs.resolve(this.cwd, arg));
-        if (info.type !== "file" || info.mtime === null) await this.reply("550 Not a regular file.");
-        else await this.reply(`213 ${formatFtpTime(info.mtime)}`);
-        return true;
-      }
-      case "MLST": {
-        const { fs, user } = this.#fs();
-        const p = fs.resolve(this.cwd, arg || ".");
-        const info = await fs.stat(p);
-        const facts = filterFacts(formatMlsxFacts({ ...info, name: p }, user.perms), this.#facts);
-        await this.reply(`250-Listing ${quotePath(p)}\r\n ${sanitizeForReply(facts)}\r\n250 End.\r\n`);
-        return true;
-      }
-      case "REST": {
-        const s = arg.trim();
-        if (!/^[0-9]{1,15}$/.test(s)) {
-          await this.reply("501 Invalid REST argument: expected a byte offset.");
-        } else if (this.#ascii && s !== "0") {
-          await this.reply("501 Resuming is only allowed in binary mode (TYPE I).");
-        } else {
-          this.#rest = Number(s);
-          await this.reply(`350 Restarting at ${this.#rest}. Send STOR or RETR to continue.`);
-        }
-        return true;
-      }
-      case "PASV":
-        await this.#pasv();
-        return true;
-      case "EPSV":
-        await this.#epsv(arg);
-        return true;
-      case "PORT":
-      case "EPRT":
-        await this.#port(cmd.verb, arg);
-        return true;
-      case "RETR":
-        await this.#retr(arg);
-        return true;
-      case "STOR":
-        await this.#store("stor", arg);
-        return true;
-      case "APPE":
-        await this.#store("appe", arg);
-        return true;
-      case "STOU":
-        await this.#store("stou", arg);
-        return true;
-      case "LIST":
-        await this.#list("list", arg);
-        return true;
-      case "NLST":
-        await this.#list("nlst", arg);
-        return true;
-      case "MLSD":
-        await this.#list("mlsd", arg);
-        return true;
+    if (!isVerb(cmd.verb)) {
+      await this.reply("502 Command not implemented.");
+      return true;
     }
-    await this.reply("502 Command not implemented.");
+    return await this.#handlers[cmd.verb](cmd.arg, renameFrom);
+  }
+
+  async #onUser(arg: string, _renameFrom: string | null, verb: Verb): Promise<boolean> {
+    if (this.#ctx.tls?.opts.mode === "required" && !this.#tls.control) {
+      await this.reply("530 TLS required: send AUTH TLS first, then log in.");
+      return true;
+    }
+    return verb === "USER" ? await this.#user(arg) : await this.#pass(arg);
+  }
+
+  async #onAuth(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#tls.auth(arg);
+    return true;
+  }
+
+  async #onPbsz(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#tls.pbsz(arg);
+    return true;
+  }
+
+  async #onProt(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#tls.prot(arg);
+    return true;
+  }
+
+  async #onCcc(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("534 CCC refused: the control connection stays encrypted.");
+    return true;
+  }
+
+  async #onQuit(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    if (this.#dx.transfer) await this.#dx.transfer.done;
+    await this.reply("221 Goodbye.");
+    return false;
+  }
+
+  async #onRein(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    this.#data.close();
+    this.#reset();
+    await this.reply("220 Service ready for a new user.");
+    return true;
+  }
+
+  async #onAcct(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("502 ACCT is not implemented; no account is needed.");
+    return true;
+  }
+
+  async #onNoop(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("200 NOOP ok.");
+    return true;
+  }
+
+  async #onSyst(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("215 UNIX Type: L8");
+    return true;
+  }
+
+  async #onFeat(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(featReply(this.#facts, this.#ctx.tls !== null));
+    return true;
+  }
+
+  async #onHelp(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(helpReply(arg));
+    return true;
+  }
+
+  async #onOpts(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#opts(arg);
+    return true;
+  }
+
+  async #onType(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#type(arg);
+    return true;
+  }
+
+  async #onMode(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(
+      arg.trim().toUpperCase() === "S" ? "200 Mode set to S." : "504 Only stream mode (MODE S) is supported.",
+    );
+    return true;
+  }
+
+  async #onStru(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(
+      arg.trim().toUpperCase() === "F"
+        ? "200 Structure set to F."
+        : "504 Only file structure (STRU F) is supported.",
+    );
+    return true;
+  }
+
+  async #onAllo(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply("202 No storage allocation necessary.");
+    return true;
+  }
+
+  async #onAbor(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#dx.abor();
+    return true;
+  }
+
+  async #onStat(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#stat(arg);
+    return true;
+  }
+
+  async #onSite(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#site(arg);
+    return true;
+  }
+
+  async #onPwd(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.reply(`257 "${quotePath(this.cwd)}" is the current directory.`);
+    return true;
+  }
+
+  async #onCwd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#cwd(arg);
+    return true;
+  }
+
+  async #onCdup(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#cwd("..");
+    return true;
+  }
+
+  async #onMkd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const p = fs.resolve(this.cwd, arg);
+    await fs.mkdir(p);
+    await this.reply(`257 "${quotePath(p)}" directory created.`);
+    return true;
+  }
+
+  async #onRmd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const p = fs.resolve(this.cwd, arg);
+    if (p === "/") {
+      await this.reply("550 The root folder cannot be removed.");
+      return true;
+    }
+    await fs.rmdir(p);
+    await this.reply("250 Directory removed.");
+    return true;
+  }
+
+  async #onDele(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    await fs.remove(fs.resolve(this.cwd, arg));
+    await this.reply("250 File removed.");
+    return true;
+  }
+
+  async #onRnfr(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const p = fs.resolve(this.cwd, arg);
+    if (p === "/" || !(await fs.exists(p))) {
+      await this.reply("550 No such file or directory.");
+      return true;
+    }
+    this.#renameFrom = p;
+    await this.reply("350 Ready for destination name.");
+    return true;
+  }
+
+  async #onRnto(arg: string, renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    if (renameFrom === null) {
+      await this.reply("503 Bad sequence of commands: send RNFR first.");
+      return true;
+    }
+    const to = fs.resolve(this.cwd, arg);
+    if (to === "/") {
+      await this.reply("553 Cannot rename over the root folder.");
+      return true;
+    }
+    await fs.rename(renameFrom, to);
+    await this.reply("250 Rename successful.");
+    return true;
+  }
+
+  async #onSize(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const info = await fs.stat(fs.resolve(this.cwd, arg));
+    await this.reply(info.type === "file" ? `213 ${info.size}` : "550 Not a regular file.");
+    return true;
+  }
+
+  async #onMdtm(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs } = this.#fs();
+    const info = await fs.stat(fs.resolve(this.cwd, arg));
+    if (info.type !== "file" || info.mtime === null) await this.reply("550 Not a regular file.");
+    else await this.reply(`213 ${formatFtpTime(info.mtime)}`);
+    return true;
+  }
+
+  async #onMlst(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const { fs, user } = this.#fs();
+    const p = fs.resolve(this.cwd, arg || ".");
+    const info = await fs.stat(p);
+    const facts = filterFacts(formatMlsxFacts({ ...info, name: p }, user.perms), this.#facts);
+    await this.reply(`250-Listing ${quotePath(p)}\r\n ${sanitizeForReply(facts)}\r\n250 End.\r\n`);
+    return true;
+  }
+
+  async #onRest(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    const s = arg.trim();
+    if (!/^[0-9]{1,15}$/.test(s)) {
+      await this.reply("501 Invalid REST argument: expected a byte offset.");
+    } else if (this.#ascii && s !== "0") {
+      await this.reply("501 Resuming is only allowed in binary mode (TYPE I).");
+    } else {
+      this.#rest = Number(s);
+      await this.reply(`350 Restarting at ${this.#rest}. Send STOR or RETR to continue.`);
+    }
+    return true;
+  }
+
+  async #onPasv(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#dx.pasv();
+    return true;
+  }
+
+  async #onEpsv(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#dx.epsv(arg);
+    return true;
+  }
+
+  async #onPort(arg: string, _renameFrom: string | null, verb: Verb): Promise<boolean> {
+    await this.#dx.port(verb, arg);
+    return true;
+  }
+
+  async #onRetr(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#retr(arg);
+    return true;
+  }
+
+  async #onStor(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#store("stor", arg);
+    return true;
+  }
+
+  async #onAppe(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#store("appe", arg);
+    return true;
+  }
+
+  async #onStou(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#store("stou", arg);
+    return true;
+  }
+
+  async #onList(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#list("list", arg);
+    return true;
+  }
+
+  async #onNlst(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#list("nlst", arg);
+    return true;
+  }
+
+  async #onMlsd(arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    await this.#list("mlsd", arg);
     return true;
   }
 
   #reset(): void {
     this.state = { kind: "awaiting-user" };
+    this.loginDeadline = Date.now() + (this.#ctx.opts.loginTimeoutMs ?? 60_000);
     this.cwd = "/";
     this.#ascii = true;
     this.#rest = 0;
     this.#renameFrom = null;
-    this.#epsvAll = false;
+    this.#dx.resetEpsvAll();
     this.#facts = [...MLST_FACTS];
+  }
+
+  /** Answers 421 and ends the session when the address is banned (at every USER and PASS). */
+  async #refuseBanned(): Promise<boolean> {
+    if (!this.#ctx.isBanned(this.peerIp)) return false;
+    this.#ctx.log.info("login.refused", { id: this.id, ip: this.peerIp, reason: "banned" });
+    await this.reply("421 Too many failed logins from your address; try again later.");
+    return true;
   }
 
   async #user(name: string): Promise<boolean> {
@@ -664,6 +751,7 @@ export class FtpSession {
       await this.reply("530 Already logged in; send REIN to change the user.");
       return true;
     }
+    if (await this.#refuseBanned()) return false;
     this.state = { kind: "awaiting-pass", name };
     await this.reply("331 User name okay, need password.");
     return true;
@@ -680,8 +768,20 @@ export class FtpSession {
       return true;
     }
     const { opts, log } = this.#ctx;
-    const user = await opts.accounts.authenticate(state.name, password);
+    if (await this.#refuseBanned()) return false;
+    const checked = await this.#ctx.checkPassword(
+      this.peerIp,
+      () => opts.accounts.authenticate(state.name, password),
+    );
     this.state = { kind: "awaiting-user" };
+    if (typeof checked === "symbol") {
+      log.info("login.refused", { id: this.id, ip: this.peerIp, reason: "password_checks_busy" });
+      await this.reply("421 Too many logins in progress; try again later.");
+      return false;
+    }
+    // A ban that began while the password was being checked (other sessions of the address failed) holds.
+    if (await this.#refuseBanned()) return false;
+    const user = checked;
     if (user === null) {
       const banned = this.#ctx.loginFailed(this.peerIp);
       log.info("login.failed", { id: this.id, ip: this.peerIp, user: state.name, banned });
@@ -707,94 +807,6 @@ export class FtpSession {
     log.info("login.ok", { id: this.id, ip: this.peerIp, user: user.name });
     await this.reply("230 Login successful.");
     return true;
-  }
-
-  /** AUTH TLS / AUTH SSL: answers 234, then upgrades the paused control socket; pipelined plaintext is dropped. */
-  async #auth(arg: string): Promise<void> {
-    const tls = this.#ctx.tls;
-    if (!tls) {
-      await this.reply("502 TLS is not enabled on this server.");
-      return;
-    }
-    const mech = arg.trim().toUpperCase();
-    if (!["TLS", "SSL", "TLS-C", "TLS-P"].includes(mech)) {
-      await this.reply("504 Unknown AUTH mechanism; use AUTH TLS.");
-      return;
-    }
-    if (this.#tlsControl) {
-      await this.reply("503 The control connection is already encrypted.");
-      return;
-    }
-    if (!(this.control instanceof NodeConn)) {
-      await this.reply("431 TLS cannot be started on this connection.");
-      return;
-    }
-    // Pause and detach first, so nothing the client sends after the 234 (its ClientHello) is read as plaintext.
-    const raw = this.control.detach();
-    raw.write("234 Proceed with TLS negotiation.\r\n");
-    let conn: TlsConn;
-    try {
-      conn = await upgradeServerSocket(raw, tls.context, { timeoutMs: this.#ctx.opts.dataTimeoutMs });
-    } catch (e) {
-      this.#ctx.log.info("tls.upgrade_failed", { id: this.id, ip: this.peerIp, error: (e as Error).message });
-      this.#closed = true;
-      raw.destroy();
-      return;
-    }
-    const discarded = this.setControl(conn);
-    this.#tlsControl = true;
-    // RFC 4217: after AUTH the user must log in again; SSL historically implies protected data.
-    this.#reset();
-    this.#setProt(mech === "SSL" || mech === "TLS-P");
-    this.#ctx.log.info("tls.upgrade", {
-      id: this.id,
-      ip: this.peerIp,
-      protocol: conn.protocol ?? undefined,
-      discarded,
-    });
-  }
-
-  async #pbszCmd(arg: string): Promise<void> {
-    if (!this.#ctx.tls) {
-      await this.reply("502 TLS is not enabled on this server.");
-      return;
-    }
-    if (!this.#tlsControl) {
-      await this.reply("503 Send AUTH TLS first.");
-      return;
-    }
-    if (!/^\d{1,10}$/.test(arg.trim())) {
-      await this.reply("501 Syntax: PBSZ 0.");
-      return;
-    }
-    await this.reply("200 PBSZ=0");
-  }
-
-  async #prot(arg: string): Promise<void> {
-    if (!this.#ctx.tls) {
-      await this.reply("502 TLS is not enabled on this server.");
-      return;
-    }
-    if (!this.#tlsControl) {
-      await this.reply("503 Send AUTH TLS first.");
-      return;
-    }
-    const level = arg.trim().toUpperCase();
-    if (level === "P") {
-      this.#setProt(true);
-      await this.reply("200 Data connections will be encrypted (PROT P).");
-    } else if (level === "C") {
-      if (this.#ctx.tls.opts.mode === "required") {
-        await this.reply("534 Clear data connections are not allowed here; use PROT P.");
-        return;
-      }
-      this.#setProt(false);
-      await this.reply("200 Data connections will be in clear text (PROT C).");
-    } else if (level === "S" || level === "E") {
-      await this.reply("536 Only PROT P and PROT C are supported.");
-    } else {
-      await this.reply("504 Unknown protection level; use PROT P or PROT C.");
-    }
   }
 
   async #opts(arg: string): Promise<void> {
@@ -877,8 +889,8 @@ export class FtpSession {
   }
 
   async #stat(arg: string): Promise<void> {
-    if (arg.trim() === "" || this.#transfer) {
-      const t = this.#transfer;
+    if (arg.trim() === "" || this.#dx.transfer) {
+      const t = this.#dx.transfer;
       let out = "211-outpost FTP server status:\r\n";
       out += ` Connected from ${this.peerIp}\r\n`;
       out += this.state.kind === "logged-in"
@@ -909,115 +921,18 @@ export class FtpSession {
     }
     const p = fs.resolve(this.cwd, stripListOptions(arg) || ".");
     const info = await fs.stat(p);
-    const entries = info.type === "dir" ? await fs.list(p) : [info];
+    const batches = info.type === "dir" ? fs.listBatches(p) : oneBatch(info);
     const now = new Date();
     let out = `213-Status of "${quotePath(p)}":\r\n`;
-    for (const e of entries) {
-      out += ` ${sanitizeForReply(formatListLine(e, now))}\r\n`;
+    // Streamed in batches: a directory of any size costs one batch and ~16 KiB of reply text at a time.
+    for await (const batch of batches) {
+      for (const e of batch) out += ` ${sanitizeForReply(formatListLine(e, now))}\r\n`;
       if (out.length > 16384) {
         await this.reply(out);
         out = "";
       }
     }
     await this.reply(out + "213 End of status.\r\n");
-  }
-
-  async #abor(): Promise<void> {
-    const t = this.#transfer;
-    if (!t) {
-      const hadSetup = this.#data.mode !== "none";
-      this.#data.close();
-      await this.reply(
-        hadSetup ? "225 ABOR command successful; data connection closed." : "226 ABOR command successful.",
-      );
-      return;
-    }
-    this.#abortTransfer(true);
-    await t.done;
-    await this.reply("226 ABOR command successful.");
-  }
-
-  #abortTransfer(byClient: boolean): void {
-    const t = this.#transfer;
-    if (!t) return;
-    t.aborted = byClient || t.aborted;
-    if (!byClient) t.timedOut = true;
-    closeQuietly(t.conn);
-    this.#data.close();
-  }
-
-  #advertisedIpv4(): string {
-    const { passive } = this.#ctx.opts;
-    for (const m of passive.addressMap ?? []) {
-      if (cidrContains(m.subnet, this.peerIp)) return m.address;
-    }
-    return passive.address ?? this.localIp;
-  }
-
-  async #pasv(): Promise<void> {
-    if (this.#epsvAll) {
-      await this.reply("501 PASV is not allowed after EPSV ALL.");
-      return;
-    }
-    if (this.localIp.includes(":")) {
-      await this.reply("501 PASV works over IPv4 only; use EPSV.");
-      return;
-    }
-    const port = await this.#data.openPassive();
-    await this.reply(formatPasvReply(this.#advertisedIpv4(), port));
-  }
-
-  async #epsv(arg: string): Promise<void> {
-    const a = arg.trim().toUpperCase();
-    if (a === "ALL") {
-      this.#epsvAll = true;
-      await this.reply("200 EPSV ALL ok; only EPSV will be accepted now.");
-      return;
-    }
-    const family = this.peerIp.includes(":") ? "2" : "1";
-    if (a !== "" && a !== family) {
-      await this.reply(`522 Network protocol not supported, use (${family})`);
-      return;
-    }
-    const port = await this.#data.openPassive();
-    await this.reply(formatEpsvReply(port));
-  }
-
-  async #port(verb: string, arg: string): Promise<void> {
-    if (this.#epsvAll) {
-      await this.reply(`501 ${verb} is not allowed after EPSV ALL.`);
-      return;
-    }
-    if (!this.#ctx.opts.allowActive) {
-      await this.reply("502 Active mode is disabled on this server; use PASV or EPSV.");
-      return;
-    }
-    let target: { host: string; port: number } | null;
-    if (verb === "PORT") {
-      target = parsePortArg(arg);
-    } else {
-      const e = parseEprtArg(arg);
-      const family = this.peerIp.includes(":") ? 6 : 4;
-      if (e && e.family !== family) {
-        await this.reply(`522 Network protocol not supported, use (${family === 6 ? 2 : 1})`);
-        return;
-      }
-      target = e;
-    }
-    if (!target) {
-      await this.reply(`501 Invalid ${verb} argument.`);
-      return;
-    }
-    if (normalizeIp(target.host) !== this.peerIp) {
-      await this.reply("501 Rejected: the data connection must go to your own address.");
-      return;
-    }
-    if (target.port < 1024) {
-      await this.reply("501 Rejected: the data port must be 1024 or above.");
-      return;
-    }
-    this.#data.setActive(target.host, target.port);
-    await this.reply(`200 ${verb} command successful.`);
   }
 
   #takeRest(): number {
@@ -1027,7 +942,7 @@ export class FtpSession {
   }
 
   async #needDataSetup(): Promise<boolean> {
-    if (this.#ctx.tls?.opts.mode === "required" && !this.#protP) {
+    if (this.#ctx.tls?.opts.mode === "required" && !this.#tls.protectedData) {
       this.#data.close();
       await this.reply("521 Data connections must be encrypted here: send PBSZ 0 and PROT P first.");
       return false;
@@ -1050,7 +965,7 @@ export class FtpSession {
       return;
     }
     const ascii = this.#ascii;
-    this.#startTransfer("retr", p, `150 Opening ${ascii ? "ASCII" : "BINARY"} mode data connection.`, {
+    this.#dx.start("retr", p, `150 Opening ${ascii ? "ASCII" : "BINARY"} mode data connection.`, {
       body: (conn, buf, t) => sendFile(conn, file, buf, ascii ? new LfToCrlf() : null, t, size - offset),
       cleanup: () => closeQuietly(file),
     });
@@ -1060,20 +975,20 @@ export class FtpSession {
     const offset = this.#takeRest();
     const { fs } = this.#fs();
     if (!(await this.#needDataSetup())) return;
-    let p: string;
-    if (kind === "stou") {
-      const hint = arg.trim() ? fs.resolve(this.cwd, arg).split("/").pop() : undefined;
-      p = await fs.uniqueName(this.cwd, hint || undefined);
-    } else {
-      p = fs.resolve(this.cwd, arg);
-    }
-    const upload = await fs.openUpload(p, { mode: kind === "appe" ? "append" : "replace", offset });
+    // STOU: only the base name of a hint counts, in the current directory; the name is reserved atomically.
+    const hint = kind === "stou"
+      ? (arg.trim() ? fs.resolve(this.cwd, arg).split("/").pop() || "file" : "file")
+      : "";
+    const wanted = fs.resolve(this.cwd, kind === "stou" ? hint : arg);
+    const mode = kind === "appe" ? "append" : kind === "stou" ? "unique" : "replace";
+    const upload = await fs.openUpload(wanted, { mode, offset });
+    const p = upload.vpath;
     const ascii = this.#ascii;
     let committed = false;
     const opening = kind === "stou"
       ? `150 FILE: ${sanitizeForReply(p.split("/").pop() ?? p)}`
       : `150 Ok to send data.`;
-    this.#startTransfer(kind, p, opening, {
+    this.#dx.start(kind, p, opening, {
       body: async (conn, buf, t) => {
         await receiveFile(conn, upload.file, buf, ascii ? new CrlfToLf() : null, t);
         if (t.aborted || t.timedOut) throw new Error("Upload aborted.");
@@ -1097,111 +1012,27 @@ export class FtpSession {
       await this.reply("501 MLSD needs a directory; use MLST for a file.");
       return;
     }
-    const entries: FtpFileInfo[] = info.type === "dir" ? await fs.list(p) : [info];
     const facts = this.#facts;
-    this.#startTransfer(kind, p, "150 Here comes the directory listing.", {
+    // The directory is read while it is sent, one batch of entries at a time (bounded memory for any size).
+    const batches = info.type === "dir" ? fs.listBatches(p) : oneBatch(info);
+    this.#dx.start(kind, p, "150 Here comes the directory listing.", {
       body: async (conn, buf, t) => {
         const out = new LineWriter(conn, buf, t);
         const now = new Date();
-        for (const e of entries) {
-          if (kind === "list") await out.line(formatListLine(e, now));
-          else if (kind === "nlst") await out.line(formatNlstLine(e));
-          else await out.line(filterFacts(formatMlsxFacts(e, user.perms), facts));
+        for await (const batch of batches) {
+          if (t.aborted || t.timedOut) break;
+          for (const e of batch) {
+            if (kind === "list") await out.line(formatListLine(e, now));
+            else if (kind === "nlst") await out.line(formatNlstLine(e));
+            else await out.line(filterFacts(formatMlsxFacts(e, user.perms), facts));
+          }
         }
         await out.flush();
       },
+      cleanup: async () => {
+        await batches.return(undefined);
+      },
       success: "226 Directory send OK.",
     });
-  }
-
-  /** Starts a transfer in the background: replies 150, waits for the data connection, runs `body`, replies. */
-  #startTransfer(
-    kind: TransferKind,
-    path: string,
-    opening: string,
-    spec: {
-      body: (conn: ByteConn, buf: Uint8Array, t: Transfer) => Promise<void>;
-      cleanup?: () => void | Promise<void>;
-      success?: string;
-    },
-  ): void {
-    const now = Date.now();
-    const t: Transfer = {
-      kind,
-      path,
-      bytes: 0,
-      started: now,
-      conn: null,
-      aborted: false,
-      timedOut: false,
-      done: Promise.resolve(),
-      seenBytes: 0,
-      seenAt: now,
-    };
-    this.#transfer = t;
-    t.done = this.#runTransfer(t, opening, spec);
-  }
-
-  async #runTransfer(
-    t: Transfer,
-    opening: string,
-    spec: {
-      body: (conn: ByteConn, buf: Uint8Array, t: Transfer) => Promise<void>;
-      cleanup?: () => void | Promise<void>;
-      success?: string;
-    },
-  ): Promise<void> {
-    const { buffers, log } = this.#ctx;
-    let status: "ok" | "aborted" | "failed" = "failed";
-    let final: string;
-    const buf = buffers.acquire(t.kind !== "list" && t.kind !== "nlst" && t.kind !== "mlsd");
-    try {
-      await this.reply(opening);
-      const conn = await this.#data.connect();
-      t.conn = conn;
-      if (t.aborted || t.timedOut) closeQuietly(conn);
-      await spec.body(conn, buf, t);
-      if (t.aborted || t.timedOut) throw new Error("aborted");
-      // TLS data: send close_notify and let the client close first, so it sees a clean end of the data.
-      if (conn instanceof TlsConn) await conn.end(5000);
-      status = "ok";
-      final = spec.success ?? "226 Transfer complete.";
-    } catch (e) {
-      if (t.aborted) {
-        status = "aborted";
-        final = "426 Connection closed; transfer aborted.";
-      } else if (t.timedOut) {
-        final = "426 Connection closed; the data connection stalled or was shut down.";
-      } else {
-        final = errorReply(e) ?? "426 Connection closed; transfer aborted.";
-        if (final.startsWith("425")) status = "failed";
-      }
-    } finally {
-      closeQuietly(t.conn);
-      try {
-        await spec.cleanup?.();
-      } catch {
-        // The upload temp file or the read handle was already gone.
-      }
-      buffers.release(buf);
-    }
-    const ms = Date.now() - t.started;
-    const user = this.userName ?? "";
-    log.info("transfer", { dir: t.kind, user, path: t.path, bytes: t.bytes, ms, status });
-    if (t.kind === "retr" || t.kind === "stor" || t.kind === "appe" || t.kind === "stou") {
-      this.#ctx.xferlog({
-        ip: this.peerIp,
-        user,
-        anonymous: this.state.kind === "logged-in" && this.state.user.passwordHash === null,
-        path: t.path,
-        bytes: t.bytes,
-        ms,
-        ascii: this.#ascii,
-        incoming: t.kind !== "retr",
-        complete: status === "ok",
-      });
-    }
-    this.#transfer = null;
-    await this.reply(final);
   }
 }

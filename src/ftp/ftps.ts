@@ -235,6 +235,13 @@ export interface TlsDataOptions {
   timeoutMs: number;
   /** A line for each refused data connection. */
   onRefused: (ip: string, reason: string) => void;
+  /**
+   * While this returns true, a passive data connection is held before it is used; still true after `timeoutMs`,
+   * it is refused. The session passes "another connection from this address is encrypted but not logged in":
+   * Deno's TLS server resumes any session of the process, so such a client could otherwise resume a TLS session
+   * of its own on this session's passive port and take its data.
+   */
+  holdWhile?: () => boolean;
 }
 
 /**
@@ -256,7 +263,14 @@ export class TlsPassiveSlot {
   #conn: Promise<TlsConn | null>;
   #used = false;
 
-  private constructor(listener: TlsListener, timeoutMs: number) {
+  readonly #hold: (() => boolean) | undefined;
+  readonly #timeoutMs: number;
+  readonly #onRefused: (reason: string) => void;
+
+  private constructor(listener: TlsListener, timeoutMs: number, o: TlsDataOptions) {
+    this.#hold = o.holdWhile;
+    this.#timeoutMs = timeoutMs;
+    this.#onRefused = (reason) => o.onRefused(o.peerIp, reason);
     this.#listener = listener;
     this.port = listener.port;
     this.#timer = setTimeout(() => this.close(), timeoutMs);
@@ -289,7 +303,7 @@ export class TlsPassiveSlot {
     if (portMin === 0 && portMax === 0) {
       const l = make(0);
       await l.listen();
-      return new TlsPassiveSlot(l, o.timeoutMs);
+      return new TlsPassiveSlot(l, o.timeoutMs, o);
     }
     const span = portMax - portMin + 1;
     const start = Math.floor(Math.random() * span);
@@ -297,7 +311,7 @@ export class TlsPassiveSlot {
       const l = make(portMin + ((start + i) % span));
       try {
         await l.listen();
-        return new TlsPassiveSlot(l, o.timeoutMs);
+        return new TlsPassiveSlot(l, o.timeoutMs, o);
       } catch {
         await l.close();
       }
@@ -312,6 +326,22 @@ export class TlsPassiveSlot {
     const c = await this.#conn;
     if (!c) {
       throw new TlsDataRefused("Can't open data connection: no secure data connection arrived in time.");
+    }
+    const hold = this.#hold;
+    if (hold) {
+      // Bounded: checked every 50 ms until the data timeout.
+      const until = Date.now() + this.#timeoutMs;
+      while (hold() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      if (hold()) {
+        closeQuietly(c);
+        this.#onRefused(
+          "another connection from the same address is encrypted but has not logged in: the data connection " +
+            "could be its own",
+        );
+        throw new TlsDataRefused(
+          "Can't open data connection: another connection from your address has not logged in yet.",
+        );
+      }
     }
     return c;
   }

@@ -2,8 +2,9 @@
  * Directory listing formats: the `ls -l` lines of LIST (what FileZilla, Windows Explorer and curl parse), NLST
  * names, RFC 3659 MLSx facts, and the strict `YYYYMMDDHHMMSS` UTC time of MDTM/MLSx.
  *
- * Names pass through unchanged (UTF-8 included) except CR, LF and NUL, which are stripped so a file name can
- * never start a new reply or listing line.
+ * Names pass through unchanged (UTF-8 included) except control characters: CR, LF and NUL are stripped so a
+ * file name can never start a new reply or listing line, and the other C0 and C1 controls and DEL (terminal
+ * escape sequences) are shown as "?", as `ls -q` does.
  *
  * @module
  */
@@ -15,15 +16,20 @@ const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 const SIX_MONTHS_MS = 15_778_476_000;
 
 /**
- * Strips CR, LF and NUL from client- or disk-derived text before it goes into a reply.
+ * Strips CR, LF and NUL from client- or disk-derived text before it goes into a reply or listing, and shows
+ * every other control character (C0, DEL, C1: terminal escape sequences) as "?".
  *
  * @example
  * ```ts
  * sanitizeForReply("a\r\nDELE b"); // "aDELE b"
+ * sanitizeForReply("x\x1b[2Jy"); // "x?[2Jy"
  * ```
  */
 export function sanitizeForReply(s: string): string {
-  return /[\r\n\0]/.test(s) ? s.replace(/[\r\n\0]/g, "") : s;
+  // deno-lint-ignore no-control-regex
+  if (!/[\x00-\x1f\x7f-\x9f]/.test(s)) return s;
+  // deno-lint-ignore no-control-regex
+  return s.replace(/[\r\n\0]/g, "").replace(/[\x00-\x1f\x7f-\x9f]/g, "?");
 }
 
 function pad2(n: number): string {

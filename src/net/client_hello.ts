@@ -99,9 +99,10 @@ export function parseClientHello(record: Uint8Array): ClientHelloInfo | null {
 }
 
 /**
- * The TLS version a server offering both 1.2 and 1.3 should offer this client at most: "TLSv1.2" when it sends
- * the TLS 1.2 `session_ticket` extension (GnuTLS/lftp, FileZilla, OpenSSL defaults such as Python) or cannot do
- * TLS 1.3 or could not be parsed; "TLSv1.3" when it offers TLS 1.3 without TLS 1.2 tickets (curl).
+ * The TLS version a server offering both 1.2 and 1.3 should offer this client at most: "TLSv1.2" when it offers
+ * 1.2 and sends the TLS 1.2 `session_ticket` extension (GnuTLS/lftp, FileZilla, OpenSSL defaults such as Python)
+ * or cannot do TLS 1.3; "TLSv1.3" when it offers TLS 1.3 without TLS 1.2 tickets (curl), offers TLS 1.3 only,
+ * or could not be parsed (the 1.3 context also speaks 1.2, so no client a fixed version would serve fails).
  *
  * @example
  * ```ts
@@ -109,8 +110,13 @@ export function parseClientHello(record: Uint8Array): ClientHelloInfo | null {
  * ```
  */
 export function preferredMaxVersion(hello: ClientHelloInfo | null): "TLSv1.2" | "TLSv1.3" {
-  if (hello === null || hello.sessionTicket) return "TLSv1.2";
-  return hello.supportedVersions.includes(0x0304) ? "TLSv1.3" : "TLSv1.2";
+  // Unparsable (split over records, or odd): the TLS 1.3 context, which also speaks 1.2, fails no client.
+  if (hello === null) return "TLSv1.3";
+  const v = hello.supportedVersions;
+  // A client that offers TLS 1.3 only must get it, session ticket extension or not.
+  if (v.includes(0x0304) && !v.includes(0x0303)) return "TLSv1.3";
+  if (hello.sessionTicket) return "TLSv1.2";
+  return v.includes(0x0304) ? "TLSv1.3" : "TLSv1.2";
 }
 
 /** A cursor over `buf[pos, end)`; reads past the end return -1 and leave the cursor at the end. */
