@@ -436,6 +436,18 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
         ["-o", "-i", fat, `${work}/outpost.toml`, "::/outpost.toml"],
         "writing outpost.toml",
       );
+      // The config just written (validated above) is also the first "last good" copy: a mistake made on the
+      // boot partition before the first boot then falls back to it, as every later one does, instead of
+      // leaving the service failed with nothing to run.
+      const lastGood = `${stateDir}/last-good.toml`;
+      if (!await extStat(img, layout.root, lastGood)) {
+        await debugfsBatch(img, layout.root, [
+          `write ${work}/outpost.toml ${lastGood}`,
+          `sif ${lastGood} mode 0100640`,
+          `sif ${lastGood} uid ${plan.uid}`,
+          `sif ${lastGood} gid ${plan.gid}`,
+        ], { write: true });
+      }
     }
 
     if (profile.configTxt.length > 0) {

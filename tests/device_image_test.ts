@@ -190,6 +190,10 @@ Deno.test({
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);
       assert.equal(toml.code, 0);
       assert.equal(toml.stdout.replace(/\r\n/g, "\n"), TEMPLATE);
+      // The first "last good" copy: a mistake made on the card before the first boot falls back to it.
+      assert.equal(await extText(out, layout, "/var/lib/outpost/last-good.toml"), TEMPLATE);
+      const lastGood = await inode(out, layout, "/var/lib/outpost/last-good.toml");
+      assert.deepEqual([lastGood.mode, lastGood.uid], [0o640, 994]);
       const configTxt = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/config.txt"]);
       assert.match(configTxt.stdout, /^kernel=kernel8\.img$/m, "the board's config.txt lines are added");
       assert.equal((await inode(out, layout, "/opt/outpost/boards/testboard.toml")).mode, 0o644);
