@@ -106,7 +106,7 @@ function freePort(): number {
 /** `n` consecutive free 127.0.0.1 ports (the passive range: the guest announces the same numbers). */
 function freeRange(n: number): number[] {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const start = 20000 + Math.floor(Math.random() * 30000);
+    const start = 20000 + Math.floor(Math.random() * 12000); // below Linux's ephemeral ports (32768-60999)
     const held: Deno.Listener[] = [];
     try {
       for (let p = start; p < start + n; p++) held.push(Deno.listen({ hostname: "127.0.0.1", port: p }));
@@ -465,6 +465,20 @@ async function main(args: string[]): Promise<number> {
   const s = t.steps;
   const t0 = performance.now();
   console.log(`boot test: work folder ${work}`);
+  // Ctrl-C or a CI timeout: never leave QEMU running.
+  const stop = () => {
+    if (t.vm && !t.vm.exited) {
+      try {
+        t.vm.child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    console.log("boot test: interrupted");
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
   try {
     await runAll(t, s);
   } finally {
@@ -685,19 +699,24 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
     return s.notRun(MAIN_STEPS.slice(10), `no boot after the power cut: ${(e as Error).message}`);
   }
   await s.run(MAIN_STEPS[10], async () => {
-    const text = await v.consoleText();
-    const fsckLines = text.split("\n").filter((l) => /rootfs|recovering journal|fsck|clean,/i.test(l))
+    // deno-lint-ignore no-control-regex
+    const text = (await v.consoleText()).replace(/\x1b\[[0-9;]*m/g, "");
+    // The initramfs checks root (e2fsck, fsck.repair=yes), systemd-fsck the FAT partition; the kernel's ext4 lines
+    // say whether the journal was replayed.
+    const fsckLines = text.split("\n").filter((l) => /recovering journal|rootfs:|fsck|clean,/i.test(l))
       .map((l) => l.trim()).filter((l) => l.length < 200);
     const fsck = await v.exec(
-      "journalctl -b --no-pager -o cat -u 'systemd-fsck*' | tail -n 20; findmnt -no OPTIONS /; " +
-        "findmnt -no OPTIONS /boot/firmware",
+      "dmesg | grep -E 'EXT4-fs \\(vda2\\)|FAT-fs \\(vda1\\)' | sed 's/^\\[[ 0-9.]*\\] //' | tail -n 3; " +
+        "journalctl -b --no-pager -o cat -u 'systemd-fsck*' | grep -E 'vda|clean|files' | tail -n 3; " +
+        "findmnt -no OPTIONS /; findmnt -no OPTIONS /boot/firmware",
       60_000,
     );
     if (!/(^|,)rw(,|$)/m.test(fsck.output)) throw new Error(`Root is not mounted read-write: ${fsck.output}`);
     if (/UNEXPECTED INCONSISTENCY|run fsck MANUALLY|errors=remount-ro.*remounted/i.test(text + fsck.output)) {
       throw new Error(`fsck found problems:\n${fsckLines.join("\n")}\n${fsck.output}`);
     }
-    return [...fsckLines.slice(-3), ...fsck.output.trim().split("\n").slice(-4)].join(" | ");
+    const initramfs = fsckLines.filter((l) => /rootfs:|recovering journal|clean,/i.test(l)).slice(-2);
+    return [...initramfs, ...fsck.output.trim().split("\n").filter((l) => !/^rw,/.test(l))].join(" | ");
   });
   await s.run(MAIN_STEPS[11], async () => {
     await t.serviceActive(v);

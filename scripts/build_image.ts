@@ -291,17 +291,13 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
       source: `${work}/sysusers.conf`,
       mode: 0o644,
     });
-    // Pi OS Lite has no MTA: cron's MAILTO and scripts get /usr/sbin/sendmail through outpost's outbox. Run as root,
-    // the message is queued as the outpost user, because the daemon must be able to read and delete it.
+    // Pi OS Lite has no MTA: cron's MAILTO and scripts get /usr/sbin/sendmail through outpost's outbox (any user
+    // may submit: the outbox's maildrop).
     const sendmailWrapper = "/usr/local/libexec/outpost-sendmail";
     await Deno.writeTextFile(
       `${work}/outpost-sendmail`,
       `#!/bin/sh\n# sendmail drop-in written by the outpost image builder: queues the message in outpost's durable\n` +
-        `# outbox; the outpost daemon delivers it. As root it queues as the ${paths.user} user (the daemon's).\n` +
-        `if [ "$(id -u)" = 0 ]; then\n` +
-        `  exec /usr/bin/setpriv --reuid=${paths.user} --regid=${paths.user} --clear-groups /usr/bin/env ` +
-        `HOME=${config.device.stateDir} DENO_DIR=/var/cache/outpost /usr/local/bin/outpost sendmail "$@"\n` +
-        `fi\nexec /usr/local/bin/outpost sendmail "$@"\n`,
+        `# outbox; the outpost daemon delivers it.\nexec /usr/local/bin/outpost sendmail "$@"\n`,
     );
     files.push({ path: sendmailWrapper, source: `${work}/outpost-sendmail`, mode: 0o755 });
     const baseSendmail = await extStat(img, layout.root, "/usr/sbin/sendmail");
@@ -397,7 +393,8 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
         `sif ${target} gid ${gid}`,
       );
     }
-    // The account's folders, as the first-boot step (kept as a fallback) would make them.
+    // The account's folders, as the first-boot step (kept as a fallback) would make them; the state folder is
+    // searchable (0751) so that any user's sendmail reaches the outbox's maildrop.
     const owned: { path: string; mode: number; always: boolean }[] = [
       { path: stateDir, mode: 0o751, always: true },
       { path: "/var/cache/outpost", mode: 0o750, always: true },
@@ -439,6 +436,18 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuildImageRes
         ["-o", "-i", fat, `${work}/outpost.toml`, "::/outpost.toml"],
         "writing outpost.toml",
       );
+      // The config just written (validated above) is also the first "last good" copy: a mistake made on the
+      // boot partition before the first boot then falls back to it, as every later one does, instead of
+      // leaving the service failed with nothing to run.
+      const lastGood = `${stateDir}/last-good.toml`;
+      if (!await extStat(img, layout.root, lastGood)) {
+        await debugfsBatch(img, layout.root, [
+          `write ${work}/outpost.toml ${lastGood}`,
+          `sif ${lastGood} mode 0100640`,
+          `sif ${lastGood} uid ${plan.uid}`,
+          `sif ${lastGood} gid ${plan.gid}`,
+        ], { write: true });
+      }
     }
 
     if (profile.configTxt.length > 0) {

@@ -190,18 +190,21 @@ Deno.test({
       const toml = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/outpost.toml"]);
       assert.equal(toml.code, 0);
       assert.equal(toml.stdout.replace(/\r\n/g, "\n"), TEMPLATE);
+      // The first "last good" copy: a mistake made on the card before the first boot falls back to it.
+      assert.equal(await extText(out, layout, "/var/lib/outpost/last-good.toml"), TEMPLATE);
+      const lastGood = await inode(out, layout, "/var/lib/outpost/last-good.toml");
+      assert.deepEqual([lastGood.mode, lastGood.uid], [0o640, 994]);
       const configTxt = await runTool("mtype", ["-i", mtoolsImage(out, layout.boot), "::/config.txt"]);
       assert.match(configTxt.stdout, /^kernel=kernel8\.img$/m, "the board's config.txt lines are added");
       assert.equal((await inode(out, layout, "/opt/outpost/boards/testboard.toml")).mode, 0o644);
       await assertAccount(out, layout, 994);
 
-      // /usr/sbin/sendmail (cron's MAILTO) goes through outpost, queued as the outpost user so the daemon can read it.
+      // /usr/sbin/sendmail (cron's MAILTO) goes through outpost.
       const sendmail = await inode(out, layout, "/usr/sbin/sendmail");
       assert.deepEqual([sendmail.type, sendmail.target], ["symlink", "/usr/local/libexec/outpost-sendmail"]);
       const wrapper = await inode(out, layout, "/usr/local/libexec/outpost-sendmail");
       assert.deepEqual([wrapper.type, wrapper.mode, wrapper.uid], ["regular", 0o755, 0]);
       const wrapperText = await extText(out, layout, "/usr/local/libexec/outpost-sendmail");
-      assert.match(wrapperText, /setpriv --reuid=outpost --regid=outpost --clear-groups/);
       assert.match(wrapperText, /\/usr\/local\/bin\/outpost sendmail "\$@"/);
 
       // Building again from the built image keeps the account as it is (no second set of lines).
