@@ -260,3 +260,48 @@ Deno.test({
     }
   },
 });
+
+const PY_NO_REUSE = `
+import ftplib, ssl, os, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+f = ftplib.FTP_TLS(context=ctx, timeout=60)
+f.connect("127.0.0.1", int(os.environ["FTP_PORT"]))
+f.auth(); f.login("alice", "secret"); f.prot_p()
+try:
+    f.retrbinary("RETR pub/readme.txt", lambda b: None)
+    print("NO REFUSAL")
+except ftplib.all_errors as e:
+    print("REPLY", str(e).splitlines()[0])
+f.quit()
+`;
+
+Deno.test({
+  name:
+    "FTPS: a data connection that does not resume the TLS session is refused at once (425), and the log names the fix",
+  ignore: skipWithout(PYTHON),
+  fn: async () => {
+    // A data timeout of 10 minutes: a reply within the script's 60 s can only be the immediate refusal.
+    const fx = await startFtps({ mode: "required", requireSessionReuse: true }, { dataTimeoutMs: 600_000 });
+    const logged: string[] = [];
+    const prev = setLogSink((line) => logged.push(line));
+    try {
+      await Deno.mkdir(`${fx.root}/pub`, { recursive: true }).catch(() => {});
+      await Deno.writeTextFile(`${fx.root}/pub/readme.txt`, "hello\n");
+      const script = `${fx.base}/noreuse.py`;
+      await Deno.writeTextFile(script, PY_NO_REUSE);
+      const r = await run(SYSTEM_PYTHON, [script], { env: { FTP_PORT: String(fx.port) } });
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /^REPLY 425 /m, r.out);
+      const refusal = logged.find((l) => l.includes("tls.data_refused"));
+      assert.ok(refusal, logged.join("\n"));
+      assert.match(
+        refusal,
+        /require_tls_session_reuse = false/,
+        "the advice names the setting for this client",
+      );
+    } finally {
+      setLogSink(prev);
+      await fx.close();
+    }
+  },
+});

@@ -80,3 +80,14 @@ Deno.test("README: each complete TOML block is a config outpost accepts", () => 
   assert.ok(checked >= 3, `only ${checked} blocks checked`);
   assert.deepEqual(problems, []);
 });
+
+Deno.test("README: the apt packages it lists for the tests are exactly those .ci/run installs", async () => {
+  const words = (text: string) =>
+    new Set(text.replace(/\\\n/g, " ").split(/\s+/).filter((w) => w && !w.startsWith("-") && w !== "\\"));
+  const readme = /```sh\nsudo apt-get install ([^`]*?)\n```/.exec(README)?.[1];
+  assert.ok(readme, "the README's apt-get block");
+  const ci = await Deno.readTextFile(new URL("../.ci/run", import.meta.url));
+  const installed = /apt-get install -y -q --no-install-recommends \\\n([^]*?)\n\s*#/.exec(ci)?.[1];
+  assert.ok(installed, ".ci/run's apt-get install line");
+  assert.deepEqual([...words(readme)].sort(), [...words(installed)].sort());
+});

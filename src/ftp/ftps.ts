@@ -267,14 +267,28 @@ export class TlsPassiveSlot {
   readonly #timeoutMs: number;
   readonly #onRefused: (reason: string) => void;
 
-  private constructor(listener: TlsListener, timeoutMs: number, o: TlsDataOptions) {
+  /** Set when the control peer's own data connection was refused: `take()` answers at once instead of waiting. */
+  #refusal: string | null = null;
+
+  private constructor(
+    listener: TlsListener,
+    timeoutMs: number,
+    o: TlsDataOptions,
+    refused: Promise<string>,
+  ) {
     this.#hold = o.holdWhile;
     this.#timeoutMs = timeoutMs;
     this.#onRefused = (reason) => o.onRefused(o.peerIp, reason);
     this.#listener = listener;
     this.port = listener.port;
     this.#timer = setTimeout(() => this.close(), timeoutMs);
-    this.#conn = listener.accept().then(async (c) => {
+    this.#conn = Promise.race([
+      listener.accept(),
+      refused.then((why) => {
+        this.#refusal = why;
+        return null;
+      }),
+    ]).then(async (c) => {
       clearTimeout(this.#timer);
       await listener.close();
       return c;
@@ -288,6 +302,10 @@ export class TlsPassiveSlot {
     portMax: number,
     o: TlsDataOptions,
   ): Promise<TlsPassiveSlot> {
+    // A connection from the control peer that fails the session check is the client's own data connection in
+    // all likelihood: refuse the transfer now (425) rather than after the data timeout, so the user sees the
+    // reason at once. A stranger's connection is only logged.
+    const refused = Promise.withResolvers<string>();
     const make = (port: number) =>
       new TlsListener({
         hostname: bindHost,
@@ -297,13 +315,15 @@ export class TlsPassiveSlot {
         backlog: 2,
         admit: (ip) => ip === o.peerIp,
         verify: (c) => o.requireSessionReuse && !c.sessionReused ? notResumed(c.protocol) : null,
-        onReject: (ip, why) =>
-          o.onRefused(ip, ip === o.peerIp ? why : "the data peer is not the control peer"),
+        onReject: (ip, why) => {
+          o.onRefused(ip, ip === o.peerIp ? why : "the data peer is not the control peer");
+          if (ip === o.peerIp) refused.resolve(why);
+        },
       });
     if (portMin === 0 && portMax === 0) {
       const l = make(0);
       await l.listen();
-      return new TlsPassiveSlot(l, o.timeoutMs, o);
+      return new TlsPassiveSlot(l, o.timeoutMs, o, refused.promise);
     }
     const span = portMax - portMin + 1;
     const start = Math.floor(Math.random() * span);
@@ -311,7 +331,7 @@ export class TlsPassiveSlot {
       const l = make(portMin + ((start + i) % span));
       try {
         await l.listen();
-        return new TlsPassiveSlot(l, o.timeoutMs, o);
+        return new TlsPassiveSlot(l, o.timeoutMs, o, refused.promise);
       } catch {
         await l.close();
       }
@@ -324,6 +344,11 @@ export class TlsPassiveSlot {
     if (this.#used) throw new TlsDataRefused("Can't open data connection: it was already used.");
     this.#used = true;
     const c = await this.#conn;
+    if (!c && this.#refusal !== null) {
+      throw new TlsDataRefused(
+        "Can't open data connection: it did not resume the control connection's TLS session.",
+      );
+    }
     if (!c) {
       throw new TlsDataRefused("Can't open data connection: no secure data connection arrived in time.");
     }
@@ -357,15 +382,17 @@ export class TlsPassiveSlot {
   }
 }
 
-/** The refusal reason for the log; over TLS 1.2 it names the likely cause and the fix. */
+/** The refusal reason for the log, with the setting that fixes each likely cause. */
 function notResumed(protocol: string | null): string {
   const why = "the data connection did not resume the control connection's TLS session";
-  // Deno's TLS server resumes TLS 1.2 sessions by ticket only; clients that turn TLS 1.2 tickets off and resume
-  // by session id (curl) resume over TLS 1.3.
+  // A client that never resumes (Python's ftplib by default, many small libraries) needs the check off. Deno's
+  // TLS server resumes TLS 1.2 sessions by ticket only, so a client resuming by session id (curl) must get 1.3.
+  const never = "a client that never resumes its data connections (Python's ftplib by default) needs " +
+    "[ftp.tls] require_tls_session_reuse = false";
   return protocol === "TLSv1.2"
-    ? `${why} (over TLS 1.2 only clients with session tickets can resume, curl cannot: in [ftp.tls] remove ` +
-      `max_version (default "auto"), or set max_version = "1.3" or require_tls_session_reuse = false)`
-    : why;
+    ? `${why}: ${never}; one that resumes by session id (curl) needs TLS 1.3: remove max_version (default ` +
+      `"auto") or set max_version = "1.3"`
+    : `${why}: ${never}`;
 }
 
 /**
