@@ -6,8 +6,8 @@
  * address is taken; any other is closed and the listener keeps waiting. The listener is used once: it closes after
  * the first good connection, on a new PASV/PORT, or when nobody connects within the data timeout.
  *
- * Connections are plain `Deno.Conn` (whose `read(buf)` fills the caller's buffer); the `wrap` hook lets FTPS put
- * TLS on them later without changing the transfer code.
+ * Connections are plain `Deno.Conn` (whose `read(buf)` fills the caller's buffer), or, after PROT P, TLS
+ * connections made by `ftps.ts` (`setTls`); transfers see one `ByteConn` either way.
  *
  * @module
  */
@@ -65,8 +65,6 @@ export interface DataChannelOptions {
   portMax: number;
   /** Milliseconds a passive listener waits for its connection, and an active connect may take. */
   timeoutMs: number;
-  /** Turns a fresh TCP connection into the connection transfers use (FTPS puts TLS here). */
-  wrap?: (conn: Deno.Conn) => Promise<ByteConn>;
 }
 
 /** One passive listener waiting for its single connection. */
@@ -180,11 +178,6 @@ export class DataChannel {
     this.#opts = { ...opts };
   }
 
-  /** Sets (or clears) the hook that turns each new data connection into the one transfers use (FTPS: TLS). */
-  setWrap(wrap: ((conn: Deno.Conn) => Promise<ByteConn>) | undefined): void {
-    this.#opts.wrap = wrap;
-  }
-
   /**
    * Turns TLS on (PROT P) or off (PROT C) for the data connections set up from now on. With TLS, passive ports
    * and active connections are `node:net` sockets upgraded server-side, bound to this session (see `ftps.ts`).
@@ -286,13 +279,7 @@ export class DataChannel {
     } else {
       throw new DataChannelError("Can't open data connection: use PASV, EPSV, PORT or EPRT first.");
     }
-    if (!this.#opts.wrap) return conn;
-    try {
-      return await this.#opts.wrap(conn);
-    } catch {
-      closeQuietly(conn);
-      throw new DataChannelError("Can't open data connection: the secure handshake failed.");
-    }
+    return conn;
   }
 
   async #connectActive(hostname: string, port: number): Promise<Deno.Conn> {

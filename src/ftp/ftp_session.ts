@@ -247,19 +247,9 @@ export class FtpSession {
     return this.#tls.control;
   }
 
-  /** The session's data connections; FTPS sets its TLS hook with `dataChannel.setWrap(...)`. */
-  get dataChannel(): DataChannel {
-    return this.#data;
-  }
-
   /** The user name once logged in, else null. */
   get userName(): string | null {
     return this.state.kind === "logged-in" ? this.state.user.name : null;
-  }
-
-  /** True while a transfer runs. */
-  get transferring(): boolean {
-    return this.#dx.transfer !== null;
   }
 
   /** The running transfer (kind, virtual path, bytes so far, start time), or null; for `outpost status`. */

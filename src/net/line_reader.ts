@@ -94,11 +94,6 @@ export class LineReader {
     this.#acceptBareCr = options.acceptBareCr;
   }
 
-  /** Bytes received but not yet returned as a line. */
-  get buffered(): number {
-    return this.#end - this.#start;
-  }
-
   /**
    * Drops everything buffered and returns how many bytes that was. Use it when the stream changes meaning, such
    * as after STARTTLS or AUTH TLS, so that plaintext sent before the upgrade is never taken as a command or reply.

@@ -59,7 +59,6 @@ export class DataWriter {
   #lineStart = true;
   #pendingCr = false;
   #eightBit = false;
-  #written = 0;
 
   /** Makes a writer to `sink` with one reused output buffer (dot-stuffing on unless `opts.dotStuff` is false). */
   constructor(sink: ByteSink, opts: DataWriterOptions = {}) {
@@ -73,15 +72,9 @@ export class DataWriter {
     return this.#eightBit;
   }
 
-  /** Bytes handed to the sink so far. */
-  get bytesWritten(): number {
-    return this.#written;
-  }
-
   async #flush(): Promise<void> {
     if (this.#len === 0) return;
     await this.#sink.write(this.#out.subarray(0, this.#len));
-    this.#written += this.#len;
     this.#len = 0;
   }
 
