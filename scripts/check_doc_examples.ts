@@ -36,13 +36,9 @@ export const DOC_ROOTS: readonly string[] = ["mod.ts", "src/", "scripts/", "test
  * the script fails if a listed file has become clean, so the list can only shrink.
  */
 export const NOT_YET_CLEAN: readonly string[] = [
-  "scripts/boot/base_image.ts",
   "scripts/disk_image.ts",
-  "scripts/image_account.ts",
   "src/alerts/monitor.ts",
   "src/alerts/templates.ts",
-  "src/cli/outbox_command.ts",
-  "src/cli/send_command.ts",
   "src/cli/sendmail_command.ts",
   "src/ftp/accounts.ts",
   "src/ftp/ascii.ts",
@@ -68,7 +64,6 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "src/net/node_conn.ts",
   "src/net/tls_server.ts",
   "src/smtp/delivery_worker.ts",
-  "src/smtp/dot_stuffing.ts",
   "src/smtp/mail_message.ts",
   "src/smtp/mail_needs.ts",
   "src/smtp/maildrop.ts",
