@@ -65,14 +65,10 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "src/net/tls_server.ts",
   "src/smtp/delivery_worker.ts",
   "src/smtp/mail_message.ts",
-  "src/smtp/mail_needs.ts",
   "src/smtp/maildrop.ts",
-  "src/smtp/mime_builder.ts",
   "src/smtp/outbox.ts",
   "src/smtp/smtp_client.ts",
   "src/smtp/smtp_config.ts",
-  "src/smtp/smtp_reply.ts",
-  "src/smtp/seven_bit.ts",
   "src/smtp/smtp_socket.ts",
 ];
 
