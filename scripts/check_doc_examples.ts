@@ -63,13 +63,11 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "src/net/line_reader.ts",
   "src/net/node_conn.ts",
   "src/net/tls_server.ts",
-  "src/smtp/delivery_worker.ts",
   "src/smtp/mail_message.ts",
   "src/smtp/maildrop.ts",
   "src/smtp/outbox.ts",
   "src/smtp/smtp_client.ts",
   "src/smtp/smtp_config.ts",
-  "src/smtp/smtp_socket.ts",
 ];
 
 /** TypeScript's "declared but never read" codes: one name, a whole import declaration, all type imports. */
