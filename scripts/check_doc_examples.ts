@@ -63,7 +63,6 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "src/net/line_reader.ts",
   "src/net/node_conn.ts",
   "src/net/tls_server.ts",
-  "src/smtp/maildrop.ts",
   "src/smtp/outbox.ts",
 ];
 
