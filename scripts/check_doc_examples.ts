@@ -39,7 +39,6 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "scripts/disk_image.ts",
   "src/alerts/monitor.ts",
   "src/alerts/templates.ts",
-  "src/cli/sendmail_command.ts",
   "src/ftp/accounts.ts",
   "src/ftp/ascii.ts",
   "src/ftp/change_log.ts",
