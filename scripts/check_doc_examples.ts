@@ -36,7 +36,6 @@ export const DOC_ROOTS: readonly string[] = ["mod.ts", "src/", "scripts/", "test
  * the script fails if a listed file has become clean, so the list can only shrink.
  */
 export const NOT_YET_CLEAN: readonly string[] = [
-  "scripts/disk_image.ts",
   "src/ftp/accounts.ts",
   "src/ftp/ascii.ts",
   "src/ftp/change_log.ts",
