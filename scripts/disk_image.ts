@@ -75,6 +75,7 @@ export function resolveTool(cmd: string): string {
  * @example
  * ```ts
  * const r = await runTool("sfdisk", ["-J", "disk.img"]);
+ * console.log(r.code === 0 ? r.stdout : r.stderr);
  * ```
  */
 export async function runTool(
@@ -237,6 +238,7 @@ export function extImage(image: string, part: ImagePartition): string {
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * await debugfsBatch("disk.img", layout.root, ["mkdir /opt/outpost"], { write: true, tolerate: ["already exists"] });
  * ```
  */
@@ -272,7 +274,9 @@ export async function debugfsBatch(
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * const st = await extStat("disk.img", layout.root, "/etc/systemd/system");
+ * console.log(st ?? "no such file");
  * ```
  */
 export async function extStat(image: string, root: ImagePartition, path: string): Promise<string | null> {
@@ -297,7 +301,9 @@ export interface ExtInode {
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * const inode = parseExtStat(await extStat("disk.img", layout.root, "/opt/outpost/bin/deno") ?? "");
+ * console.log(inode.type, inode.mode.toString(8), inode.uid);
  * ```
  */
 export function parseExtStat(text: string): ExtInode {
@@ -315,7 +321,9 @@ export function parseExtStat(text: string): ExtInode {
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * const free = await extFreeBytes("disk.img", layout.root);
+ * console.log(free);
  * ```
  */
 export async function extFreeBytes(image: string, root: ImagePartition): Promise<number> {
@@ -337,7 +345,9 @@ export async function extFreeBytes(image: string, root: ImagePartition): Promise
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * const free = await fatFreeBytes("disk.img", layout.boot);
+ * console.log(free);
  * ```
  */
 export async function fatFreeBytes(image: string, boot: ImagePartition): Promise<number> {
@@ -399,7 +409,9 @@ export async function checkFilesystems(image: string, layout: ImageLayout): Prom
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * const passwd = await extReadFile("disk.img", layout.root, "/etc/passwd");
+ * console.log(passwd ? new TextDecoder().decode(passwd) : "no /etc/passwd");
  * ```
  */
 export async function extReadFile(
@@ -427,7 +439,9 @@ export async function extReadFile(
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("disk.img");
  * const confs = await extListDir("disk.img", layout.root, "/usr/lib/sysusers.d");
+ * console.log(confs);
  * ```
  */
 export async function extListDir(image: string, root: ImagePartition, dir: string): Promise<string[]> {
@@ -463,7 +477,9 @@ function elfArch(head: Uint8Array): { arch: ImageArch["arch"]; what: string } | 
  *
  * @example
  * ```ts
- * const { arch } = await detectImageArch("disk.img", layout.root); // "arm64"
+ * const layout = await readImageLayout("disk.img");
+ * const { arch } = await detectImageArch("disk.img", layout.root);
+ * console.log(arch); // "arm64"
  * ```
  */
 export async function detectImageArch(image: string, root: ImagePartition): Promise<ImageArch> {
@@ -496,6 +512,7 @@ export const ARM64_IMAGE_ADVICE = 'Download "Raspberry Pi OS Lite (64-bit)" (a f
  *
  * @example
  * ```ts
+ * const layout = await readImageLayout("raspios.img");
  * await requireArm64("raspios.img", layout.root, console.error);
  * ```
  */

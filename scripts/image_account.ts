@@ -73,8 +73,10 @@ export function sysusersFixedIds(texts: string[]): number[] {
  *
  * @example
  * ```ts
+ * declare const files: AccountFiles; // the base image's passwd, group, shadow, ...
  * const plan = planAccount(files, { name: "outpost", home: "/var/lib/outpost", shell: "/usr/sbin/nologin",
  *   gecos: "outpost daemon", today: 20000 });
+ * console.log(plan);
  * ```
  */
 export function planAccount(files: AccountFiles, spec: AccountSpec): AccountPlan {

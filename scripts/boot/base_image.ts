@@ -280,6 +280,7 @@ mke2fs -q -F -t ext4 -L rootfs -E offset="$offset" -d "$tree" "$img" "$kib"k
  * @example
  * ```ts
  * const base = await ensureBaseImage(console.log);
+ * console.log(base); // the cached image's path
  * ```
  */
 export async function ensureBaseImage(log: (line: string) => void): Promise<string> {

@@ -48,10 +48,16 @@ import { Logger } from "../log/logger.ts";
  *
  * @example
  * ```ts
+ * import type { Outbox } from "../smtp/outbox.ts";
+ * import type { DeliveryWorker } from "../smtp/delivery_worker.ts";
+ *
+ * declare const outbox: Outbox; // see Outbox.open
+ * declare const worker: DeliveryWorker; // delivers the outbox
  * const mailer: AlertMailer = {
  *   enqueue: (msg, opts) => outbox.enqueue(msg, opts).then((id) => { worker.kick(); return id; }),
  *   deliveryFailing: () => worker.status().failing,
  * };
+ * console.log(mailer.deliveryFailing());
  * ```
  */
 export interface AlertMailer {
@@ -79,6 +85,11 @@ export interface AlertMailer {
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ * import { readAlertsConfig } from "./alerts_config.ts";
+ *
+ * declare const root: Section; // the whole config document
+ * declare const mailer: AlertMailer; // see AlertMailer
  * const opts: AlertMonitorOptions = {
  *   config: readAlertsConfig(root),
  *   mailer,
@@ -87,6 +98,7 @@ export interface AlertMailer {
  *   board: "rpi4",
  * };
  * const monitor = await AlertMonitor.open(opts);
+ * monitor.start();
  * ```
  */
 export interface AlertMonitorOptions {
@@ -109,6 +121,7 @@ export interface AlertMonitorOptions {
  *
  * @example
  * ```ts
+ * declare const monitor: AlertMonitor; // see AlertMonitor.open
  * const s: SensorStatus = monitor.status().sensors[0];
  * console.log(`${s.name}: ${s.value ?? "no reading"} ${s.unit}`);
  * ```
@@ -147,6 +160,7 @@ export interface SensorStatus {
  *
  * @example
  * ```ts
+ * declare const monitor: AlertMonitor; // see AlertMonitor.open
  * const r: RuleStatus = monitor.status().rules[0];
  * if (r.state === "pending") console.log(`${r.breaches} of ${r.ofSamples}, alert at ${r.forSamples}`);
  * ```
@@ -189,6 +203,7 @@ export interface RuleStatus {
  *
  * @example
  * ```ts
+ * declare const monitor: AlertMonitor; // see AlertMonitor.open
  * const st: MonitorStatus = monitor.status();
  * console.log(st.samples, st.sensors.length, st.rules.length);
  * ```
@@ -212,6 +227,10 @@ const log = new Logger("alerts");
  *
  * @example
  * ```ts
+ * import type { AlertsConfig } from "./alerts_config.ts";
+ *
+ * declare const alerts: AlertsConfig; // see readAlertsConfig
+ * declare const mailer: AlertMailer; // see AlertMailer
  * const monitor = await AlertMonitor.open({ config: alerts, mailer, stateFile: "/var/lib/outpost/alerts.json",
  *   host: "pi-freezer", board: "rpi4" });
  * monitor.start();
@@ -305,7 +324,9 @@ export class AlertMonitor {
    *
    * @example
    * ```ts
+   * declare const monitor: AlertMonitor; // see AlertMonitor.open
    * const { sensors, rules } = monitor.status(Date.now());
+   * for (const s of sensors) console.log(s.name, s.value);
    * for (const r of rules) console.log(r.id, r.state);
    * ```
    */

@@ -20,7 +20,8 @@ import type { AlertEvent } from "./rule_engine.ts";
  *
  * @example
  * ```ts
- * const known = (TEMPLATE_VARIABLES as readonly string[]).includes("reading"); // true
+ * const known = (TEMPLATE_VARIABLES as readonly string[]).includes("reading");
+ * console.log(known); // true
  * ```
  */
 export const TEMPLATE_VARIABLES = [
@@ -50,6 +51,7 @@ export const TEMPLATE_VARIABLES = [
  * @example
  * ```ts
  * const v: TemplateVariable = "sensor";
+ * console.log(renderTemplate(`{${v}} is warm`, { sensor: "freezer" })); // freezer is warm
  * ```
  */
 export type TemplateVariable = typeof TEMPLATE_VARIABLES[number];
@@ -224,8 +226,12 @@ const STATE_WORDS: Record<AlertEvent["kind"], string> = {
  *
  * @example
  * ```ts
+ * import type { AlertEvent } from "./rule_engine.ts";
+ *
+ * declare const ev: AlertEvent; // from the rule engine
  * const ctx: MailContext = { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 };
  * const vars = eventVariables(ev, ctx);
+ * console.log(vars.host); // pi-freezer
  * ```
  */
 export interface MailContext {
@@ -244,7 +250,11 @@ export interface MailContext {
  *
  * @example
  * ```ts
+ * import type { AlertEvent } from "./rule_engine.ts";
+ *
+ * declare const ev: AlertEvent; // from the rule engine
  * const vars = eventVariables(ev, { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 });
+ * console.log(vars.sensor);
  * ```
  */
 export function eventVariables(ev: AlertEvent, ctx: MailContext): Record<TemplateVariable, string> {
@@ -292,7 +302,12 @@ export function cleanSubject(s: string): string {
  *
  * @example
  * ```ts
+ * import type { AlertEvent } from "./rule_engine.ts";
+ *
+ * declare const ev: AlertEvent; // from the rule engine
+ * declare const ctx: MailContext; // see MailContext
  * const { subject, text } = renderEventMail(ev, DEFAULT_TEMPLATES, ctx);
+ * console.log(subject, text);
  * ```
  */
 export function renderEventMail(
@@ -318,7 +333,10 @@ function isoTime(ms: number): string {
  *
  * @example
  * ```ts
- * eventLine(ev, { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 });
+ * import type { AlertEvent } from "./rule_engine.ts";
+ *
+ * declare const ev: AlertEvent; // from the rule engine
+ * console.log(eventLine(ev, { host: "pi-freezer", board: "rpi4", unit: "°C", decimals: 1 }));
  * ```
  */
 export function eventLine(ev: AlertEvent, ctx: MailContext): string {
@@ -340,6 +358,7 @@ export function eventLine(ev: AlertEvent, ctx: MailContext): string {
  * ```ts
  * const d: DigestInput = { host: "pi", board: "rpi4", eventLines: [], first: 0, last: 0, count: 0, dropped: 0,
  *   currentState: ["  freezer_above: OK (freezer -18 °C)"] };
+ * console.log(d.currentState);
  * ```
  */
 export interface DigestInput {
@@ -382,7 +401,9 @@ export function replacedNote(subjects: string[]): string {
  *
  * @example
  * ```ts
+ * declare const input: DigestInput; // see DigestInput
  * const { subject, text } = renderDigestMail(input);
+ * console.log(subject, text);
  * ```
  */
 export function renderDigestMail(d: DigestInput): { subject: string; text: string } {
@@ -411,6 +432,7 @@ export function renderDigestMail(d: DigestInput): { subject: string; text: strin
  * ```ts
  * const f: FallbackConfigInput = { host: "pi", board: "rpi4", file: "/boot/firmware/outpost.toml",
  *   problems: ["[smtp] port: must be a number"], runningFrom: "/var/lib/outpost/last-good.toml", at: Date.now() };
+ * console.log(f.problems);
  * ```
  */
 export interface FallbackConfigInput {
@@ -434,7 +456,9 @@ export interface FallbackConfigInput {
  *
  * @example
  * ```ts
+ * declare const input: FallbackConfigInput; // see FallbackConfigInput
  * const { subject, text } = renderFallbackConfigMail(input);
+ * console.log(subject, text);
  * ```
  */
 export function renderFallbackConfigMail(f: FallbackConfigInput): { subject: string; text: string } {

@@ -37,6 +37,7 @@ function age(ms: number): string {
  * @example
  * ```ts
  * const status = await outboxCommand(["list"]);
+ * console.log(status); // the exit code
  * ```
  */
 export async function outboxCommand(args: string[]): Promise<number> {

@@ -53,6 +53,7 @@ async function readAllStdin(limit: number): Promise<string> {
  * @example
  * ```ts
  * const status = await sendCommand(["--to", "me@example.com", "--subject", "test", "--body", "hi", "--now"]);
+ * console.log(status); // the exit code
  * ```
  */
 export async function sendCommand(args: string[]): Promise<number> {

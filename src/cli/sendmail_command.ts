@@ -265,6 +265,7 @@ class NoAliasError extends Error {}
  * @example
  * ```ts
  * const status = await sendmailCommand(["-t", "-oi"]); // message on stdin
+ * console.log(status); // the exit code
  * ```
  */
 export async function sendmailCommand(args: string[]): Promise<number> {
@@ -450,8 +451,8 @@ function tooLarge(limit: number): number {
  * @example
  * ```ts
  * const mail = await loadSendConfig(undefined, "outpost send");
- * if (typeof mail === "number") return mail;
- * mail.smtp.host;
+ * if (typeof mail === "number") Deno.exit(mail);
+ * console.log(mail.smtp.host);
  * ```
  */
 export async function loadSendConfig(
@@ -479,7 +480,16 @@ export async function loadSendConfig(
  *
  * @example
  * ```ts
- * try { await outbox.enqueue(msg); } catch (e) { return enqueueFailed(e, "outpost send"); }
+ * import type { Outbox } from "../smtp/outbox.ts";
+ * import type { MailMessage } from "../smtp/mail_message.ts";
+ *
+ * declare const outbox: Outbox; // see Outbox.open
+ * declare const msg: MailMessage; // the message to queue
+ * try {
+ *   await outbox.enqueue(msg);
+ * } catch (e) {
+ *   Deno.exit(enqueueFailed(e, "outpost send"));
+ * }
  * ```
  */
 export function enqueueFailed(e: unknown, prog: string): number {
@@ -495,7 +505,12 @@ export function enqueueFailed(e: unknown, prog: string): number {
  *
  * @example
  * ```ts
+ * import type { MessageSource, SmtpClientOptions } from "../smtp/smtp_client.ts";
+ *
+ * declare const smtp: SmtpClientOptions; // the [smtp] table
+ * declare const source: MessageSource; // the message
  * const status = await deliverNow(smtp, { from: "a@x", to: ["b@x"] }, source, "outpost send");
+ * console.log(status); // the exit code
  * ```
  */
 export async function deliverNow(

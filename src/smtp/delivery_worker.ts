@@ -32,6 +32,7 @@ const log = new Logger("mail");
  * @example
  * ```ts
  * const o: DeliveryWorkerOptions = { pollMs: 30_000 };
+ * console.log(o.pollMs);
  * ```
  */
 export interface DeliveryWorkerOptions {
@@ -48,6 +49,7 @@ export interface DeliveryWorkerOptions {
  *
  * @example
  * ```ts
+ * declare const worker: DeliveryWorker; // the running worker
  * const s: WorkerStatus = worker.status();
  * if (s.failing) console.log(`mail failing since ${s.failingSince}: ${s.lastError}`);
  * ```
@@ -78,6 +80,11 @@ const SESSION_STAGES = new Set(["connect", "greeting", "TLS", "EHLO", "STARTTLS"
  *
  * @example
  * ```ts
+ * import type { Outbox } from "./outbox.ts";
+ * import type { SmtpClientOptions } from "./smtp_client.ts";
+ *
+ * declare const outbox: Outbox; // see Outbox.open
+ * declare const smtpOptions: SmtpClientOptions; // the [smtp] table
  * const worker = new DeliveryWorker(outbox, smtpOptions);
  * worker.start();
  * await outbox.enqueue({ to: ["me@example.com"], subject: "hi", text: "hello" });

@@ -19,6 +19,8 @@ const DOT = 0x2e;
  * ```ts
  * const chunks: Uint8Array[] = [];
  * const sink: ByteSink = { write: async (d) => void chunks.push(d.slice()) };
+ * await sink.write(new TextEncoder().encode("hi\r\n"));
+ * console.log(chunks.length); // 1
  * ```
  */
 export interface ByteSink {
@@ -32,6 +34,7 @@ export interface ByteSink {
  * @example
  * ```ts
  * const opts: DataWriterOptions = { dotStuff: false, bufferSize: 8192 };
+ * console.log(opts);
  * ```
  */
 export interface DataWriterOptions {
@@ -46,6 +49,7 @@ export interface DataWriterOptions {
  *
  * @example
  * ```ts
+ * declare const conn: ByteSink; // the SMTP connection
  * const w = new DataWriter(conn, { dotStuff: true });
  * await w.write(new TextEncoder().encode(".hidden line\nnext\n"));
  * await w.end(); // sent: "..hidden line\r\nnext\r\n.\r\n"

@@ -34,6 +34,7 @@ export { HeaderInjectionError } from "./mime_builder.ts";
  * @example
  * ```ts
  * const a: MailAttachment = { filename: "log.txt", path: "/var/log/outpost.log", contentType: "text/plain" };
+ * console.log(a.filename);
  * ```
  */
 export interface MailAttachment {
@@ -53,6 +54,7 @@ export interface MailAttachment {
  * @example
  * ```ts
  * const m: MailMessage = { to: ["me@example.com"], subject: "[pi] ALERT freezer 3.2 °C", text: "It is warm." };
+ * console.log(m.subject);
  * ```
  */
 export interface MailMessage {
@@ -84,6 +86,7 @@ export interface MailMessage {
  * @example
  * ```ts
  * const d: MessageDefaults = { from: "pi@example.com", fromName: "pi-freezer", domain: "pi-freezer" };
+ * console.log(d.from);
  * ```
  */
 export interface MessageDefaults {
@@ -100,6 +103,10 @@ export interface MessageDefaults {
  *
  * @example
  * ```ts
+ * import type { DataWriter } from "./dot_stuffing.ts";
+ *
+ * declare const defaults: MessageDefaults; // from the [smtp] table
+ * declare const writer: DataWriter; // the SMTP DATA stream
  * const p = prepareMessage({ to: ["me@example.com"], subject: "hi", text: "hello" }, defaults);
  * await p.render(writer);
  * ```
@@ -260,7 +267,9 @@ export function prepareMessage(
  *
  * @example
  * ```ts
+ * const defaults: MessageDefaults = { from: "pi@example.com", domain: "pi" };
  * const o: RawMessageOptions = { defaults, extractRecipients: true, recipients: [] };
+ * console.log(o.extractRecipients);
  * ```
  */
 export interface RawMessageOptions {
@@ -288,6 +297,8 @@ export interface RawMessageOptions {
  *
  * @example
  * ```ts
+ * declare const bytes: Uint8Array; // a message as sendmail read it
+ * declare const opts: RawMessageOptions; // see RawMessageOptions
  * const r: CompletedRawMessage = completeRawMessage(bytes, opts);
  * console.log(r.envelope.to);
  * ```
@@ -358,6 +369,7 @@ export function parseAddressList(value: string): string[] {
  * ```ts
  * const r = completeRawMessage(new TextEncoder().encode("To: me@example.com\nSubject: cron\n\nok\n"),
  *   { defaults: { from: "pi@example.com", domain: "pi" }, extractRecipients: true, recipients: [] });
+ * console.log(r.envelope.to); // ["me@example.com"]
  * ```
  */
 export function completeRawMessage(raw: Uint8Array, opts: RawMessageOptions): CompletedRawMessage {

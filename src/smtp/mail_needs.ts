@@ -17,8 +17,11 @@ import { mailPaths } from "./smtp_config.ts";
  *
  * @example
  * ```ts
+ * import type { OutpostConfig } from "../app/outpost_config.ts";
+ *
+ * declare const config: OutpostConfig; // as loadConfig() returns it
  * const needs = mailSandboxNeeds(config.smtp, config.outbox);
- * needs.net; // ["smtp.example.com:465"]
+ * console.log(needs.net); // ["smtp.example.com:465"]
  * ```
  */
 export function mailSandboxNeeds(smtp: SmtpClientOptions | null, outbox: OutboxOptions): SandboxNeeds {

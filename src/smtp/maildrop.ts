@@ -42,6 +42,7 @@ export const MAILDROP_MODE = 0o1733;
  * @example
  * ```ts
  * const m: DropMeta = { to: ["me@example.com"], tag: "sendmail", addFrom: { name: "CronDaemon" } };
+ * console.log(m.to);
  * ```
  */
 export interface DropMeta {
@@ -62,7 +63,17 @@ export interface DropMeta {
  *
  * @example
  * ```ts
- * try { await submitToMaildrop(o, meta, body); } catch (e) { if (e instanceof MessageTooLargeError) return 65; }
+ * import type { DataWriter } from "./dot_stuffing.ts";
+ *
+ * declare const o: SubmitOptions; // the [outbox] settings
+ * declare const meta: DropMeta; // the envelope
+ * declare const body: (w: DataWriter) => Promise<void>; // writes the message
+ * try {
+ *   await submitToMaildrop(o, meta, body);
+ * } catch (e) {
+ *   if (e instanceof MessageTooLargeError) Deno.exit(65);
+ *   throw e;
+ * }
  * ```
  */
 export class MessageTooLargeError extends Error {
@@ -78,7 +89,11 @@ export class MessageTooLargeError extends Error {
  *
  * @example
  * ```ts
- * if (e instanceof MaildropUnavailableError) console.error(e.message);
+ * try {
+ *   await ensureMaildrop("/var/lib/outpost/outbox/maildrop");
+ * } catch (e) {
+ *   if (e instanceof MaildropUnavailableError) console.error(e.message);
+ * }
  * ```
  */
 export class MaildropUnavailableError extends Error {
@@ -191,6 +206,7 @@ export function processUid(): number | null {
  * @example
  * ```ts
  * const o: SubmitOptions = { maildrop: "/var/lib/outpost/outbox/maildrop", maxMessageBytes: 25 << 20 };
+ * console.log(o.maildrop);
  * ```
  */
 export interface SubmitOptions {
@@ -208,8 +224,10 @@ export interface SubmitOptions {
  *
  * @example
  * ```ts
+ * const maildrop = "/var/lib/outpost/outbox/maildrop"; // the [outbox] maildrop setting
  * const name = await submitToMaildrop({ maildrop, maxMessageBytes: 25 << 20 }, { to: ["me@example.com"] },
  *   (w) => w.write(new TextEncoder().encode("Subject: hi\n\nhello\n")));
+ * console.log(name);
  * ```
  */
 export async function submitToMaildrop(

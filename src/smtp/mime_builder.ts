@@ -280,6 +280,9 @@ const LINE_BYTES = 57; // 57 bytes make one 76-character base64 line.
  *
  * @example
  * ```ts
+ * import type { DataWriter } from "./dot_stuffing.ts";
+ *
+ * declare const writer: DataWriter; // the message body being sent
  * const b64 = new Base64Streamer();
  * await b64.encodeFile("/var/log/syslog", writer);
  * await b64.encodeBytes(new Uint8Array([1, 2, 3]), writer);
@@ -296,6 +299,7 @@ export class Base64Streamer {
    * @example
    * ```ts
    * const b64 = new Base64Streamer(256);
+   * console.log(b64);
    * ```
    */
   constructor(lines = 1024) {

@@ -64,6 +64,7 @@ const MAX_META = 256 * 1024;
  * ```ts
  * const o: OutboxOptions = { dir: "/var/lib/outpost/outbox", maxAgeMs: 86_400_000, maxBytes: 64 << 20,
  *   maxMessageBytes: 25 << 20, retryMinMs: 30_000, retryMaxMs: 3_600_000 };
+ * console.log(o.dir);
  * ```
  */
 export interface OutboxOptions {
@@ -94,6 +95,7 @@ export interface OutboxOptions {
  * ```ts
  * const m: QueueMeta = { v: 1, id: "m1x2y3z-ab12", from: "a@x", to: ["b@x"], critical: true, created: 0,
  *   messageId: "<1@x>", eightBit: false, smtputf8: false };
+ * console.log(m.id, m.to);
  * ```
  */
 export interface QueueMeta {
@@ -134,6 +136,7 @@ export interface QueueMeta {
  *
  * @example
  * ```ts
+ * declare const outbox: Outbox; // see Outbox.open
  * for (const e of await outbox.list()) console.log(e.id, e.state, e.size, e.meta.to.join(","));
  * ```
  */
@@ -167,7 +170,15 @@ export interface OutboxEntry {
  *
  * @example
  * ```ts
- * try { await outbox.enqueue(msg); } catch (e) { if (e instanceof OutboxFullError) console.error(e.message); }
+ * import type { MailMessage } from "./mail_message.ts";
+ *
+ * declare const outbox: Outbox; // see Outbox.open
+ * declare const msg: MailMessage; // the message to queue
+ * try {
+ *   await outbox.enqueue(msg);
+ * } catch (e) {
+ *   if (e instanceof OutboxFullError) console.error(e.message);
+ * }
  * ```
  */
 export class OutboxFullError extends Error {
@@ -221,6 +232,7 @@ export function isOutboxId(id: string): boolean {
  * @example
  * ```ts
  * const { meta, offset } = await readQueueMeta("/var/lib/outpost/outbox/queue/m1-ab.msg");
+ * console.log(meta.to, offset); // the recipients; where the message starts
  * ```
  */
 export async function readQueueMeta(path: string): Promise<{ meta: QueueMeta; offset: number }> {
@@ -258,6 +270,7 @@ export async function readQueueMeta(path: string): Promise<{ meta: QueueMeta; of
  *   maxMessageBytes: 25 << 20, retryMinMs: 30_000, retryMaxMs: 3_600_000,
  *   defaults: { from: "pi@example.com", domain: "pi" } });
  * const id = await outbox.enqueue({ to: ["me@example.com"], subject: "hello", text: "from the pi" });
+ * console.log(id);
  * ```
  */
 export class Outbox {
@@ -1045,7 +1058,9 @@ function headerValue(head: string, name: string): string | undefined {
  *
  * @example
  * ```ts
+ * declare const entry: OutboxEntry; // from Outbox.list
  * const prefix = sendPrefix(entry.meta, { from: "pi@example.com", fromName: "pi" });
+ * console.log(prefix.length); // 0 unless a From header is added
  * ```
  */
 export function sendPrefix(meta: QueueMeta, sender: { from: string; fromName?: string }): Uint8Array {
@@ -1075,7 +1090,9 @@ function subjectOf(bytes: Uint8Array): string | undefined {
  *
  * @example
  * ```ts
+ * declare const entry: OutboxEntry; // from Outbox.list
  * const src = fileMessageSource(entry.path, entry.offset, entry.size, entry.meta, new Uint8Array(65536));
+ * console.log(src.size);
  * ```
  */
 export function fileMessageSource(

@@ -113,6 +113,9 @@ const STRUCTURED = new Set([
  *
  * @example
  * ```ts
+ * import type { DataWriter } from "./dot_stuffing.ts";
+ *
+ * declare const dataWriter: DataWriter; // the SMTP DATA stream
  * const seven = new SevenBitWriter(dataWriter);
  * await seven.write(new TextEncoder().encode("Subject: Grüße\n\nTemperatur: 3 °C\n"));
  * await seven.end(); // quoted-printable body, encoded subject, MIME headers added

@@ -44,6 +44,7 @@ const encoder = new TextEncoder();
  * @example
  * ```ts
  * const security: SmtpSecurity = "starttls";
+ * console.log(security);
  * ```
  */
 export type SmtpSecurity = "starttls" | "tls" | "none";
@@ -58,6 +59,7 @@ export type SmtpSecurity = "starttls" | "tls" | "none";
  *   heloName: "pi-freezer", from: "pi@example.com", connectTimeoutMs: 10_000, replyTimeoutMs: 30_000,
  *   dataTimeoutMs: 120_000, passwordCommandTimeoutMs: 10_000,
  * };
+ * console.log(`${opts.host}:${opts.port}`);
  * ```
  */
 export interface SmtpClientOptions {
@@ -110,6 +112,7 @@ export interface SmtpClientOptions {
  * ```ts
  * const c: SmtpConnectOptions = { host: "127.0.0.1", port: 2525, tls: null, connectTimeoutMs: 5000,
  *   replyTimeoutMs: 5000 };
+ * console.log(`${c.host}:${c.port}`);
  * ```
  */
 export interface SmtpConnectOptions {
@@ -461,6 +464,7 @@ async function readWithTimeout(
  * const bytes = new TextEncoder().encode("Subject: hi\r\n\r\nhello\r\n");
  * const src: MessageSource = { size: bytes.length, eightBit: false, smtputf8: false,
  *   write: (w) => w.write(bytes) };
+ * console.log(src.size);
  * ```
  */
 export interface MessageSource {
@@ -484,6 +488,8 @@ export interface MessageSource {
  *
  * @example
  * ```ts
+ * declare const opts: SmtpClientOptions; // the [smtp] table
+ * declare const src: MessageSource; // the message
  * const r = await deliver(opts, { from: "a@x", to: ["b@x"] }, src);
  * for (const f of r.refused) console.log(f.rcpt, f.error.message);
  * ```
@@ -504,6 +510,7 @@ export interface DeliveryResult {
  * @example
  * ```ts
  * const pw = await resolvePassword({ passwordEnv: "SMTP_PASSWORD", passwordCommandTimeoutMs: 10_000 });
+ * console.log(pw === undefined ? "no password set" : "password found");
  * ```
  */
 export async function resolvePassword(
@@ -575,6 +582,7 @@ async function tlsOptions(opts: SmtpClientOptions): Promise<SmtpTlsOptions> {
  *
  * @example
  * ```ts
+ * declare const opts: SmtpClientOptions; // the [smtp] table
  * const bytes = new TextEncoder().encode("Subject: test\r\n\r\nhello\r\n");
  * const result = await deliver(opts, { from: "pi@example.com", to: ["me@example.com"] },
  *   { size: bytes.length, eightBit: false, smtputf8: false, write: (w) => w.write(bytes) });

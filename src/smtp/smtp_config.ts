@@ -52,9 +52,12 @@ const DEFAULT_PORTS = { starttls: 587, tls: 465, none: 25 } as const;
  *
  * @example
  * ```ts
+ * import { Section } from "../config/section.ts";
+ *
  * const problems: string[] = [];
  * const smtp = readSmtpConfig(new Section({ host: "127.0.0.1", security: "none", from: "pi@x.org" }, "smtp",
  *   problems), { name: "pi" });
+ * console.log(smtp?.host, problems); // 127.0.0.1 []
  * ```
  */
 export function readSmtpConfig(smtp: Section, device: { name: string }): SmtpClientOptions | null {
@@ -218,8 +221,11 @@ export function resolveRecipient(
  *
  * @example
  * ```ts
+ * import { Section } from "../config/section.ts";
+ *
  * const problems: string[] = [];
  * const o = readOutboxConfig(new Section(undefined, "outbox", problems), "/var/lib/outpost");
+ * console.log(o.dir); // /var/lib/outpost/outbox
  * ```
  */
 export function readOutboxConfig(outbox: Section, stateDir: string): OutboxOptions {
@@ -242,8 +248,11 @@ export function readOutboxConfig(outbox: Section, stateDir: string): OutboxOptio
  *
  * @example
  * ```ts
+ * import type { OutpostConfig } from "../app/outpost_config.ts";
+ *
+ * declare const cfg: OutpostConfig; // as loadConfig() returns it
  * const p = mailPaths(cfg.outbox);
- * p.daemonReadWrite; // ["/var/lib/outpost/outbox"] (and the maildrop when it is elsewhere)
+ * console.log(p.daemonReadWrite); // ["/var/lib/outpost/outbox"] (and the maildrop when it is elsewhere)
  * ```
  */
 export interface MailPaths {

@@ -54,7 +54,12 @@ export type SmtpStage =
  *
  * @example
  * ```ts
- * try { await client.rcpt("x@example.com"); } catch (e) {
+ * import type { SmtpClient } from "./smtp_client.ts";
+ *
+ * declare const client: SmtpClient; // connected and logged in
+ * try {
+ *   await client.envelope("outpost@example.com", [], ["x@example.com"]);
+ * } catch (e) {
  *   if (e instanceof SmtpError && e.permanent) console.log(e.stage, e.reply?.code);
  * }
  * ```
@@ -109,6 +114,9 @@ const MAX_REPLY_LINES = 200;
  *
  * @example
  * ```ts
+ * import type { LineReader } from "../net/line_reader.ts";
+ *
+ * declare const reader: LineReader; // over the SMTP connection
  * const reply = await readReply(reader, "EHLO");
  * if (reply?.code === 250) console.log(reply.lines.slice(1));
  * ```

@@ -32,6 +32,7 @@ function adapt(socket: net.Socket): NodeConn {
  * @example
  * ```ts
  * const opts: SmtpTlsOptions = { servername: "smtp.gmail.com", ca: undefined, fingerprintSha256: undefined };
+ * console.log(opts.servername);
  * ```
  */
 export interface SmtpTlsOptions {
@@ -120,6 +121,8 @@ function handshake(sock: tls.TLSSocket, opts: SmtpTlsOptions, timeoutMs: number)
  * @example
  * ```ts
  * const conn = await connectSocket("smtp.gmail.com", 465, { servername: "smtp.gmail.com" }, 10_000);
+ * console.log(conn.remoteAddress);
+ * conn.close();
  * ```
  */
 export function connectSocket(
@@ -163,7 +166,9 @@ export function connectSocket(
  *
  * @example
  * ```ts
+ * const plain = await connectSocket("smtp.example.com", 587, null, 10_000); // after EHLO and STARTTLS
  * const secure = await upgradeSocket(plain, { servername: "smtp.example.com" }, 10_000);
+ * secure.close();
  * ```
  */
 export function upgradeSocket(
