@@ -20,6 +20,7 @@ const LF = 10;
  * const src = new TextEncoder().encode("a\nb\r\n");
  * const dst = new Uint8Array(src.length * 2);
  * const n = conv.convert(src, src.length, dst); // dst[0..n) is "a\r\nb\r\n"
+ * console.log(n); // 6
  * ```
  */
 export class LfToCrlf {
@@ -55,9 +56,11 @@ export class LfToCrlf {
  * ```ts
  * const conv = new CrlfToLf();
  * const buf = new TextEncoder().encode("a\r\nb\r");
- * let n = conv.convert(buf, buf.length); // buf[0..n) is "a\nb", the CR is held
+ * const n = conv.convert(buf, buf.length); // buf[0..n) is "a\nb", the CR is held
+ * console.log(n); // 3
  * const tail = new Uint8Array(1);
  * const t = conv.flush(tail); // 1: the held CR
+ * console.log(t);
  * ```
  */
 export class CrlfToLf {

@@ -14,8 +14,9 @@ import type { ParsedCommand } from "./ftp_commands.ts";
  *
  * @example
  * ```ts
- * const s: ChangeContext = { id: 3, ip: "192.168.1.7", user: "alice", cwd: "/", resolve: (cwd, arg) => arg,
+ * const s: ChangeContext = { id: 3, ip: "192.168.1.7", user: "alice", cwd: "/", resolve: (cwd, arg) => cwd + arg,
  *   renameFrom: null, reply: "250" };
+ * console.log(s.resolve(s.cwd, "old.csv")); // "/old.csv"
  * ```
  */
 export interface ChangeContext {
@@ -58,6 +59,8 @@ function virtual(ctx: ChangeContext, arg: string): string {
  *
  * @example
  * ```ts
+ * import { Logger } from "../log/logger.ts";
+ *
  * logFtpChange(new Logger("ftp"), { verb: "DELE", arg: "old.csv" }, { id: 3, ip: "192.168.1.7", user: "alice",
  *   cwd: "/", resolve: (cwd, arg) => cwd + arg, renameFrom: null, reply: "250" });
  * // ftp change verb=DELE user=alice path=/old.csv result=250 id=3 ip=192.168.1.7

@@ -16,6 +16,7 @@ import type { FtpPermissions } from "./ftp_file_system.ts";
  * @example
  * ```ts
  * const rule: ArgRule = COMMANDS["RETR"].arg; // "required"
+ * console.log(rule);
  * ```
  */
 export type ArgRule = "required" | "optional" | "none";
@@ -26,6 +27,7 @@ export type ArgRule = "required" | "optional" | "none";
  * @example
  * ```ts
  * const dele: CommandSpec = { needsAuth: true, perm: "delete", arg: "required", help: "DELE <file> (delete a file)" };
+ * console.log(dele.help);
  * ```
  */
 export interface CommandSpec {
@@ -117,6 +119,7 @@ const COMMAND_TABLE = {
  * @example
  * ```ts
  * const v: Verb = "RETR";
+ * console.log(COMMANDS[v].arg); // "required"
  * ```
  */
 export type Verb = keyof typeof COMMAND_TABLE;

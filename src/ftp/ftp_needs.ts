@@ -18,6 +18,8 @@ export const MAX_LISTED_PORTS = 256;
  *
  * @example
  * ```ts
+ * import { READ_ONLY } from "./ftp_file_system.ts";
+ *
  * canChange(READ_ONLY); // false
  * ```
  */
@@ -30,7 +32,10 @@ export function canChange(perms: FtpPermissions): boolean {
  *
  * @example
  * ```ts
- * const needs = ftpSandboxNeeds(config.ftp!);
+ * import type { FtpServerOptions } from "./ftp_server.ts";
+ *
+ * declare const opts: FtpServerOptions; // the [ftp] table, as readFtpSection returns it
+ * const needs = ftpSandboxNeeds(opts);
  * needs.net; // [":21", ":50000", ...]
  * ```
  */

@@ -97,6 +97,9 @@ function listDate(mtime: Date | null, now: Date): string {
  *
  * @example
  * ```ts
+ * import type { FtpFileInfo } from "./ftp_file_system.ts";
+ *
+ * declare const info: FtpFileInfo; // from FtpFileSystem.list
  * formatListLine(info, new Date());
  * // "-rw-r--r--   1 ftp      ftp          1234 Nov 29 12:00 name"
  * ```
@@ -114,6 +117,9 @@ export function formatListLine(info: FtpFileInfo, now: Date): string {
  *
  * @example
  * ```ts
+ * import type { FtpFileInfo } from "./ftp_file_system.ts";
+ *
+ * declare const info: FtpFileInfo; // from FtpFileSystem.list
  * formatNlstLine(info); // "report.txt"
  * ```
  */
@@ -138,6 +144,9 @@ function dirPerm(p: FtpPermissions): string {
  *
  * @example
  * ```ts
+ * import { type FtpFileInfo, READ_ONLY } from "./ftp_file_system.ts";
+ *
+ * declare const info: FtpFileInfo; // from FtpFileSystem.list
  * formatMlsxFacts(info, READ_ONLY); // "type=file;size=3;modify=20260101000000;perm=r;unique=803g1a; a.txt"
  * ```
  */
