@@ -13,7 +13,11 @@ import { type FtpPermissions, READ_ONLY } from "./ftp_file_system.ts";
  *
  * @example
  * ```ts
+ * import { hashPassword } from "../config/password.ts";
+ * import { READ_ONLY } from "./ftp_file_system.ts";
+ *
  * const pi: FtpUser = { name: "pi", passwordHash: await hashPassword("secret"), root: "/srv/ftp", perms: READ_ONLY };
+ * console.log(pi.root);
  * ```
  */
 export interface FtpUser {
@@ -32,8 +36,10 @@ export interface FtpUser {
  *
  * @example
  * ```ts
+ * declare const pi: FtpUser; // a configured user
  * const opts: AccountsOptions = { users: [pi], anonymous: { enabled: true, root: "/srv/ftp/pub" } };
  * const accounts = new Accounts(opts);
+ * console.log(accounts.anonymousRoot); // "/srv/ftp/pub"
  * ```
  */
 export interface AccountsOptions {
@@ -59,6 +65,8 @@ export const ANONYMOUS_NAMES: readonly string[] = ["anonymous", "ftp"];
  *
  * @example
  * ```ts
+ * import { checkPasswordHash } from "../config/password.ts";
+ *
  * checkPasswordHash(dummyHash(200_000)); // null: well-formed, so verifyPassword really derives a key
  * ```
  */
@@ -71,11 +79,15 @@ export function dummyHash(iterations: number): string {
  *
  * @example
  * ```ts
+ * import { hashPassword } from "../config/password.ts";
+ * import { FULL_ACCESS } from "./ftp_file_system.ts";
+ *
  * const accounts = new Accounts({
  *   users: [{ name: "alice", passwordHash: await hashPassword("pw"), root: "/srv/ftp", perms: FULL_ACCESS }],
  *   anonymous: null,
  * });
  * const user = await accounts.authenticate("alice", "pw"); // the user, or null
+ * console.log(user?.root); // "/srv/ftp"
  * ```
  */
 export class Accounts {
@@ -123,7 +135,9 @@ export class Accounts {
    *
    * @example
    * ```ts
+   * declare const accounts: Accounts; // see the constructor
    * const user = await accounts.authenticate("anonymous", "guest@example.com");
+   * console.log(user?.perms); // READ_ONLY, when anonymous access is on
    * ```
    */
   async authenticate(name: string, password: string): Promise<FtpUser | null> {

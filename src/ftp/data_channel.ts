@@ -32,6 +32,7 @@ export class DataChannelError extends Error {
    * @example
    * ```ts
    * const e = new DataChannelError("Data connection timed out.");
+   * console.log(`425 ${e.message}`);
    * ```
    */
   constructor(message: string) {
@@ -52,6 +53,7 @@ export class DataChannelError extends Error {
  *   portMax: 50100,
  *   timeoutMs: 30_000,
  * };
+ * console.log(opts.portMax - opts.portMin + 1); // 101 passive ports
  * ```
  */
 export interface DataChannelOptions {
@@ -149,7 +151,9 @@ class PassiveSlot {
  * ```ts
  * const dc = new DataChannel({ peerIp: "127.0.0.1", bindHost: "127.0.0.1", portMin: 0, portMax: 0, timeoutMs: 30_000 });
  * const port = await dc.openPassive(); // reply 227/229 with it
- * const conn = await dc.connect();     // when RETR arrives
+ * console.log(port);
+ * const conn = await dc.connect(); // when RETR arrives
+ * await conn.write(new TextEncoder().encode("file contents"));
  * dc.close();
  * ```
  */
@@ -172,6 +176,7 @@ export class DataChannel {
    *   portMax: 0,
    *   timeoutMs: 30_000,
    * });
+   * dc.close();
    * ```
    */
   constructor(opts: DataChannelOptions) {

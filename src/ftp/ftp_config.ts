@@ -62,6 +62,10 @@ import { readFtpTlsConfig } from "./ftps.ts";
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ * import { FtpServer } from "./ftp_server.ts";
+ *
+ * declare const root: Section; // the whole config file
  * const { enabled, options }: FtpConfig = readFtpSection(root.section("ftp"));
  * if (enabled) await new FtpServer(options).listen();
  * ```
@@ -82,10 +86,14 @@ function isIp(s: string): boolean {
  *
  * @example
  * ```ts
+ * import { ConfigError, Section } from "../config/section.ts";
+ *
+ * declare const table: Record<string, unknown>; // the parsed TOML file
  * const problems: string[] = [];
- * const root = new Section(document, "", problems);
+ * const root = new Section(table, "", problems);
  * const ftp = readFtpConfig(root.section("ftp"));
  * if (problems.length) throw new ConfigError(problems);
+ * console.log(ftp.hostname);
  * ```
  */
 export function readFtpConfig(ftp: Section): FtpServerOptions {
@@ -97,7 +105,11 @@ export function readFtpConfig(ftp: Section): FtpServerOptions {
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ *
+ * declare const root: Section; // the whole config file
  * const { enabled, options } = readFtpSection(root.section("ftp"));
+ * console.log(enabled, options.hostname);
  * ```
  */
 export function readFtpSection(ftp: Section): FtpConfig {

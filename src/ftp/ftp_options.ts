@@ -15,12 +15,16 @@ import { TRANSFER_BUFFER_SIZE } from "./transfer.ts";
  *
  * @example
  * ```ts
+ * import type { Accounts } from "./accounts.ts";
+ *
+ * declare const accounts: Accounts; // see Accounts
  * const opts: FtpServerOptions = {
  *   ...defaultFtpServerOptions(accounts),
  *   hostname: "127.0.0.1",
  *   port: 0,
  *   passive: { portMin: 50000, portMax: 50100 },
  * };
+ * console.log(opts.maxSessions); // 300
  * ```
  */
 export interface FtpServerOptions {
@@ -109,7 +113,11 @@ export interface FtpServerOptions {
  *
  * @example
  * ```ts
+ * import type { Accounts } from "./accounts.ts";
+ *
+ * declare const accounts: Accounts; // see Accounts
  * const opts = { ...defaultFtpServerOptions(accounts), hostname: "127.0.0.1", port: 0 };
+ * console.log(opts.banner); // "outpost FTP server ready."
  * ```
  */
 export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
@@ -144,7 +152,9 @@ export function defaultFtpServerOptions(accounts: Accounts): FtpServerOptions {
  *
  * @example
  * ```ts
+ * declare const opts: FtpServerOptions; // the server's options
  * const perIp = opts.maxUnauthenticatedPerIp ?? LIMIT_DEFAULTS.maxUnauthenticatedPerIp;
+ * console.log(perIp);
  * ```
  */
 export const LIMIT_DEFAULTS = {
