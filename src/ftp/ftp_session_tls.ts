@@ -38,6 +38,15 @@ export interface TlsSessionHooks {
  *
  * @example
  * ```ts
+ * import type { Logger } from "../log/logger.ts";
+ * import type { ServerTlsContext } from "../net/tls_server.ts";
+ * import type { DataChannel } from "./data_channel.ts";
+ * import type { FtpTlsOptions } from "./ftps.ts";
+ *
+ * declare const ctx: { tls: { opts: FtpTlsOptions; context: ServerTlsContext } | null }; // the server's FTPS setup
+ * declare const log: Logger; // the session's logger
+ * declare const dataChannel: DataChannel; // the session's data channel
+ * declare const hooks: TlsSessionHooks; // implemented by the session
  * const tls = new SessionTls({ tls: ctx.tls, log, timeoutMs: 30_000, data: dataChannel, session: hooks });
  * await tls.auth("TLS");
  * ```
@@ -60,7 +69,14 @@ export class SessionTls {
    *
    * @example
    * ```ts
+   * import type { Logger } from "../log/logger.ts";
+   * import type { DataChannel } from "./data_channel.ts";
+   *
+   * declare const log: Logger; // the session's logger
+   * declare const dataChannel: DataChannel; // the session's data channel
+   * declare const hooks: TlsSessionHooks; // implemented by the session
    * const tls = new SessionTls({ tls: null, log, timeoutMs: 30_000, data: dataChannel, session: hooks });
+   * console.log(tls.control); // false: no TLS configured
    * ```
    */
   constructor(o: {

@@ -70,6 +70,7 @@ export class BufferPool {
    * @example
    * ```ts
    * const pool = new BufferPool(128 * 1024, 4, 1024 * 1024, 4);
+   * console.log(pool.size); // 131072
    * ```
    */
   constructor(
@@ -111,7 +112,17 @@ export class BufferPool {
  *
  * @example
  * ```ts
- * try { await receiveFile(conn, file, buf, null, progress); } catch (e) { if (e instanceof LocalIoError) {} }
+ * import type { ByteConn } from "../net/byte_conn.ts";
+ *
+ * declare const conn: ByteConn; // the data connection
+ * declare const file: Deno.FsFile; // the file being stored
+ * declare const buf: Uint8Array; // the transfer buffer
+ * declare const progress: TransferProgress; // the transfer's byte count
+ * try {
+ *   await receiveFile(conn, file, buf, null, progress);
+ * } catch (e) {
+ *   if (e instanceof LocalIoError) console.log(e.original); // map it with toFtpFsError
+ * }
  * ```
  */
 export class LocalIoError extends Error {
@@ -123,6 +134,8 @@ export class LocalIoError extends Error {
    *
    * @example
    * ```ts
+   * declare const file: Deno.FsFile; // the file being stored
+   * declare const chunk: Uint8Array; // bytes received
    * try {
    *   await file.write(chunk);
    * } catch (e) {
@@ -167,6 +180,9 @@ async function readFile(file: Deno.FsFile, buf: Uint8Array): Promise<number | nu
  *
  * @example
  * ```ts
+ * import type { ByteConn } from "../net/byte_conn.ts";
+ *
+ * declare const conn: ByteConn; // the data connection
  * await sendFile(conn, await Deno.open("a.bin"), new Uint8Array(65536), null, { bytes: 0 });
  * ```
  */
@@ -208,6 +224,10 @@ export async function sendFile(
  *
  * @example
  * ```ts
+ * import type { ByteConn } from "../net/byte_conn.ts";
+ *
+ * declare const conn: ByteConn; // the data connection
+ * declare const file: Deno.FsFile; // opened for writing
  * await receiveFile(conn, file, new Uint8Array(65536), null, { bytes: 0 });
  * ```
  */
@@ -246,6 +266,9 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
+ * import type { ByteConn } from "../net/byte_conn.ts";
+ *
+ * declare const conn: ByteConn; // the data connection
  * const out = new LineWriter(conn, new Uint8Array(65536), { bytes: 0 });
  * await out.line("-rw-r--r--   1 ftp ftp 3 Jan 01 00:00 a.txt");
  * await out.flush();
@@ -263,7 +286,12 @@ export class LineWriter {
    *
    * @example
    * ```ts
+   * import type { ByteConn } from "../net/byte_conn.ts";
+   *
+   * declare const conn: ByteConn; // the data connection
+   * declare const pool: BufferPool; // the server's buffer pool
    * const out = new LineWriter(conn, pool.acquire(), { bytes: 0 });
+   * await out.flush();
    * ```
    */
   constructor(conn: ByteConn, buf: Uint8Array, progress: TransferProgress) {
