@@ -55,6 +55,11 @@ import { type BufferPool, LineWriter, receiveFile, sendFile } from "./transfer.t
  *
  * @example
  * ```ts
+ * import { Logger } from "../log/logger.ts";
+ * import type { FtpServerOptions } from "./ftp_options.ts";
+ * import { BufferPool, TRANSFER_BUFFER_SIZE } from "./transfer.ts";
+ *
+ * declare const opts: FtpServerOptions; // the server's options
  * const ctx: SessionContext = {
  *   opts,
  *   log: new Logger("ftp"),
@@ -66,6 +71,7 @@ import { type BufferPool, LineWriter, receiveFile, sendFile } from "./transfer.t
  *   xferlog: () => {},
  *   tls: null,
  * };
+ * console.log(ctx.opts.maxSessions);
  * ```
  */
 export interface SessionContext {
@@ -121,6 +127,11 @@ function quotePath(p: string): string {
  *
  * @example
  * ```ts
+ * import type { Socket } from "node:net";
+ * import { NodeConn } from "../net/node_conn.ts";
+ *
+ * declare const socket: Socket; // an accepted control connection
+ * declare const context: SessionContext; // shared by the server's sessions
  * const session = new FtpSession(1, new NodeConn(socket), "192.168.1.7", "192.168.1.20", context);
  * await session.run(); // resolves when the connection ends
  * ```
@@ -169,7 +180,12 @@ export class FtpSession {
    *
    * @example
    * ```ts
+   * import type { TlsConn } from "../net/tls_server.ts";
+   *
+   * declare const conn: TlsConn; // accepted on the implicit FTPS port
+   * declare const ctx: SessionContext; // shared by the server's sessions
    * const session = new FtpSession(7, conn, "192.168.1.7", "192.168.1.20", ctx, { implicitTls: true });
+   * await session.run();
    * ```
    */
   constructor(

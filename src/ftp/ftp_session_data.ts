@@ -40,6 +40,7 @@ import { type BufferPool, LocalIoError, type TransferProgress } from "./transfer
  *   incoming: false,
  *   complete: true,
  * };
+ * console.log(entry.path);
  * ```
  */
 export interface XferEntry {
@@ -85,6 +86,8 @@ export interface Transfer extends TransferProgress {
  *
  * @example
  * ```ts
+ * import { FtpFsError } from "./ftp_file_system.ts";
+ *
  * errorReply(new FtpFsError(550, "No such file or directory.")); // "550 No such file or directory."
  * ```
  */
@@ -124,6 +127,16 @@ export interface TransferSpec {
  *
  * @example
  * ```ts
+ * import type { Logger } from "../log/logger.ts";
+ * import type { FtpServerOptions } from "./ftp_options.ts";
+ * import type { BufferPool } from "./transfer.ts";
+ *
+ * declare const opts: FtpServerOptions; // the server's options
+ * declare const log: Logger; // the session's logger
+ * declare const buffers: BufferPool; // the server's buffer pool
+ * declare const hooks: DataSessionHooks; // implemented by the session
+ * declare const xferlog: (e: XferEntry) => void; // writes the xferlog line
+ * declare const send: TransferSpec["body"]; // sends the file
  * const data = new SessionData({ opts, log, buffers, xferlog, session: hooks });
  * await data.pasv();
  * data.start("retr", "/a.txt", "150 Opening BINARY mode data connection.", { body: send });
@@ -145,7 +158,16 @@ export class SessionData {
    *
    * @example
    * ```ts
+   * import type { Logger } from "../log/logger.ts";
+   * import type { FtpServerOptions } from "./ftp_options.ts";
+   * import type { BufferPool } from "./transfer.ts";
+   *
+   * declare const opts: FtpServerOptions; // the server's options
+   * declare const log: Logger; // the session's logger
+   * declare const buffers: BufferPool; // the server's buffer pool
+   * declare const hooks: DataSessionHooks; // implemented by the session
    * const data = new SessionData({ opts, log, buffers, xferlog: () => {}, session: hooks });
+   * await data.pasv();
    * ```
    */
   constructor(o: {
