@@ -83,6 +83,7 @@ export interface FtpTlsOptions {
  * @example
  * ```ts
  * const tls = { ...defaultFtpTlsOptions(), mode: "optional", implicitPort: 0 };
+ * console.log(tls.certDir); // "/var/lib/outpost/tls"
  * ```
  */
 export function defaultFtpTlsOptions(): FtpTlsOptions {
@@ -100,7 +101,11 @@ export function defaultFtpTlsOptions(): FtpTlsOptions {
  *
  * @example
  * ```ts
+ * import type { Section } from "../config/section.ts";
+ *
+ * declare const ftp: Section; // the [ftp] table
  * const tls = readFtpTlsConfig(ftp.section("tls"));
+ * console.log(tls.mode);
  * ```
  */
 export function readFtpTlsConfig(tls: Section): FtpTlsOptions {
@@ -139,7 +144,12 @@ function readMaxVersion(tls: Section, fallback: FtpTlsOptions["maxVersion"]): Ft
  *
  * @example
  * ```ts
+ * import type { Logger } from "../log/logger.ts";
+ *
+ * declare const opts: { tls: FtpTlsOptions }; // the FTP server's options
+ * declare const log: Logger; // the server's logger
  * const ctx = await loadFtpTlsContext(opts.tls, log);
+ * console.log(ctx);
  * ```
  */
 export async function loadFtpTlsContext(opts: FtpTlsOptions, log: Logger): Promise<ServerTlsContext> {
@@ -199,6 +209,7 @@ export class TlsDataRefused extends Error {
    * @example
    * ```ts
    * const e = new TlsDataRefused("Can't open data connection: no secure data connection arrived in time.");
+   * console.log(`425 ${e.message}`);
    * ```
    */
   constructor(reason: string) {
@@ -212,6 +223,11 @@ export class TlsDataRefused extends Error {
  *
  * @example
  * ```ts
+ * import type { Logger } from "../log/logger.ts";
+ * import type { ServerTlsContext } from "../net/tls_server.ts";
+ *
+ * declare const context: ServerTlsContext; // from loadFtpTlsContext
+ * declare const log: Logger; // the session's logger
  * const tlsData: TlsDataOptions = {
  *   context,
  *   peerIp: "192.168.1.7",
@@ -219,6 +235,7 @@ export class TlsDataRefused extends Error {
  *   timeoutMs: 30_000,
  *   onRefused: (ip, reason) => log.warn("tls.data_refused", { ip, reason }),
  * };
+ * console.log(tlsData.timeoutMs);
  * ```
  */
 export interface TlsDataOptions {
@@ -250,9 +267,14 @@ export interface TlsDataOptions {
  *
  * @example
  * ```ts
+ * import { formatEpsvReply } from "./address.ts";
+ *
+ * declare const tlsData: TlsDataOptions; // the session's TLS data options
+ * declare function reply(text: string): Promise<void>; // sends a control reply
  * const slot = await TlsPassiveSlot.open("127.0.0.1", 0, 0, tlsData);
- * reply(formatEpsvReply(slot.port));
+ * await reply(formatEpsvReply(slot.port));
  * const conn = await slot.take();
+ * conn.close();
  * ```
  */
 export class TlsPassiveSlot {
@@ -401,7 +423,9 @@ function notResumed(protocol: string | null): string {
  *
  * @example
  * ```ts
+ * declare const tlsData: TlsDataOptions; // the session's TLS data options
  * const conn = await connectTlsActive("127.0.0.1", 40000, tlsData);
+ * conn.close();
  * ```
  */
 export async function connectTlsActive(host: string, port: number, o: TlsDataOptions): Promise<ByteConn> {
