@@ -37,6 +37,7 @@ export class BanTable {
    * @example
    * ```ts
    * const bans = new BanTable(10_000);
+   * console.log(bans.isBanned("192.168.1.7", Date.now())); // false
    * ```
    */
   constructor(max: number) {
@@ -53,6 +54,8 @@ export class BanTable {
    *
    * @example
    * ```ts
+   * declare const bans: BanTable; // the server's ban table
+   * declare function refuse(): void; // closes the connection
    * if (bans.isBanned("192.168.1.7", Date.now())) refuse();
    * ```
    */
@@ -69,7 +72,9 @@ export class BanTable {
    *
    * @example
    * ```ts
+   * declare const bans: BanTable; // the server's ban table
    * const banned = bans.fail("192.168.1.7", Date.now(), 5, 300_000);
+   * console.log(banned); // true on the fifth failure
    * ```
    */
   fail(ip: string, now: number, maxFailures: number, banMs: number): boolean {
@@ -121,6 +126,7 @@ export class BanTable {
    *
    * @example
    * ```ts
+   * declare const bans: BanTable; // the server's ban table
    * bans.failures("192.168.1.7"); // 2
    * ```
    */
@@ -133,6 +139,7 @@ export class BanTable {
    *
    * @example
    * ```ts
+   * declare const bans: BanTable; // the server's ban table
    * bans.succeeded("192.168.1.7", Date.now());
    * ```
    */
@@ -146,9 +153,15 @@ export class BanTable {
  *
  * @example
  * ```ts
+ * import type { Accounts } from "./accounts.ts";
+ *
+ * declare const accounts: Accounts; // see Accounts
+ * declare const name: string; // from USER
+ * declare const pass: string; // from PASS
+ * declare function reply(text: string): Promise<void>; // sends a control reply
  * const checks = new WorkGate(2, 32, 4);
  * const r = await checks.run("192.168.1.7", () => accounts.authenticate(name, pass));
- * if (r === WorkGate.FULL) reply("421 Too many logins in progress; try again later.");
+ * if (r === WorkGate.FULL) await reply("421 Too many logins in progress; try again later.");
  * ```
  */
 export class WorkGate {
@@ -168,6 +181,7 @@ export class WorkGate {
    * @example
    * ```ts
    * const gate = new WorkGate(2, 32, 4);
+   * console.log(await gate.run("192.168.1.7", () => Promise.resolve("done"))); // "done"
    * ```
    */
   constructor(slots: number, maxQueued: number, maxPerKey: number) {
@@ -188,7 +202,15 @@ export class WorkGate {
    *
    * @example
    * ```ts
+   * import type { Accounts } from "./accounts.ts";
+   *
+   * declare const gate: WorkGate; // the password-check gate
+   * declare const accounts: Accounts; // see Accounts
+   * declare const ip: string; // the client address
+   * declare const name: string; // from USER
+   * declare const pass: string; // from PASS
    * const user = await gate.run(ip, () => accounts.authenticate(name, pass));
+   * console.log(user === WorkGate.FULL ? "busy" : user?.name);
    * ```
    */
   async run<T>(key: string, job: () => Promise<T>, priority = 0): Promise<T | typeof WorkGate.FULL> {
@@ -280,6 +302,7 @@ interface Listener {
  * @example
  * ```ts
  * const removed = await sweepUploadTemps(["/srv/ftp"], Date.now());
+ * console.log(`${removed} stale upload temps removed`);
  * ```
  */
 export async function sweepUploadTemps(roots: string[], before: number): Promise<number> {
@@ -361,6 +384,7 @@ function probeHost(host: string): string {
  * @example
  * ```ts
  * const nofile = ftpFileLimit({ maxSessions: 300 }); // 2048 (the defaults)
+ * console.log(nofile);
  * ```
  */
 export function ftpFileLimit(opts: Partial<Pick<FtpServerOptions, "maxSessions" | "maxHandshakes">>): number {
@@ -377,6 +401,7 @@ export function ftpFileLimit(opts: Partial<Pick<FtpServerOptions, "maxSessions" 
  *
  * @example
  * ```ts
+ * declare const server: FtpServer; // listening
  * const st: FtpServerStatus = server.status();
  * for (const s of st.sessions) if (s.transfer) console.log(s.user, s.transfer.path, s.transfer.bytes);
  * ```
@@ -417,6 +442,9 @@ export interface FtpServerStatus {
  *
  * @example
  * ```ts
+ * import type { Accounts } from "./accounts.ts";
+ *
+ * declare const accounts: Accounts; // see Accounts
  * const server = new FtpServer({ ...defaultFtpServerOptions(accounts), hostname: "127.0.0.1", port: 0 });
  * await server.listen();
  * console.log(`listening on ${server.port}`);
@@ -463,7 +491,11 @@ export class FtpServer {
    *
    * @example
    * ```ts
+   * import type { Accounts } from "./accounts.ts";
+   *
+   * declare const accounts: Accounts; // see Accounts
    * const server = new FtpServer(defaultFtpServerOptions(accounts));
+   * await server.listen();
    * ```
    */
   constructor(opts: FtpServerOptions) {
@@ -538,6 +570,10 @@ export class FtpServer {
    *
    * @example
    * ```ts
+   * import type { SystemdNotifier } from "../daemon/systemd_notify.ts";
+   *
+   * declare const server: FtpServer; // listening
+   * declare const notifier: SystemdNotifier; // see SystemdNotifier
    * setInterval(() => { if (server.isAccepting()) notifier.send("WATCHDOG=1"); }, 30_000);
    * ```
    */
@@ -551,6 +587,7 @@ export class FtpServer {
    *
    * @example
    * ```ts
+   * declare const server: FtpServer; // listening
    * if (!(await server.checkAccepting())) console.log("a listener is wedged");
    * ```
    */
@@ -910,6 +947,7 @@ export class FtpServer {
    *
    * @example
    * ```ts
+   * declare const server: FtpServer; // listening
    * const st = server.status();
    * console.log(`${st.sessions.length} sessions, ${st.counters.bytesIn} bytes uploaded`);
    * ```
