@@ -27,6 +27,7 @@ import * as nodeFs from "node:fs";
  * @example
  * ```ts
  * const uploader: FtpPermissions = { ...READ_ONLY, write: true, mkdir: true };
+ * console.log(uploader.write); // true
  * ```
  */
 export interface FtpPermissions {
@@ -73,6 +74,7 @@ export const READ_ONLY: FtpPermissions = Object.freeze({
  * @example
  * ```ts
  * const perms = FULL_ACCESS; // list, read, write, append, delete, mkdir, rename, chmod
+ * console.log(perms.chmod); // true
  * ```
  */
 export const FULL_ACCESS: FtpPermissions = Object.freeze({
@@ -133,6 +135,7 @@ export function parsePermissions(words: string[]): FtpPermissions | string {
  * @example
  * ```ts
  * const code: FtpFsErrorCode = 550;
+ * console.log(`${code} No such file or directory.`);
  * ```
  */
 export type FtpFsErrorCode = 450 | 451 | 452 | 550 | 552 | 553;
@@ -142,6 +145,8 @@ export type FtpFsErrorCode = 450 | 451 | 452 | 550 | 552 | 553;
  *
  * @example
  * ```ts
+ * declare const fs: FtpFileSystem; // see FtpFileSystem.open
+ * declare function reply(text: string): Promise<void>; // sends a control reply
  * try {
  *   await fs.openRead("/missing", 0);
  * } catch (e) {
@@ -173,6 +178,7 @@ export class FtpFsError extends Error {
  *
  * @example
  * ```ts
+ * declare const fs: FtpFileSystem; // see FtpFileSystem.open
  * const info: FtpFileInfo = await fs.stat("/a.txt");
  * if (info.type === "file") console.log(`${info.name}: ${info.size} bytes`);
  * ```
@@ -204,6 +210,8 @@ export interface FtpFileInfo {
  *
  * @example
  * ```ts
+ * declare const fs: FtpFileSystem; // see FtpFileSystem.open
+ * declare const chunk: Uint8Array; // bytes received
  * const up: FtpUpload = await fs.openUpload("/in.bin", { mode: "replace", offset: 0 });
  * try {
  *   await up.file.write(chunk);
@@ -246,10 +254,13 @@ const LIST_BATCH = 32;
  *
  * @example
  * ```ts
+ * declare const upload: FtpUpload; // see FtpFileSystem.openUpload
+ * declare const chunk: Uint8Array; // bytes received
  * try {
  *   await upload.file.write(chunk);
  * } catch (e) {
  *   const err = toFtpFsError(e); // 552 "Upload aborted: the disk is full." for ENOSPC
+ *   console.log(err.code, err.message);
  * }
  * ```
  */
@@ -366,6 +377,7 @@ export class FtpFileSystem {
    * @example
    * ```ts
    * const fs = await FtpFileSystem.open("/srv/ftp");
+   * console.log(fs.resolve("/", "a.txt")); // "/a.txt"
    * ```
    */
   static async open(root: string, opts: { syncUploads?: boolean } = {}): Promise<FtpFileSystem> {
@@ -387,6 +399,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * fs.resolve("/a", "../../etc/passwd"); // "/etc/passwd" (inside the jail)
    * ```
    */
@@ -486,7 +499,9 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * const host = await fs.hostPath("/docs/a.txt");
+   * console.log(host); // "/srv/ftp/docs/a.txt"
    * ```
    */
   async hostPath(vpath: string, opts: { mustExist?: boolean } = {}): Promise<string> {
@@ -525,7 +540,9 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * const info = await fs.stat("/a.txt"); // { name: "a.txt", type: "file", size: 3, ... }
+   * console.log(info.size);
    * ```
    */
   async stat(vpath: string): Promise<FtpFileInfo> {
@@ -544,6 +561,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * for (const e of await fs.list("/")) console.log(e.name, e.size);
    * ```
    */
@@ -560,7 +578,9 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
-   * for await (const batch of fs.listBatches("/big")) for (const e of batch) send(e.name);
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
+   * declare function send(line: string): Promise<void>; // writes one listing line
+   * for await (const batch of fs.listBatches("/big")) for (const e of batch) await send(e.name);
    * ```
    */
   async *listBatches(vdir: string, batchSize = LIST_BATCH): AsyncGenerator<FtpFileInfo[]> {
@@ -624,7 +644,9 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * const file = await fs.openRead("/a.bin", 1024);
+   * file.close();
    * ```
    */
   async openRead(vpath: string, offset: number): Promise<Deno.FsFile> {
@@ -638,7 +660,10 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * const { file, size } = await fs.openDownload("/a.bin", 0);
+   * console.log(size);
+   * file.close();
    * ```
    */
   async openDownload(vpath: string, offset: number): Promise<{ file: Deno.FsFile; size: number }> {
@@ -684,6 +709,8 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
+   * declare const data: Uint8Array; // bytes received
    * const up = await fs.openUpload("/new.bin", { mode: "replace", offset: 0 });
    * try {
    *   await up.file.write(data);
@@ -894,7 +921,9 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * const vpath = await fs.uniqueName("/incoming", "report.txt"); // "/incoming/report.txt.1" if taken
+   * console.log(vpath);
    * ```
    */
   async uniqueName(vdir: string, hint?: string): Promise<string> {
@@ -945,6 +974,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * await fs.mkdir("/new");
    * ```
    */
@@ -960,6 +990,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * await fs.rmdir("/old");
    * ```
    */
@@ -978,6 +1009,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * await fs.remove("/a.txt");
    * ```
    */
@@ -999,6 +1031,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * await fs.rename("/a.txt", "/b.txt");
    * ```
    */
@@ -1035,6 +1068,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * await fs.chmod("/script.sh", 0o755);
    * ```
    */
@@ -1058,6 +1092,7 @@ export class FtpFileSystem {
    *
    * @example
    * ```ts
+   * declare const fs: FtpFileSystem; // see FtpFileSystem.open
    * if (await fs.exists("/a.txt")) console.log("there");
    * ```
    */
