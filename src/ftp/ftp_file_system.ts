@@ -150,7 +150,7 @@ export type FtpFsErrorCode = 450 | 451 | 452 | 550 | 552 | 553;
  * try {
  *   await fs.openRead("/missing", 0);
  * } catch (e) {
- *   if (e instanceof FtpFsError) reply(`${e.code} ${e.message}`);
+ *   if (e instanceof FtpFsError) await reply(`${e.code} ${e.message}`);
  * }
  * ```
  */
