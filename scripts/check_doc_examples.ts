@@ -52,11 +52,8 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "src/ftp/ftps.ts",
   "src/ftp/listing.ts",
   "src/ftp/transfer.ts",
-  "src/net/byte_conn.ts",
-  "src/net/cert_fingerprints.ts",
   "src/net/certificate.ts",
   "src/net/client_hello.ts",
-  "src/net/line_reader.ts",
   "src/net/node_conn.ts",
   "src/net/tls_server.ts",
 ];
