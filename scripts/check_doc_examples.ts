@@ -52,9 +52,7 @@ export const NOT_YET_CLEAN: readonly string[] = [
   "src/ftp/ftps.ts",
   "src/ftp/listing.ts",
   "src/ftp/transfer.ts",
-  "src/net/certificate.ts",
   "src/net/client_hello.ts",
-  "src/net/node_conn.ts",
   "src/net/tls_server.ts",
 ];
 
