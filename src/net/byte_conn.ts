@@ -10,6 +10,8 @@
  * async function greet(conn: ByteConn): Promise<void> {
  *   await writeAll(conn, new TextEncoder().encode("220 ready\r\n"));
  * }
+ * declare const socket: ByteConn;
+ * await greet(socket);
  * ```
  */
 export interface ByteConn {
@@ -26,6 +28,7 @@ export interface ByteConn {
  *
  * @example
  * ```ts
+ * declare const conn: ByteConn;
  * await writeAll(conn, new TextEncoder().encode("221 Bye\r\n"));
  * ```
  */
@@ -43,6 +46,7 @@ export async function writeAll(conn: Pick<ByteConn, "write">, data: Uint8Array):
  *
  * @example
  * ```ts
+ * declare const conn: ByteConn;
  * closeQuietly(conn);
  * ```
  */

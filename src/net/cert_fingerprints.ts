@@ -13,6 +13,7 @@ import { createHash, X509Certificate } from "node:crypto";
  *
  * @example
  * ```ts
+ * declare const pem: string;
  * const f: CertFingerprints = certFingerprints(pem);
  * console.log(f.lftpSetting); // "set ssl:verify-certificate/2A:F8:...:5E no"
  * ```
@@ -62,6 +63,7 @@ export function certFingerprints(pem: string): CertFingerprints {
  *
  * @example
  * ```ts
+ * declare const pem: string;
  * console.log(fingerprintLines(pem).join("\n"));
  * ```
  */

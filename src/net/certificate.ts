@@ -41,6 +41,7 @@ export interface CertificatePair {
  * ```ts
  * const opts: SelfSignedOptions = { hostname: "pi-freezer", days: 365 };
  * const pair = await createSelfSignedCertificate(opts);
+ * console.log(pair.fingerprint);
  * ```
  */
 export interface SelfSignedOptions {
@@ -62,6 +63,7 @@ const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
  * @example
  * ```ts
  * const san: SanEntry = { type: "ip", value: "127.0.0.1" };
+ * console.log(`${san.type}:${san.value}`);
  * ```
  */
 export interface SanEntry {
@@ -185,7 +187,9 @@ export async function createSelfSignedCertificate(opts: SelfSignedOptions): Prom
  *
  * @example
  * ```ts
+ * declare const pair: CertificatePair;
  * const { certPath, keyPath }: CertificatePaths = await writeCertificateFiles("/var/lib/outpost/tls", pair);
+ * console.log(certPath, keyPath);
  * ```
  */
 export interface CertificatePaths {
@@ -213,7 +217,9 @@ async function writeAtomic(path: string, text: string, mode: number): Promise<vo
  *
  * @example
  * ```ts
+ * declare const pair: CertificatePair;
  * const paths = await writeCertificateFiles("/var/lib/outpost/tls", pair);
+ * console.log(paths.certPath, paths.keyPath);
  * ```
  */
 export async function writeCertificateFiles(

@@ -39,6 +39,8 @@ export interface ClientHelloInfo {
  *
  * @example
  * ```ts
+ * declare const buf: Uint8Array;
+ * declare const got: number;
  * const need = firstRecordLength(buf.subarray(0, got));
  * if (need > 0 && got >= need) console.log("the whole ClientHello record is in");
  * ```
@@ -56,8 +58,10 @@ export function firstRecordLength(bytes: Uint8Array): number {
  *
  * @example
  * ```ts
+ * declare const firstRecord: Uint8Array;
  * const hello = parseClientHello(firstRecord);
  * const wantsTls13 = hello !== null && !hello.sessionTicket && hello.supportedVersions.includes(0x0304);
+ * console.log(wantsTls13);
  * ```
  */
 export function parseClientHello(record: Uint8Array): ClientHelloInfo | null {
@@ -106,7 +110,9 @@ export function parseClientHello(record: Uint8Array): ClientHelloInfo | null {
  *
  * @example
  * ```ts
- * const max = preferredMaxVersion(parseClientHello(firstRecord)); // "TLSv1.2" | "TLSv1.3"
+ * declare const firstRecord: Uint8Array;
+ * const max = preferredMaxVersion(parseClientHello(firstRecord));
+ * console.log(max); // "TLSv1.2" or "TLSv1.3"
  * ```
  */
 export function preferredMaxVersion(hello: ClientHelloInfo | null): "TLSv1.2" | "TLSv1.3" {

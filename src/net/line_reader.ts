@@ -22,6 +22,7 @@ const decoder = new TextDecoder("utf-8", { fatal: false });
  *
  * @example
  * ```ts
+ * declare const reader: LineReader;
  * try { await reader.readLine(); } catch (e) { if (e instanceof LineTooLongError) console.log(e.limit); }
  * ```
  */
@@ -41,8 +42,11 @@ export class LineTooLongError extends Error {
  *
  * @example
  * ```ts
+ * import type { ByteConn } from "./byte_conn.ts";
+ * declare const conn: ByteConn;
  * const opts: LineReaderOptions = { maxLineLength: 512, acceptBareCr: (p) => p.length === 5 };
  * const reader = new LineReader(conn, opts);
+ * console.log(await reader.readLine());
  * ```
  */
 export interface LineReaderOptions {
@@ -61,6 +65,8 @@ export interface LineReaderOptions {
  *
  * @example
  * ```ts
+ * import type { ByteConn } from "./byte_conn.ts";
+ * declare const conn: ByteConn;
  * const reader = new LineReader(conn, { maxLineLength: 1024 });
  * for (let line = await reader.readLine(); line !== null; line = await reader.readLine()) {
  *   console.log(line);

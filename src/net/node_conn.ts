@@ -20,7 +20,10 @@ import type { ByteConn } from "./byte_conn.ts";
  *
  * @example
  * ```ts
+ * import type { Socket } from "node:net";
+ * declare const socket: Socket;
  * const smtp = new NodeConn(socket, { throwPeerErrors: true });
+ * console.log(smtp.remoteAddress);
  * ```
  */
 export interface NodeConnOptions {
@@ -80,7 +83,10 @@ export class NodeConn implements ByteConn {
    *
    * @example
    * ```ts
+   * import type { Socket } from "node:net";
+   * declare const socket: Socket;
    * const conn = new NodeConn(socket);
+   * console.log(conn.remoteAddress);
    * ```
    */
   constructor(socket: Socket, opts: NodeConnOptions = {}) {

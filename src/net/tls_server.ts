@@ -9,11 +9,17 @@
  * what the line reader buffered with `LineReader.setSource(tlsConn)` (it returns the count to log).
  *
  * ```ts
+ * import type { NodeConn } from "./node_conn.ts";
+ * import type { LineReader } from "./line_reader.ts";
+ * declare const control: NodeConn;
+ * declare const reader: LineReader;
+ * declare const context: ServerTlsContext;
  * // The upgrade point of a STARTTLS-style protocol (FTP AUTH TLS):
  * const raw = control.detach();                 // paused, listeners off, adapter buffer dropped
  * raw.write("234 Proceed with negotiation.\r\n");
  * const tlsConn = await upgradeServerSocket(raw, context);
  * const dropped = reader.setSource(tlsConn);   // plaintext pipelined after AUTH TLS: discarded, never executed
+ * if (dropped > 0) console.log(`discarded ${dropped} bytes sent before the TLS handshake`);
  * ```
  *
  * Data connections prove they belong to a control session partly by TLS session resumption
@@ -80,6 +86,7 @@ export interface ServerTlsContext {
  *   key: await Deno.readTextFile("key.pem"),
  *   maxVersion: "TLSv1.2",
  * });
+ * console.log(ctx.sessionTimeoutS); // 3600
  * ```
  */
 export function createServerTlsContext(opts: ServerTlsOptions): ServerTlsContext {
@@ -191,6 +198,9 @@ interface NativeHandle {
  *
  * @example
  * ```ts
+ * import type { Socket } from "node:net";
+ * declare const rawSocket: Socket;
+ * declare const ctx: ServerTlsContext;
  * const conn = await upgradeServerSocket(rawSocket, ctx);
  * const buf = new Uint8Array(64 * 1024);
  * const n = await conn.read(buf);
@@ -540,6 +550,7 @@ function plainIp(ip: string | undefined): string {
  * @example
  * ```ts
  * import { createServer } from "node:net";
+ * declare const ctx: ServerTlsContext;
  * createServer({ pauseOnConnect: true }, async (sock) => {
  *   const conn = await upgradeServerSocket(sock, ctx);
  *   console.log(conn.protocol, conn.sessionReused);
@@ -751,9 +762,11 @@ export interface TlsListenerOptions extends HandshakeOptions {
  *
  * @example
  * ```ts
+ * declare const ctx: ServerTlsContext;
  * const l = new TlsListener({ hostname: "127.0.0.1", port: 0, context: ctx });
  * await l.listen();
  * const conn = await l.accept();   // null once closed
+ * console.log(conn?.remoteAddress);
  * await l.close();
  * ```
  */
@@ -771,7 +784,10 @@ export class TlsListener {
    *
    * @example
    * ```ts
+   * declare const ctx: ServerTlsContext;
    * const l = new TlsListener({ hostname: "127.0.0.1", port: 0, context: ctx });
+   * await l.listen();
+   * console.log(l.port);
    * ```
    */
   constructor(opts: TlsListenerOptions) {
@@ -882,7 +898,9 @@ export class TlsListener {
  *
  * @example
  * ```ts
+ * declare const ctx: ServerTlsContext;
  * const conn = await connectTlsData("127.0.0.1", 40000, ctx, { timeoutMs: 10_000 });
+ * console.log(conn.protocol, conn.sessionReused);
  * ```
  */
 export function connectTlsData(
