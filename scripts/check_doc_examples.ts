@@ -31,10 +31,9 @@
 export const DOC_ROOTS: readonly string[] = ["mod.ts", "src/", "scripts/", "tests/helpers/"];
 
 /**
- * Files whose examples do not type-check yet (empty since every example passes; a file added here while it is
- * being fixed): their diagnostics are counted, not printed,
- * so `deno task check` guards every other file meanwhile. Remove a file from this list once its examples pass;
- * the script fails if a listed file has become clean, so the list can only shrink.
+ * Files whose examples do not type-check yet (empty since every example passes; a file goes here only while it
+ * is being fixed): their diagnostics are counted, not printed, so `deno task check` guards every other file
+ * meanwhile. Remove a file once its examples pass; the script fails while a listed file is clean.
  */
 export const NOT_YET_CLEAN: readonly string[] = [];
 
