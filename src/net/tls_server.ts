@@ -217,7 +217,6 @@ export class TlsConn implements ByteConn {
    */
   readonly context: ServerTlsContext | null;
   readonly #remoteAddress: string;
-  readonly #remotePort: number;
   readonly #localAddress: string;
   readonly #tcp: NativeHandle | null;
   #reused = false;
@@ -246,13 +245,12 @@ export class TlsConn implements ByteConn {
   constructor(
     socket: tls.TLSSocket,
     raw: net.Socket,
-    remote: { address: string; port: number; local: string },
+    remote: { address: string; local: string },
     context: ServerTlsContext | null = null,
   ) {
     this.tlsSocket = socket;
     this.context = context;
     this.#remoteAddress = remote.address;
-    this.#remotePort = remote.port;
     this.#localAddress = remote.local;
     const wrap = (socket as unknown as { _handle?: NativeHandle })._handle;
     this.#tcp = wrap?._nativeTcpHandle ?? (raw as unknown as { _handle?: NativeHandle })._handle ?? null;
@@ -386,11 +384,6 @@ export class TlsConn implements ByteConn {
   /** The peer's address as seen at accept time (IPv4-mapped form normalised to plain IPv4); kept after close. */
   get remoteAddress(): string {
     return this.#remoteAddress;
-  }
-
-  /** The peer's port, kept after close. */
-  get remotePort(): number {
-    return this.#remotePort;
   }
 
   /** The local address the peer connected to; kept after close. */
@@ -564,7 +557,6 @@ export async function upgradeServerSocket(
 ): Promise<TlsConn> {
   const remote = {
     address: plainIp(socket.remoteAddress),
-    port: socket.remotePort ?? 0,
     local: plainIp(socket.localAddress),
   };
   // Bytes the plain socket read ahead would bypass TLS: pausing keeps the rest in the kernel for the TLS layer.
@@ -599,7 +591,7 @@ export async function upgradeServerSocket(
 function handshake(
   socket: net.Socket,
   ctx: ServerTlsContext,
-  remote: { address: string; port: number; local: string },
+  remote: { address: string; local: string },
   prefix: Uint8Array | null,
   timeoutMs: number,
 ): Promise<TlsConn> {
