@@ -45,6 +45,10 @@ async function exists(p: string): Promise<boolean> {
 /**
  * Returns the path of the cached arm64 `deno` binary, fetching it with `npm pack` on first use.
  *
+ * Safe under concurrent callers, in one process or many (the device tests ask at once on a fresh machine): one
+ * fetcher at a time holds an exclusive lock on `<cache>/deno-arm64-<version>.lock`, and the tarball and the binary
+ * each appear under their final names only by a rename of a complete file, so no caller ever sees half of one.
+ *
  * @example
  * ```ts
  * const deno = await fetchDenoArm64(defaultCacheDir());
@@ -59,25 +63,45 @@ export async function fetchDenoArm64(
   const bin = `${dir}/package/deno`;
   if (await exists(bin)) return bin;
   await Deno.mkdir(dir, { recursive: true });
-  const tarball = `${dir}/deno-linux-arm64-glibc-${DENO_ARM64_VERSION}.tgz`;
-  if (!await exists(tarball)) {
-    log(`Fetching ${DENO_ARM64_PACKAGE}@${DENO_ARM64_VERSION} from the npm registry (about 40 MB)...`);
-    await mustRun(
-      "npm",
-      ["pack", `${DENO_ARM64_PACKAGE}@${DENO_ARM64_VERSION}`, "--pack-destination", dir, "--silent"],
-      `fetching the arm64 Deno runtime (${DENO_ARM64_PACKAGE}@${DENO_ARM64_VERSION}) with npm pack`,
-    );
+  const lock = await Deno.open(`${dir}.lock`, { create: true, write: true });
+  try {
+    await lock.lock(true);
+    if (await exists(bin)) return bin;
+    // Under the lock nobody else is mid-fetch: what a killed fetcher left is swept.
+    for await (const e of Deno.readDir(dir)) {
+      if (e.name.startsWith(".fetch-")) await Deno.remove(`${dir}/${e.name}`, { recursive: true });
+    }
+    const work = await Deno.makeTempDir({ dir, prefix: ".fetch-" });
+    try {
+      const name = `deno-linux-arm64-glibc-${DENO_ARM64_VERSION}.tgz`;
+      const tarball = `${dir}/${name}`;
+      if (!await exists(tarball)) {
+        log(`Fetching ${DENO_ARM64_PACKAGE}@${DENO_ARM64_VERSION} from the npm registry (about 40 MB)...`);
+        await mustRun(
+          "npm",
+          ["pack", `${DENO_ARM64_PACKAGE}@${DENO_ARM64_VERSION}`, "--pack-destination", work, "--silent"],
+          `fetching the arm64 Deno runtime (${DENO_ARM64_PACKAGE}@${DENO_ARM64_VERSION}) with npm pack`,
+        );
+        await Deno.rename(`${work}/${name}`, tarball);
+      }
+      const integrity = await sha512Base64(tarball);
+      if (integrity !== DENO_ARM64_INTEGRITY) {
+        await Deno.remove(tarball);
+        throw new ImageError(
+          `Refusing the arm64 Deno tarball: its SHA-512 (${integrity}) is not the pinned ${DENO_ARM64_INTEGRITY}.`,
+        );
+      }
+      await mustRun("tar", ["-xzf", tarball, "-C", work, "package/deno"], "unpacking the arm64 Deno runtime");
+      await Deno.chmod(`${work}/package/deno`, 0o755);
+      await Deno.mkdir(`${dir}/package`, { recursive: true });
+      await Deno.rename(`${work}/package/deno`, bin);
+      return bin;
+    } finally {
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  } finally {
+    lock.close();
   }
-  const integrity = await sha512Base64(tarball);
-  if (integrity !== DENO_ARM64_INTEGRITY) {
-    await Deno.remove(tarball);
-    throw new ImageError(
-      `Refusing the arm64 Deno tarball: its SHA-512 (${integrity}) is not the pinned ${DENO_ARM64_INTEGRITY}.`,
-    );
-  }
-  await mustRun("tar", ["-xzf", tarball, "-C", dir, "package/deno"], "unpacking the arm64 Deno runtime");
-  await Deno.chmod(bin, 0o755);
-  return bin;
 }
 
 if (import.meta.main) {
