@@ -73,6 +73,28 @@ async function lookupUser(name: string): Promise<{ uid: number; gid: number } | 
   return null;
 }
 
+/**
+ * Creates the missing parents of `path` as root's 0755 folders, one by one with an explicit chmod: the unit's
+ * `UMask=0027` applies to this step too, and a 0750 parent would lock the daemon's user out of everything below.
+ */
+async function makeParents(path: string): Promise<void> {
+  const parent = path.slice(0, path.lastIndexOf("/"));
+  if (!parent) return;
+  try {
+    await Deno.stat(parent);
+    return;
+  } catch {
+    await makeParents(parent);
+  }
+  try {
+    await Deno.mkdir(parent, { mode: 0o755 });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    return;
+  }
+  await Deno.chmod(parent, 0o755);
+}
+
 async function ensureDir(
   path: string,
   owner: { uid: number; gid: number } | null,
@@ -83,8 +105,7 @@ async function ensureDir(
     return false;
   } catch {
     // Missing parents are made traversable (0755, root's); only the folder itself gets `mode` and the owner.
-    const parent = path.slice(0, path.lastIndexOf("/"));
-    if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
+    await makeParents(path);
     await Deno.mkdir(path, { mode });
     await Deno.chmod(path, mode);
     if (owner) await Deno.chown(path, owner.uid, owner.gid);
@@ -109,7 +130,7 @@ async function ensureFile(path: string, owner: { uid: number; gid: number } | nu
     await Deno.lstat(path);
     return false;
   } catch {
-    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o755 });
+    await makeParents(path);
     const f = await Deno.open(path, { write: true, createNew: true, mode: 0o640 });
     f.close();
     if (owner) await Deno.chown(path, owner.uid, owner.gid);

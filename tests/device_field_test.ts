@@ -13,16 +13,18 @@ import { hashPassword } from "../src/config/password.ts";
 
 Deno.test({
   name: "device field: the generated unit starts (prepare as root, serve as outpost) and says READY=1",
-  ignore: SKIP_FIELD,
+  ignore: SKIP_FIELD || skipWithout(findPeer("curl")),
   sanitizeResources: false,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "outpost-field-" });
     const port = freePort();
+    // The state folder and the FTP root sit below folders that do not exist yet (as /home/pi on a fresh image):
+    // the prepare step makes them under the unit's UMask=0027, and the daemon's user must still reach them.
     const board = await layOutBoard(
       dir,
       `[device]
 name = "pi-field"
-state_dir = "{{dir}}/var/lib/outpost"
+state_dir = "{{dir}}/data/lib/outpost"
 
 [ftp]
 host = "127.0.0.1"
@@ -30,6 +32,11 @@ port = ${port}
 active = false
 [ftp.passive]
 ports = "${port + 1}-${port + 2}"
+[[ftp.users]]
+name = "pi"
+password_hash = "${await hashPassword("pw", 1000)}"
+root = "{{dir}}/home/pi/ftp"
+permissions = ["all"]
 `,
     );
     const d = await FieldDaemon.start(board);
@@ -41,6 +48,17 @@ ports = "${port + 1}-${port + 2}"
       assert.equal(d.main?.argv.includes("-A") || d.main?.argv.includes("--allow-all"), false);
       const flags = await Deno.readTextFile(`${board.runtimeDir}/deno-flags.env`);
       assert.match(flags, /^OUTPOST_DENO_FLAGS=--allow-read=/);
+      for (const made of [`${dir}/data`, `${dir}/data/lib`, `${dir}/home`, `${dir}/home/pi`]) {
+        assert.equal((await Deno.stat(made)).mode! & 0o777, 0o755, `${made} is not 0755`);
+      }
+      const file = `${dir}/upload.txt`;
+      await Deno.writeTextFile(file, "hello from the field\n");
+      const up = await new Deno.Command("curl", {
+        args: ["-sS", "--user", "pi:pw", "-T", file, `ftp://127.0.0.1:${port}/upload.txt`],
+        stderr: "piped",
+      }).output();
+      assert.equal(up.code, 0, new TextDecoder().decode(up.stderr));
+      assert.equal(await Deno.readTextFile(`${dir}/home/pi/ftp/upload.txt`), "hello from the field\n");
     } finally {
       await d.stop();
       await Deno.remove(dir, { recursive: true });

@@ -195,7 +195,7 @@ export async function runUnitPre(unitText: string, opts: UnitRunOptions): Promis
   for (const line of s.get("ExecStartPre") ?? []) {
     const { cmd, root, ignoreFailure } = stripPrefixes(line);
     const argv = splitCommand(cmd, env);
-    const full = root ? argv : [...asUser(opts.user), ...argv];
+    const full = root ? withUmask(s, argv) : [...asUser(opts.user), ...withUmask(s, argv)];
     const out = await new Deno.Command(full[0], {
       args: full.slice(1),
       env,
@@ -254,7 +254,7 @@ export async function startUnitMain(
   if (lines.length !== 1) throw new Error(`The unit has ${lines.length} ExecStart= lines, not one.`);
   const argv = splitCommand(stripPrefixes(lines[0]).cmd, env);
   const child = new Deno.Command(asUser(opts.user)[0], {
-    args: [...asUser(opts.user).slice(1), ...argv],
+    args: [...asUser(opts.user).slice(1), ...withUmask(s, argv)],
     env,
     clearEnv: true,
     stdin: "null",
@@ -262,6 +262,14 @@ export async function startUnitMain(
     stderr: "piped",
   }).spawn();
   return { argv, env, child };
+}
+
+/** `argv` run under the unit's `UMask=` (systemd applies it to every command of the unit, `+` lines too). */
+function withUmask(s: UnitSection, argv: string[]): string[] {
+  const umask = s.get("UMask")?.at(-1);
+  if (!umask) return argv;
+  if (!/^[0-7]{1,4}$/.test(umask)) throw new Error(`The unit's UMask=${umask} is not an octal mask.`);
+  return ["/bin/sh", "-c", 'umask "$0" && exec "$@"', umask, ...argv];
 }
 
 function defaultBaseEnv(): Record<string, string> {
