@@ -300,3 +300,61 @@ Deno.test("send: --to root goes through [smtp] aliases; a local name without one
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Peak RSS (KiB) of `outpost sendmail` fed `input` on stdin, as the kernel counted it for the child. */
+async function sendmailPeakRss(
+  args: string[],
+  input: string,
+): Promise<{ code: number; kib: number; err: string }> {
+  const py = "import resource,subprocess,sys\n" +
+    "r=subprocess.run(sys.argv[2:],stdin=open(sys.argv[1],'rb'),stdout=subprocess.DEVNULL,stderr=subprocess.PIPE)\n" +
+    "sys.stderr.write(r.stderr.decode(errors='replace'))\n" +
+    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n";
+  const out = await new Deno.Command(SYSTEM_PYTHON, {
+    args: ["-c", py, input, Deno.execPath(), "run", "-A", MAIN, "sendmail", ...args],
+    env: { OUTPOST_LOG: "off" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const [code, kib] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+  return { code, kib, err: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test({
+  name: "sendmail --now: a 24 MiB message is streamed (peak RSS like a 1 KiB one's) and arrives whole",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const sink = await startSink({ mode: "plain", dir });
+    try {
+      const cfg = await writeConfig(dir, sink.port);
+      await Deno.writeTextFile(cfg, (await Deno.readTextFile(cfg)) + 'max_message_size = "30MiB"\n');
+      const line = "0123456789abcdefghijklmnopqrstuvwxyz".repeat(2).padEnd(75, "-") + "\n";
+      const small = `${dir}/small.eml`;
+      await Deno.writeTextFile(small, `Subject: small\n\n${line.repeat(10)}`);
+      const big = `${dir}/big.eml`;
+      const f = await Deno.open(big, { write: true, create: true });
+      await f.write(new TextEncoder().encode("Subject: big\n\n"));
+      const block = new TextEncoder().encode(line.repeat(14_000)); // ~1 MiB
+      for (let i = 0; i < 24; i++) await f.write(block);
+      await f.write(new TextEncoder().encode("the last line\n"));
+      f.close();
+      const a = await sendmailPeakRss(["--now", "-C", cfg, "me@example.com"], small);
+      assert.equal(a.code, 0, a.err);
+      const b = await sendmailPeakRss(["--now", "-C", cfg, "me@example.com"], big);
+      assert.equal(b.code, 0, b.err);
+      const msgs = await sink.waitFor(2);
+      const got = msgs.find((m) => m.subject === "big");
+      assert.ok(got && got.raw.length > 24 * 14_000 * 76, `${got?.raw.length}`);
+      assert.match(new TextDecoder().decode(got.raw.subarray(got.raw.length - 40)), /the last line\r?\n$/);
+      const grew = (b.kib - a.kib) / 1024;
+      assert.ok(
+        grew < 12,
+        `peak RSS ${(b.kib / 1024).toFixed(1)} MiB for 24 MiB vs ${(a.kib / 1024).toFixed(1)} MiB`,
+      );
+    } finally {
+      await sink.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

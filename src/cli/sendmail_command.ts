@@ -14,7 +14,7 @@ import { type CompletedRawMessage, completeRawMessage, HeaderInjectionError } fr
 import { findConfigPath, loadMailConfig, type MailConfig, parseTomlDocument } from "../app/outpost_config.ts";
 import { Section } from "../config/section.ts";
 import { mailPaths, readOutboxConfig, readSmtpConfig, resolveRecipient } from "../smtp/smtp_config.ts";
-import { OutboxFullError } from "../smtp/outbox.ts";
+import { fileMessageSource, OutboxFullError } from "../smtp/outbox.ts";
 import {
   type DropMeta,
   MaildropUnavailableError,
@@ -23,7 +23,8 @@ import {
 } from "../smtp/maildrop.ts";
 import { deliver, type MessageSource, type SmtpClientOptions, SmtpError } from "../smtp/smtp_client.ts";
 import { formatReply } from "../smtp/smtp_reply.ts";
-import { hasLongLines } from "../smtp/seven_bit.ts";
+import { MessageScan } from "../smtp/seven_bit.ts";
+import { writeAll } from "../net/byte_conn.ts";
 
 /** sysexits.h codes used by the mail commands. */
 export const EX = {
@@ -154,10 +155,13 @@ export function parseSendmailArgs(args: string[]): SendmailArgs | string | "help
 
 /**
  * Standard input as a stream of chunks that ends at end of file, or (unless `ignoreDots`) at a line holding only
- * "." as traditional sendmail does. Reads through one reused buffer.
+ * "." as traditional sendmail does. Reads through one reused buffer and cuts into another: a chunk is valid until
+ * the next call (a caller that keeps one copies it), so a message of any size makes no garbage here.
  */
 class Input {
   readonly #buf = new Uint8Array(65536);
+  /** Room for a whole read plus a held-back ".\r". */
+  readonly #out = new Uint8Array(65536 + 2);
   readonly #ignoreDots: boolean;
   #lineStart = true;
   #dotPending = 0; // 0: none, 1: saw "." at line start, 2: saw ".\r"
@@ -169,7 +173,7 @@ class Input {
     this.#ignoreDots = ignoreDots;
   }
 
-  /** The next chunk (a fresh copy), or null at the end. */
+  /** The next chunk (valid until the next call), or null at the end. */
   async next(): Promise<Uint8Array | null> {
     while (!this.#ended) {
       const n = await Deno.stdin.read(this.#buf);
@@ -179,7 +183,7 @@ class Input {
         return rest.length ? rest : null;
       }
       this.total += n;
-      const chunk = this.#ignoreDots ? this.#buf.slice(0, n) : this.#cut(this.#buf.subarray(0, n));
+      const chunk = this.#ignoreDots ? this.#buf.subarray(0, n) : this.#cut(this.#buf.subarray(0, n));
       if (chunk.length > 0) return chunk;
     }
     return null;
@@ -192,20 +196,22 @@ class Input {
   }
 
   #cut(data: Uint8Array): Uint8Array {
-    const out: number[] = [];
+    const out = this.#out;
+    let o = 0;
     for (let i = 0; i < data.length; i++) {
       const b = data[i];
       if (this.#dotPending === 1) {
-        if (b === 0x0a) return this.#end(out);
+        if (b === 0x0a) return this.#end(o);
         if (b === 0x0d) {
           this.#dotPending = 2;
           continue;
         }
-        out.push(0x2e);
+        out[o++] = 0x2e;
         this.#dotPending = 0;
       } else if (this.#dotPending === 2) {
-        if (b === 0x0a) return this.#end(out);
-        out.push(0x2e, 0x0d);
+        if (b === 0x0a) return this.#end(o);
+        out[o++] = 0x2e;
+        out[o++] = 0x0d;
         this.#dotPending = 0;
       }
       if (this.#lineStart && b === 0x2e && this.#dotPending === 0) {
@@ -214,15 +220,15 @@ class Input {
         continue;
       }
       this.#lineStart = b === 0x0a;
-      out.push(b);
+      out[o++] = b;
     }
-    return new Uint8Array(out);
+    return out.subarray(0, o);
   }
 
-  #end(out: number[]): Uint8Array {
+  #end(length: number): Uint8Array {
     this.#ended = true;
     this.#dotPending = 0;
-    return new Uint8Array(out);
+    return this.#out.subarray(0, length);
   }
 }
 
@@ -344,30 +350,40 @@ export async function sendmailCommand(args: string[]): Promise<number> {
       console.error("outpost sendmail: the config has no [smtp] table, so mail cannot be sent now.");
       return EX.CONFIG;
     }
-    const parts = [done.bytes];
-    let size = done.bytes.length;
-    for (let c = await input.next(); c !== null; c = await input.next()) {
-      size += c.length;
-      if (size > limit) return tooLarge(limit);
-      parts.push(c);
-    }
-    let eightBit = done.eightBit;
-    for (const p of parts) if (!eightBit) eightBit = p.some((b) => b >= 0x80);
-    const all = new Uint8Array(size);
-    parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
-    return await deliverNow(
-      smtp,
-      done.envelope,
-      {
-        size,
-        eightBit,
-        longLines: hasLongLines(all),
+    // Spooled to a private temp file (0600, removed whatever happens) while the 8-bit and line-length scan runs:
+    // the relay is told SIZE= and how to encode before the first byte goes out, and memory stays one buffer.
+    const spool = await Deno.makeTempFile({ prefix: "outpost-sendmail-" });
+    try {
+      const scan = new MessageScan();
+      scan.add(done.bytes);
+      let size = done.bytes.length;
+      const out = await Deno.open(spool, { write: true });
+      try {
+        await writeAll(out, done.bytes);
+        for (let c = await input.next(); c !== null; c = await input.next()) {
+          size += c.length;
+          if (size > limit) return tooLarge(limit);
+          scan.add(c);
+          await writeAll(out, c);
+        }
+      } finally {
+        out.close();
+      }
+      const flags = {
+        eightBit: done.eightBit || scan.eightBit,
+        longLines: scan.longLines,
         smtputf8: done.smtputf8,
-        write: (w) => w.write(all),
-      },
-      "outpost sendmail",
-      { quiet: true },
-    ); // sendmail prints nothing on success, even with --now
+      };
+      return await deliverNow(
+        smtp,
+        done.envelope,
+        fileMessageSource(spool, 0, size, flags, new Uint8Array(65536)),
+        "outpost sendmail",
+        { quiet: true },
+      ); // sendmail prints nothing on success, even with --now
+    } finally {
+      await Deno.remove(spool).catch(() => {});
+    }
   }
   const meta: DropMeta = {
     to: done.envelope.to,

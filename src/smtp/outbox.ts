@@ -42,7 +42,7 @@ import {
   STALE_DROP_MS,
 } from "./maildrop.ts";
 import { formatAddressHeader } from "./mime_builder.ts";
-import { hasLongLines } from "./seven_bit.ts";
+import { hasLongLines, MessageScan } from "./seven_bit.ts";
 import { Logger } from "../log/logger.ts";
 import { DataWriter } from "./dot_stuffing.ts";
 import {
@@ -478,9 +478,7 @@ export class Outbox {
     const id = newId();
     const tmp = `${this.tmpDir}/${id}.tmp`;
     const head = await readHead(path, offset);
-    let eightBit = false;
-    let longLines = false;
-    let lineLen = 0;
+    const scan = new MessageScan();
     // deno-lint-ignore no-control-regex
     const smtputf8 = [drop.from ?? "", ...drop.to].some((a) => /[^\x00-\x7f]/.test(a));
     const meta: QueueMeta = {
@@ -510,16 +508,16 @@ export class Outbox {
           const n = await src.read(buf);
           if (n === null) return;
           const chunk = buf.subarray(0, n);
-          for (let i = 0; i < chunk.length; i++) {
-            const b = chunk[i];
-            if (b === 0x0a) lineLen = 0;
-            else if (b !== 0x0d && ++lineLen > 998) longLines = true;
-            if (b >= 0x80) eightBit = true;
-          }
+          scan.add(chunk);
           await w.write(chunk);
         }
       };
-      const headLen = await this.#writeFile(tmp, meta, body, () => ({ eightBit, longLines }));
+      const headLen = await this.#writeFile(
+        tmp,
+        meta,
+        body,
+        () => ({ eightBit: scan.eightBit, longLines: scan.longLines }),
+      );
       size = (await Deno.stat(tmp)).size - headLen;
     } finally {
       src.close();

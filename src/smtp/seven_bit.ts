@@ -317,6 +317,42 @@ function concatLines(lines: Uint8Array[]): Uint8Array {
 }
 
 /**
+ * What a message's bytes need on the way out, learned chunk by chunk as they stream past (lines may span chunks):
+ * whether any byte is 8-bit and whether any line is longer than 998 octets (not counting the line end).
+ *
+ * @example
+ * ```ts
+ * const scan = new MessageScan();
+ * scan.add(new TextEncoder().encode("Subject: h\u00e9\n\n" + "x".repeat(600)));
+ * scan.add(new TextEncoder().encode("x".repeat(600) + "\n"));
+ * console.log(scan.eightBit, scan.longLines); // true true
+ * ```
+ */
+export class MessageScan {
+  /** A byte of 0x80 or above was seen. */
+  eightBit = false;
+  /** A line longer than 998 octets was seen. */
+  longLines = false;
+  #len = 0;
+
+  /** Takes the next chunk of the message. */
+  add(bytes: Uint8Array): void {
+    let len = this.#len;
+    let eight = this.eightBit;
+    let long = this.longLines;
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i];
+      if (b === 0x0a) len = 0;
+      else if (b !== 0x0d && ++len > MAX_LINE) long = true;
+      if (b >= 0x80) eight = true;
+    }
+    this.#len = len;
+    this.eightBit = eight;
+    this.longLines = long;
+  }
+}
+
+/**
  * True when `bytes` hold a line longer than 998 octets (not counting the line end).
  *
  * @example
@@ -325,11 +361,7 @@ function concatLines(lines: Uint8Array[]): Uint8Array {
  * ```
  */
 export function hasLongLines(bytes: Uint8Array): boolean {
-  let len = 0;
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i];
-    if (b === 0x0a) len = 0;
-    else if (b !== 0x0d && ++len > MAX_LINE) return true;
-  }
-  return false;
+  const scan = new MessageScan();
+  scan.add(bytes);
+  return scan.longLines;
 }
