@@ -164,16 +164,41 @@ while True:
 `;
 
 /** The config the boot test puts on the boot partition, as a user would after flashing. */
-async function bootConfig(board: string, passive: number[], extraUser = false): Promise<string> {
+/**
+ * The board's outpost.toml. `extraUser` adds bob; `widerSandbox` puts bob's root under /home (the unit hides /home
+ * until the prepare step's drop-in says `ProtectHome=read-only`) and adds a command sensor that looks at a disk
+ * device (hidden until the drop-in says `PrivateDevices=no`), so the edited config is proven to widen the sandbox
+ * under real systemd, and the next config without them to narrow it again.
+ */
+async function bootConfig(
+  board: string,
+  passive: number[],
+  extraUser = false,
+  widerSandbox = false,
+): Promise<string> {
   const hash = await hashPassword(FTP_PASSWORD, 1000);
+  const bobRoot = widerSandbox ? BOB_HOME_ROOT : "/srv/ftp/bob";
   const users = [
     `[[ftp.users]]\nname = "pi"\npassword_hash = "${hash}"\nroot = "/srv/ftp/pi"\npermissions = ["all"]\n`,
     ...(extraUser
       ? [
-        `[[ftp.users]]\nname = "bob"\npassword_hash = "${hash}"\nroot = "/srv/ftp/bob"\npermissions = ["all"]\n`,
+        `[[ftp.users]]\nname = "bob"\npassword_hash = "${hash}"\nroot = "${bobRoot}"\npermissions = ["all"]\n`,
       ]
       : []),
   ];
+  const deviceSensor = widerSandbox
+    ? `
+[sensors.disk_device]
+type = "command"
+command = "if [ -b /dev/vda ]; then echo 1; else echo 0; fi"
+interval = "2s"
+
+[[rules]]
+name = "disk_device_seen"
+sensor = "disk_device"
+above = 0.5
+`
+    : "";
   return `# outpost.toml written by the boot test (scripts/boot_test.ts)
 [device]
 name = "boot-test"
@@ -217,8 +242,11 @@ optional = true
 name = "probe_high"
 sensor = "probe"
 above = 50
-`;
+${deviceSensor}`;
 }
+
+/** bob's root in the edited config: under /home, which the unit hides unless the drop-in opens it. */
+const BOB_HOME_ROOT = "/home/pi/ftp";
 
 /** Tools the boot test drives; each missing one is a failure. */
 const TOOLS = [
@@ -428,6 +456,15 @@ class BootTest {
   }
 }
 
+/** The running unit's ProtectHome= and PrivateDevices=, as systemd applies them (drop-in merged). */
+async function sandboxProps(v: Vm): Promise<string> {
+  const r = await v.exec(
+    "systemctl show outpost.service -p ProtectHome -p PrivateDevices --no-pager",
+    30_000,
+  );
+  return r.output.trim().split("\n").join(" ");
+}
+
 async function prepareBoard(
   t: BootTest,
   base: string,
@@ -500,9 +537,10 @@ const MAIN_STEPS = [
   "1 GiB: file sensor alert arrives at the sink",
   "1 GiB: mail from /usr/sbin/sendmail in the guest arrives",
   "1 GiB: service RSS",
-  "edited outpost.toml on the FAT partition applied after a reboot",
+  "edited outpost.toml on the FAT partition applied after a reboot (root under /home, device sensor)",
   "invalid outpost.toml: last good config runs and the log says so",
   "power cut during an upload and with mail queued",
+  "config without /home or devices: sandbox narrowed again",
   "after the power cut: file systems recovered at boot",
   "after the power cut: no partial upload visible",
   "after the power cut: queued mail delivered",
@@ -616,12 +654,27 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
   await s.run(MAIN_STEPS[6], () => t.rss(v));
 
   // An edited config on the FAT partition (a new user) is applied after a reboot.
+  // Its new user's root is under /home and a new command sensor needs /dev: the prepare step must widen the
+  // sandbox with its drop-in (ProtectHome=read-only, PrivateDevices=no) before the daemon starts.
   await s.run(MAIN_STEPS[7], async () => {
     await t.poweroff();
-    await t.writeConfig(board, await bootConfig("rpi4", board.passive, true));
+    await t.writeConfig(board, await bootConfig("rpi4", board.passive, true, true));
     v = await t.boot(board);
     await t.serviceActive(v);
-    return `bob: ${await t.roundTrip(board, false, "bob", 1)}`;
+    const trip = await t.roundTrip(board, false, "bob", 1).catch(async (e) => {
+      const j = await v.exec("journalctl -b -u outpost.service --no-pager -o cat | tail -n 20", 60_000);
+      throw new Error(`${(e as Error).message}\n${j.output}`);
+    });
+    const onCard = await v.exec(`ls ${BOB_HOME_ROOT}`, 30_000);
+    if (!onCard.output.includes("ftp-bob-")) {
+      throw new Error(`bob's upload is not in ${BOB_HOME_ROOT} on the card: ${onCard.output.trim()}`);
+    }
+    const seen = await t.mailArrives(/ALERT.*disk_device/i);
+    const props = await sandboxProps(v);
+    if (!/ProtectHome=read-only/.test(props) || !/PrivateDevices=no/.test(props)) {
+      throw new Error(`The running unit's sandbox was not widened: ${props}`);
+    }
+    return `bob in ${BOB_HOME_ROOT}: ${trip}; ${seen}; ${props}`;
   });
 
   // A broken config: the last good one keeps the board reachable, and the log says so.
@@ -641,12 +694,14 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
 
   // Power cut: mail queued (the relay unreachable) and an upload running, then SIGKILL.
   let bigName = "";
+  let narrowed = "";
   const cut = await s.run(MAIN_STEPS[9], async () => {
     await t.poweroff();
     await t.writeConfig(board, await bootConfig("rpi4", board.passive, true));
     await t.stopSink();
     v = await t.boot(board);
     await t.serviceActive(v);
+    narrowed = await sandboxProps(v);
     const q = await v.exec(
       "printf 'Subject: boot-test queued before the power cut\\n\\nqueued\\n' | /usr/sbin/sendmail ops@outpost.test " +
         "&& sleep 3 && outpost outbox list",
@@ -692,13 +747,20 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
     return `SIGKILL to QEMU with ${partial} of 64 MiB written and 1 mail queued`;
   });
   if (!cut) return s.notRun(MAIN_STEPS.slice(10), "no power cut");
+  // That boot's config has neither a root under /home nor a device sensor: the drop-in narrowed the sandbox again.
+  await s.run(MAIN_STEPS[10], () => {
+    if (!/ProtectHome=yes/.test(narrowed) || !/PrivateDevices=yes/.test(narrowed)) {
+      throw new Error(`The sandbox was not narrowed back: ${narrowed || "not read"}`);
+    }
+    return Promise.resolve(narrowed);
+  });
   await t.startSink();
   try {
     v = await t.boot(board);
   } catch (e) {
-    return s.notRun(MAIN_STEPS.slice(10), `no boot after the power cut: ${(e as Error).message}`);
+    return s.notRun(MAIN_STEPS.slice(11), `no boot after the power cut: ${(e as Error).message}`);
   }
-  await s.run(MAIN_STEPS[10], async () => {
+  await s.run(MAIN_STEPS[11], async () => {
     // deno-lint-ignore no-control-regex
     const text = (await v.consoleText()).replace(/\x1b\[[0-9;]*m/g, "");
     // The initramfs checks root (e2fsck, fsck.repair=yes), systemd-fsck the FAT partition; the kernel's ext4 lines
@@ -718,8 +780,9 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
     const initramfs = fsckLines.filter((l) => /rootfs:|recovering journal|clean,/i.test(l)).slice(-2);
     return [...initramfs, ...fsck.output.trim().split("\n").filter((l) => !/^rw,/.test(l))].join(" | ");
   });
-  await s.run(MAIN_STEPS[11], async () => {
+  await s.run(MAIN_STEPS[12], async () => {
     await t.serviceActive(v);
+
     const nlst = await curl(["--user", `pi:${FTP_PASSWORD}`, "-l", `ftp://127.0.0.1:${board.ftpPort}/`]);
     const list = await curl([
       "--user",
@@ -737,8 +800,8 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
       nlst.out.trim().split("\n").join(", ")
     }; hidden temp files left on the card: ${left.output.trim()}`;
   });
-  await s.run(MAIN_STEPS[12], () => t.mailArrives(/queued before the power cut/));
-  await s.run(MAIN_STEPS[13], async () => {
+  await s.run(MAIN_STEPS[13], () => t.mailArrives(/queued before the power cut/));
+  await s.run(MAIN_STEPS[14], async () => {
     await t.poweroff();
     await checkFilesystems(board.image, board.layout);
     return "e2fsck -fn and fsck.fat -n clean";
