@@ -24,6 +24,7 @@
  * @module
  */
 
+import { statfs } from "node:fs/promises";
 import { writeAll } from "../net/byte_conn.ts";
 import { DataWriter } from "./dot_stuffing.ts";
 
@@ -214,6 +215,24 @@ export interface SubmitOptions {
   maildrop: string;
   /** Largest message accepted (`[outbox] max_message_size`), counted as stored (CRLF line ends). */
   maxMessageBytes: number;
+  /**
+   * Free space the submission must leave on the maildrop's file system; less is refused up front with
+   * {@link MaildropUnavailableError} (try again later). Default 1.5 x `maxMessageBytes`, as Postfix's smtpd keeps
+   * 1.5 x message_size_limit free: a local user cannot take the space the daemon's own alerts need.
+   */
+  minFreeBytes?: number;
+}
+
+/** Bytes as "12.3 MiB" for messages a person reads. */
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+/** ENOSPC (or a quota) from a write: the disk filled up under the message. */
+function isDiskFull(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === "ENOSPC" || code === "EDQUOT" ||
+    /os error (28|122)\b|No space left|quota exceeded/i.test(String(e));
 }
 
 /**
@@ -241,6 +260,22 @@ export async function submitToMaildrop(
       `cannot use the maildrop folder ${opts.maildrop}: ${(e as Error).message}`,
     );
   });
+  const keep = opts.minFreeBytes ?? Math.ceil(opts.maxMessageBytes * 1.5);
+  if (keep > 0) {
+    let free: number | null = null;
+    try {
+      const st = await statfs(opts.maildrop);
+      free = Number(st.bavail) * Number(st.bsize);
+    } catch {
+      // No statfs here: the write itself still stops at a full disk.
+    }
+    if (free !== null && free < keep) {
+      throw new MaildropUnavailableError(
+        `the disk holding the mail queue has ${mib(free)} free, and outpost keeps ${mib(keep)} free ` +
+          "(1.5 x [outbox] max_message_size) for the daemon's own alerts; free some space and try again",
+      );
+    }
+  }
   const name = dropName();
   const path = `${opts.maildrop}/${name}`;
   let f: Deno.FsFile;
@@ -280,6 +315,11 @@ export async function submitToMaildrop(
       // Already closed.
     }
     await Deno.remove(path).catch(() => {});
+    if (isDiskFull(e)) {
+      throw new MaildropUnavailableError(
+        `the disk is full: the message did not fit in the maildrop folder ${opts.maildrop}; nothing was queued`,
+      );
+    }
     throw e;
   }
   f.close();
