@@ -381,7 +381,7 @@ class BootTest {
 
   async rss(vm: Vm): Promise<string> {
     const r = await vm.exec(
-      'pid=$(systemctl show -p MainPID --value outpost.service); grep -E "^(VmRSS|VmHWM)" /proc/$pid/status; ' +
+      'pid=$(systemctl show -p MainPID --value outpost.service); grep -E "^(VmRSS|VmHWM|RssAnon|RssFile)" /proc/$pid/status; ' +
         "free -m | sed -n 2p",
       30_000,
     );
@@ -389,9 +389,11 @@ class BootTest {
     if (!rss) throw new Error(`No VmRSS for the service: ${r.output}`);
     const hwm = /VmHWM:\s+(\d+) kB/.exec(r.output);
     const mem = r.output.split("\n").find((l) => l.startsWith("Mem:"))?.split(/\s+/) ?? [];
-    return `RSS ${(Number(rss[1]) / 1024).toFixed(1)} MiB, peak ${
-      (Number(hwm?.[1] ?? 0) / 1024).toFixed(1)
-    } MiB; ` +
+    // RssFile is mostly the Deno binary's code pages: shared, and dropped by the kernel under memory pressure.
+    const anon = /RssAnon:\s+(\d+) kB/.exec(r.output);
+    const file = /RssFile:\s+(\d+) kB/.exec(r.output);
+    const mib = (m: RegExpExecArray | null) => (Number(m?.[1] ?? 0) / 1024).toFixed(1);
+    return `RSS ${mib(rss)} MiB (private ${mib(anon)}, file-backed ${mib(file)}), peak ${mib(hwm)} MiB; ` +
       `guest memory used ${mem[2] ?? "?"} of ${mem[1] ?? "?"} MiB, available ${mem[6] ?? "?"} MiB`;
   }
 

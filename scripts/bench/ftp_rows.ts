@@ -299,13 +299,18 @@ export async function benchIdleRss(server: BenchFtpServer, results: Results): Pr
   await new Promise((r) => setTimeout(r, 1000));
   const load = await loadAverage();
   const m = await treeMemory(server.pid);
-  let note = `PSS ${(m.pss / 1e6).toFixed(1)} MB in ${m.processes} process(es)`;
+  let note =
+    `PSS ${(m.pss / 1e6).toFixed(1)} MB, private (RssAnon) ${
+      (m.anon / 1e6).toFixed(1)
+    } MB in ${m.processes} ` +
+    "process(es)";
   if (server.heap) {
     const h = await server.heap(false);
     note += `; V8 heap used ${(h.heapUsed / MIB).toFixed(1)} MiB`;
     results.set("idle_heap", server.name, { value: h.heapUsed, load });
   }
   results.set("idle_rss", server.name, { value: m.rss, load, note });
+  results.set("idle_anon", server.name, { value: m.anon, load });
 }
 
 /**

@@ -331,8 +331,10 @@ export async function benchAlert(opts: MailRowOptions, results: Results): Promis
     results.set("idle_rss_daemon", "outpost", {
       value: idle.rss,
       load,
-      note: `PSS ${(idle.pss / 1e6).toFixed(1)} MB, ${idle.processes} process(es)`,
+      note: `PSS ${(idle.pss / 1e6).toFixed(1)} MB, private (RssAnon) ${(idle.anon / 1e6).toFixed(1)} MB, ` +
+        `${idle.processes} process(es)`,
     });
+    results.set("idle_anon_daemon", "outpost", { value: idle.anon, load });
     const waitFor = async (re: RegExp, from: number, timeoutMs: number) => {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {

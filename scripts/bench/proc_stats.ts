@@ -139,6 +139,11 @@ export interface ProcMemory {
   hwm: number;
   /** Proportional set size from smaps_rollup (shared pages divided among the processes sharing them). */
   pss: number;
+  /**
+   * Private anonymous memory (RssAnon): heap, stacks, buffers. The rest of RSS is mostly file-backed code pages
+   * (for Deno, its ~90 MB binary), shared and dropped by the kernel under memory pressure.
+   */
+  anon: number;
 }
 
 function kbField(text: string, name: string): number {
@@ -165,9 +170,14 @@ export async function processMemory(pid: number): Promise<ProcMemory> {
     } catch {
       // Zombies and kernels without smaps_rollup have no PSS.
     }
-    return { rss: kbField(status, "VmRSS"), hwm: kbField(status, "VmHWM"), pss };
+    return {
+      rss: kbField(status, "VmRSS"),
+      hwm: kbField(status, "VmHWM"),
+      pss,
+      anon: kbField(status, "RssAnon"),
+    };
   } catch {
-    return { rss: 0, hwm: 0, pss: 0 };
+    return { rss: 0, hwm: 0, pss: 0, anon: 0 };
   }
 }
 
@@ -175,6 +185,8 @@ export async function processMemory(pid: number): Promise<ProcMemory> {
 export interface TreeMemory {
   rss: number;
   pss: number;
+  /** Summed private anonymous memory (RssAnon). */
+  anon: number;
   rootRss: number;
   rootHwm: number;
   processes: number;
@@ -194,18 +206,20 @@ export async function treeMemory(root: number): Promise<TreeMemory> {
   const tree = (await processTree(root)).filter((s) => s.state !== "Z");
   let rss = 0;
   let pss = 0;
+  let anon = 0;
   let rootRss = 0;
   let rootHwm = 0;
   for (const s of tree) {
     const m = await processMemory(s.pid);
     rss += m.rss;
     pss += m.pss;
+    anon += m.anon;
     if (s.pid === root) {
       rootRss = m.rss;
       rootHwm = m.hwm;
     }
   }
-  return { rss, pss, rootRss, rootHwm, processes: tree.length };
+  return { rss, pss, anon, rootRss, rootHwm, processes: tree.length };
 }
 
 /**

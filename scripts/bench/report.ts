@@ -92,9 +92,23 @@ export function rowDefs(
     },
     { key: "idle_rss", n: "6", label: "idle RSS after start, MB", format: "bytes", programs: FTP },
     {
+      key: "idle_anon",
+      n: "6",
+      label: "… of which private (RssAnon; the rest is shared code), MB",
+      format: "bytes",
+      programs: FTP,
+    },
+    {
       key: "idle_rss_daemon",
       n: "6",
       label: "idle RSS of `outpost serve` (FTP+mail+alerts), MB",
+      format: "bytes",
+      programs: ["outpost"],
+    },
+    {
+      key: "idle_anon_daemon",
+      n: "6",
+      label: "… of which private (RssAnon), MB",
       format: "bytes",
       programs: ["outpost"],
     },
