@@ -21,14 +21,17 @@ const dec = new TextDecoder();
 const python = findPeer(SYSTEM_PYTHON);
 
 const PARSE_PY = String.raw`
-import email, json, sys
+import email, email.utils, json, sys
 from email import policy
 msg = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.default)
 parts = []
 for p in msg.walk():
     if p.is_multipart():
         continue
+    name = p.get_param("name")
     parts.append({"type": p.get_content_type(), "cte": p.get("content-transfer-encoding"),
+                  "filename": p.get_filename(),
+                  "name": email.utils.collapse_rfc2231_value(name) if name is not None else None,
                   "data": p.get_payload(decode=True).decode("utf-8", "replace")})
 print(json.dumps({"subject": str(msg["subject"]), "to": str(msg["to"]), "parts": parts,
                   "defects": [str(d) for p in msg.walk() for d in p.defects]}))
@@ -37,7 +40,7 @@ print(json.dumps({"subject": str(msg["subject"]), "to": str(msg["to"]), "parts":
 async function parse(raw: Uint8Array): Promise<{
   subject: string;
   to: string;
-  parts: { type: string; cte: string | null; data: string }[];
+  parts: { type: string; cte: string | null; filename: string | null; name: string | null; data: string }[];
   defects: string[];
 }> {
   const child = new Deno.Command(python!, { args: ["-c", PARSE_PY], stdin: "piped", stdout: "piped" })
@@ -229,5 +232,35 @@ Deno.test({
     assertSevenBitShort(raw);
     const p = await parse(raw);
     assert.equal(p.parts[0].data.replace(/\r?\n$/, ""), line);
+  },
+});
+
+Deno.test({
+  name:
+    "7bit: 8-bit file names in Content-Type and Content-Disposition become RFC 2231 parameters (long ones continued)",
+  ignore: skipWithout(python),
+  async fn() {
+    const short = "résumé 2026.pdf";
+    const long = "Überwachungsprotokoll für den Gefrierschrank im Keller, Woche 48, Messwerte ".repeat(4) +
+      "ü.csv";
+    const part = (n: string) =>
+      `--b\nContent-Type: text/plain; charset=utf-8; name="${n}"\n` +
+      `Content-Disposition: attachment;\n filename="${n}"\n\nGrüße aus dem Keller\n`;
+    const text =
+      `From: a@example.com\nSubject: logs\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n` +
+      `${part(short)}${part(long)}--b--\n`;
+    const raw = await convert(text);
+    assertSevenBitShort(raw);
+    for (const line of dec.decode(raw).split("\r\n")) {
+      assert.ok(line.length <= 78, `line of ${line.length}: ${line}`);
+    }
+    const m = await parse(raw);
+    assert.deepEqual(m.defects, []);
+    assert.equal(m.parts.length, 2);
+    for (const [i, n] of [short, long].entries()) {
+      assert.equal(m.parts[i].filename, n);
+      assert.equal(m.parts[i].name, n);
+      assert.equal(m.parts[i].data, "Grüße aus dem Keller"); // the line end before a boundary is the boundary's
+    }
   },
 });

@@ -89,6 +89,73 @@ function encodeDisplayNames(value: string): string {
   );
 }
 
+/** RFC 2231 attribute-char besides letters and digits: what may stay unencoded in an extended value. */
+const ATTR_SAFE = /[A-Za-z0-9!#$&+\-.^_`|~]/;
+
+/** Splits a MIME header value at the semicolons outside quoted strings. */
+function splitParams(value: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (quoted && c === "\\" && i + 1 < value.length) {
+      cur += c + value[++i];
+      continue;
+    }
+    if (c === '"') quoted = !quoted;
+    if (c === ";" && !quoted) {
+      out.push(cur.trim());
+      cur = "";
+      continue;
+    }
+    cur += c;
+  }
+  out.push(cur.trim());
+  return out.filter((p, i) => i === 0 || p.length > 0);
+}
+
+/**
+ * A Content-Type or Content-Disposition field with 8-bit parameter values (`name="résumé.pdf"`) rewritten as
+ * RFC 2231 extended parameters (`name*=utf-8''r%C3%A9sum%C3%A9.pdf`), continued (`name*0*=`, `name*1*=`) so that
+ * no line passes 78 characters; the other parameters are kept as written. Returns the field's lines.
+ */
+function extendedParamsField(name: string, value: string): string[] {
+  const [first, ...params] = splitParams(value);
+  const items: string[] = [];
+  for (const p of params) {
+    const eq = p.indexOf("=");
+    // deno-lint-ignore no-control-regex
+    if (eq < 0 || !/[^\x00-\x7f]/.test(p)) {
+      items.push(p);
+      continue;
+    }
+    const attr = p.slice(0, eq).trim().replace(/\*$/, "");
+    let v = p.slice(eq + 1).trim();
+    if (v.startsWith('"') && v.endsWith('"') && v.length >= 2) v = v.slice(1, -1).replace(/\\(.)/g, "$1");
+    const tokens: string[] = [];
+    for (const b of enc.encode(v)) {
+      const c = String.fromCharCode(b);
+      tokens.push(b < 0x80 && ATTR_SAFE.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, "0")}`);
+    }
+    const pieces: string[] = [];
+    let cur = "utf-8''";
+    for (const t of tokens) {
+      if (cur.length + t.length > 60) {
+        pieces.push(cur);
+        cur = "";
+      }
+      cur += t;
+    }
+    pieces.push(cur);
+    if (pieces.length === 1) items.push(`${attr}*=${pieces[0]}`);
+    else pieces.forEach((piece, i) => items.push(`${attr}*${i}*=${piece}`));
+  }
+  const lines = [`${name}: ${first}${items.length ? ";" : ""}`];
+  items.forEach((item, i) => lines.push(` ${item}${i < items.length - 1 ? ";" : ""}`));
+  return lines;
+}
+
 const STRUCTURED = new Set([
   "from",
   "to",
@@ -268,6 +335,13 @@ export class SevenBitWriter {
         }
         lines.push(cur);
         for (const l of lines) out.push(enc.encode(l));
+        continue;
+      }
+      if ((f.name === "content-type" || f.name === "content-disposition") && f.lines.some(has8bit)) {
+        const raw = new TextDecoder().decode(concatLines(f.lines));
+        const name = raw.slice(0, raw.indexOf(":"));
+        const value = raw.slice(raw.indexOf(":") + 1).replace(/\r?\n[ \t]/g, " ").trim();
+        for (const l of extendedParamsField(name, value)) out.push(enc.encode(l));
         continue;
       }
       if (!STRUCTURED.has(f.name) && f.lines.some(has8bit)) {
