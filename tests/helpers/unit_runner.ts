@@ -2,7 +2,8 @@
  * Runs a generated systemd service the way systemd would, for field tests on a machine without systemd as PID 1:
  * the unit's own `ExecStartPre=` lines (a `+` line as root, others as `User=`), then `ExecStart=` as `User=` with
  * the unit's `Environment=` and `EnvironmentFile=` (read after the pre commands, as systemd does), `$VAR`
- * expanded to words and `${VAR}` to one word, `RuntimeDirectory=` created for the user, `UMask=` applied.
+ * expanded to words and `${VAR}` to one word, `RuntimeDirectory=` created for the user, `UMask=`,
+ * `LimitNOFILE=` and `WorkingDirectory=` applied.
  *
  * What it cannot do is the kernel side of the sandbox (`ProtectSystem=`, `ReadWritePaths=`, capabilities): the
  * QEMU boot test (`deno task boot-test`) runs the same unit under real systemd for that.
@@ -200,6 +201,7 @@ export async function runUnitPre(unitText: string, opts: UnitRunOptions): Promis
       args: full.slice(1),
       env,
       clearEnv: true,
+      cwd: await workingDirectory(s),
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -257,6 +259,7 @@ export async function startUnitMain(
     args: [...asUser(opts.user).slice(1), ...withUmask(s, argv)],
     env,
     clearEnv: true,
+    cwd: await workingDirectory(s),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -264,12 +267,32 @@ export async function startUnitMain(
   return { argv, env, child };
 }
 
-/** `argv` run under the unit's `UMask=` (systemd applies it to every command of the unit, `+` lines too). */
+/**
+ * `argv` run under the unit's `UMask=` and `LimitNOFILE=` (systemd applies both to every command of the unit,
+ * `+` lines too).
+ */
 function withUmask(s: UnitSection, argv: string[]): string[] {
   const umask = s.get("UMask")?.at(-1);
-  if (!umask) return argv;
-  if (!/^[0-7]{1,4}$/.test(umask)) throw new Error(`The unit's UMask=${umask} is not an octal mask.`);
-  return ["/bin/sh", "-c", 'umask "$0" && exec "$@"', umask, ...argv];
+  const nofile = s.get("LimitNOFILE")?.at(-1);
+  if (umask && !/^[0-7]{1,4}$/.test(umask)) {
+    throw new Error(`The unit's UMask=${umask} is not an octal mask.`);
+  }
+  if (nofile && !/^\d+$/.test(nofile)) throw new Error(`The unit's LimitNOFILE=${nofile} is not a number.`);
+  if (!umask && !nofile) return argv;
+  const script = [umask ? `umask ${umask}` : "", nofile ? `ulimit -n ${nofile}` : "", 'exec "$@"']
+    .filter(Boolean).join(" && ");
+  return ["/bin/sh", "-c", script, "sh", ...argv];
+}
+
+/** The unit's `WorkingDirectory=` ("-" prefix: a missing folder is not fatal, and the command starts in /). */
+async function workingDirectory(s: UnitSection): Promise<string | undefined> {
+  const w = s.get("WorkingDirectory")?.at(-1);
+  if (!w) return undefined;
+  const dir = w.startsWith("-") ? w.slice(1) : w;
+  const exists = await Deno.stat(dir).then((st) => st.isDirectory, () => false);
+  if (exists) return dir;
+  if (w.startsWith("-")) return "/";
+  throw new Error(`The unit's WorkingDirectory=${dir} does not exist (systemd would fail the unit).`);
 }
 
 function defaultBaseEnv(): Record<string, string> {
