@@ -200,6 +200,10 @@ Deno.test({
       assert.ok(!plain.lines[0].some((l) => /BODY=8BITMIME/.test(l)));
       const sent = plain.rawData.reduce((a, b) => new Uint8Array([...a, ...b]), new Uint8Array(0));
       assertSevenBitShort(sent);
+      // RFC 1870: SIZE= is the size as transmitted; the stored size undercounts a converted message, so none.
+      const mail = plain.lines[0].find((l) => /^MAIL FROM/i.test(l)) ?? "";
+      const declared = /SIZE=(\d+)/i.exec(mail);
+      assert.ok(!declared || Number(declared[1]) >= sent.length, `${mail} for ${sent.length} bytes sent`);
       const p = await parse(enc.encode(plain.messages[0]));
       assert.equal(p.parts[0].data.trim(), "Temperatur: 3 °C");
 

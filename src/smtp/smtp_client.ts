@@ -647,6 +647,9 @@ export async function deliver(
     }
     const ext = client.extensions;
     const params: string[] = [];
+    // RFC 6152: 8-bit data only to a server that offers 8BITMIME; otherwise (and for lines over 998 octets)
+    // the message is converted to quoted-printable while it is sent.
+    const convert = (source.eightBit && !ext.has("8BITMIME")) || source.longLines === true;
     if (ext.has("SIZE")) {
       const limit = Number(ext.get("SIZE"));
       if (limit > 0 && source.size > limit) {
@@ -657,11 +660,10 @@ export async function deliver(
           true,
         );
       }
-      params.push(`SIZE=${source.size}`);
+      // RFC 1870 declares the size as transmitted; a converted message grows by an amount known only once it
+      // is sent, so it declares none (the stored size above is still a lower bound the server's limit must fit).
+      if (!convert) params.push(`SIZE=${source.size}`);
     }
-    // RFC 6152: 8-bit data only to a server that offers 8BITMIME; otherwise (and for lines over 998 octets)
-    // the message is converted to quoted-printable while it is sent.
-    const convert = (source.eightBit && !ext.has("8BITMIME")) || source.longLines === true;
     if (source.eightBit && !convert) params.push("BODY=8BITMIME");
     if (convert) {
       log.info("7bit", { host: opts.host, reason: source.longLines ? "long lines" : "no 8BITMIME" });
