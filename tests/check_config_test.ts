@@ -210,3 +210,33 @@ above = 4
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("check-config: a file saved by a Windows editor: BOM and CRLF are fine; UTF-16 and Latin-1 say how to save it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text =
+      '[device]\r\n# the freezer in the K\u00fcche\r\nname = "pi-kitchen"\r\n\r\n[ftp]\r\nport = 2121\r\n';
+    const bom = `${dir}/bom.toml`;
+    await Deno.writeFile(bom, new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(text)]));
+    const ok = await outpost(["check-config", bom]);
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /pi-kitchen/);
+    // Notepad's "Unicode" is UTF-16 little-endian with a byte order mark.
+    const u16 = `${dir}/u16.toml`;
+    const le = new Uint8Array(2 + text.length * 2);
+    le.set([0xff, 0xfe]);
+    for (let i = 0; i < text.length; i++) le[2 + 2 * i] = text.charCodeAt(i);
+    await Deno.writeFile(u16, le);
+    const r16 = await outpost(["check-config", u16]);
+    assert.equal(r16.code, 78);
+    assert.match(r16.out + r16.err, /UTF-16.*save it as UTF-8/s);
+    // An old editor's Latin-1: "ü" as the single byte 0xfc on line 2.
+    const latin = `${dir}/latin1.toml`;
+    await Deno.writeFile(latin, Uint8Array.from(text, (c) => c.charCodeAt(0)));
+    const r1 = await outpost(["check-config", latin]);
+    assert.equal(r1.code, 78);
+    assert.match(r1.out + r1.err, /line 2: .*not UTF-8.*save it as UTF-8/s);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -106,6 +106,8 @@ function hostName(): string {
  * ```
  */
 export function parseTomlDocument(text: string, source = "config"): Record<string, unknown> {
+  const encoding = encodingProblem(text);
+  if (encoding) throw new ConfigError([encoding], source);
   try {
     return parseToml(text) as Record<string, unknown>;
   } catch (e) {
@@ -114,6 +116,21 @@ export function parseTomlDocument(text: string, source = "config"): Record<strin
     const first = String(err.message ?? e).split("\n")[0];
     throw new ConfigError([`${where}: ${first}`], source);
   }
+}
+
+/**
+ * The file was not saved as UTF-8 (the text was decoded leniently, so bad bytes are U+FFFD): a message that says
+ * which line and how to save it, since the person editing it on a laptop cannot see the difference.
+ */
+function encodingProblem(text: string): string | null {
+  if (text.includes("\u0000") || text.startsWith("\ufffd\ufffd")) {
+    return 'the file is saved as UTF-16 (Notepad calls it "Unicode"); save it as UTF-8';
+  }
+  const bad = text.indexOf("\ufffd");
+  if (bad < 0) return null;
+  const line = text.slice(0, bad).split("\n").length;
+  return `line ${line}: a character here is not UTF-8 (an editor saved the file as Latin-1 or Windows-1252?); ` +
+    "save it as UTF-8";
 }
 
 /**
