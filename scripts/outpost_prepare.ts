@@ -186,6 +186,43 @@ async function updateSandbox(perms: DerivedPermissions, dropIn: string): Promise
 }
 
 /**
+ * Takes an edit that a laptop's editor saved as `outpost.toml.txt` (Notepad with "Text documents", while
+ * Explorer hides the extension): when such a copy (any case, as FAT ignores it) is newer than the config, or the
+ * config is missing, the config is kept as `<config>.previous` and the copy becomes the config. Raspberry Pi OS
+ * takes `ssh.txt` for `ssh` the same way. Resolves to the line to log, or null when there was nothing to take.
+ *
+ * @example
+ * ```ts
+ * const said = await adoptEditorCopy("/boot/firmware/outpost.toml");
+ * if (said) console.error(said);
+ * ```
+ */
+export async function adoptEditorCopy(config: string): Promise<string | null> {
+  const slash = config.lastIndexOf("/");
+  const dir = slash > 0 ? config.slice(0, slash) : slash === 0 ? "/" : ".";
+  const want = `${config.slice(slash + 1)}.txt`.toLowerCase();
+  let copy: string | null = null;
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && e.name.toLowerCase() === want) copy = `${dir === "/" ? "" : dir}/${e.name}`;
+    }
+  } catch {
+    return null;
+  }
+  if (copy === null) return null;
+  const copyTime = (await Deno.stat(copy)).mtime?.getTime() ?? 0;
+  const current = await Deno.stat(config).catch(() => null);
+  if (current && (current.mtime?.getTime() ?? 0) >= copyTime) {
+    return `outpost-prepare: note: ${copy} is older than ${config} and is not read; delete it or save ` +
+      `your edit as ${config}`;
+  }
+  if (current) await Deno.rename(config, `${config}.previous`);
+  await Deno.rename(copy, config);
+  return `outpost-prepare: ${copy} is newer than ${config} (an editor added ".txt"?): it is now ${config}` +
+    (current ? `, and the file it replaced is ${config}.previous` : "");
+}
+
+/**
  * The prepare step's CLI (see the module doc); resolves to the exit status.
  *
  * @example
@@ -214,6 +251,12 @@ export async function outpostPrepare(args: string[]): Promise<number> {
   if (!values.config) {
     console.error("outpost-prepare: --config FILE is required.\n" + USAGE);
     return 64;
+  }
+  try {
+    const took = await adoptEditorCopy(values.config);
+    if (took) console.error(took);
+  } catch (e) {
+    console.error(`outpost-prepare: warning: could not take ${values.config}.txt: ${(e as Error).message}`);
   }
   let chosen: ChosenConfig;
   try {

@@ -446,3 +446,37 @@ ${real.map((s) => `\n[[rules]]\nname = "${s}_any"\nsensor = "${s}"\nabove = -100
     }
   },
 });
+
+Deno.test({
+  name:
+    "device field: an edit saved as outpost.toml.txt (Notepad) is taken at the next start; the old file is kept",
+  ignore: SKIP_FIELD || skipWithout(findPeer("curl")),
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "outpost-field-txt-" });
+    const [oldPort, newPort] = [freePort(), freePort()];
+    const cfg = (port: number) =>
+      `[device]\nname = "pi-field"\nstate_dir = "{{dir}}/var/lib/outpost"\n\n[ftp]\nhost = "127.0.0.1"\n` +
+      `port = ${port}\nactive = false\n[ftp.passive]\nports = "${port + 1}-${port + 2}"\n`;
+    const board = await layOutBoard(dir, cfg(oldPort));
+    // The laptop's editor saved the edit next to the file, with .txt added (Explorer hides the extension).
+    const edited = `${board.configPath}.txt`;
+    await Deno.writeTextFile(edited, cfg(newPort).replaceAll("{{dir}}", dir));
+    const later = new Date(Date.now() + 60_000);
+    await Deno.utime(edited, later, later);
+    const d = await FieldDaemon.start(board);
+    try {
+      assert.equal(d.failedPre, null, `ExecStartPre failed: ${d.failedPre?.stderr}`);
+      await d.waitReady();
+      const said = d.pre.map((p) => p.stderr).join("\n");
+      assert.match(said, /outpost\.toml\.txt.*is newer.*outpost\.toml\.previous/s, said);
+      assert.match(d.output, new RegExp(`ftp listening host=127\\.0\\.0\\.1 port=${newPort}`));
+      assert.match(await Deno.readTextFile(board.configPath), new RegExp(`port = ${newPort}`));
+      assert.match(await Deno.readTextFile(`${board.configPath}.previous`), new RegExp(`port = ${oldPort}`));
+      assert.equal(await Deno.stat(edited).then(() => true, () => false), false);
+    } finally {
+      await d.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
