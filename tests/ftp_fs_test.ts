@@ -1,3 +1,4 @@
+import type { FtpFile } from "../src/ftp/fd_file.ts";
 import assert from "node:assert/strict";
 import {
   FtpFileSystem,
@@ -39,7 +40,7 @@ async function assertFsError(p: Promise<unknown>, code: number, base: string): P
   assert.fail("expected an FtpFsError");
 }
 
-async function readAll(file: Deno.FsFile): Promise<string> {
+async function readAll(file: FtpFile): Promise<string> {
   const buf = new Uint8Array(1024);
   let s = "";
   for (let i = 0; i < 1000; i++) {

@@ -19,6 +19,7 @@
  */
 
 import * as nodeFs from "node:fs";
+import { FdFile, type FtpFile, NotRegularFileError } from "./fd_file.ts";
 
 /**
  * What a user may do. Checked by the session before it calls the file system; a command whose permission is
@@ -226,7 +227,7 @@ export interface FtpUpload {
    * The hidden temp file in the target directory, open for writing and positioned at its end (after any data
    * copied for APPE or REST). Do not close it: `commit()` and `abort()` do.
    */
-  file: Deno.FsFile;
+  file: FtpFile;
   /** The virtual path the upload lands at (for STOU, the unique name it reserved). */
   vpath: string;
   /**
@@ -266,6 +267,7 @@ const LIST_BATCH = 32;
  */
 export function toFtpFsError(e: unknown): FtpFsError {
   if (e instanceof FtpFsError) return e;
+  if (e instanceof NotRegularFileError) return new FtpFsError(550, "Not a plain file.");
   const code = (e as { code?: string } | null)?.code;
   if (e instanceof Deno.errors.NotFound || code === "ENOENT") return new FtpFsError(550, NOT_FOUND);
   // NotCapable: outside the paths Deno's --allow-read/--allow-write grant the process.
@@ -318,7 +320,7 @@ function randomHex(bytes: number): string {
 /** The working directory the process had before the first pinned operation (null when unreadable). */
 let homeCwd: string | null | undefined;
 
-function sameInode(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+function sameInode(a: { ino: number | null; dev: number }, b: { ino: number | null; dev: number }): boolean {
   return a.ino !== null && a.ino === b.ino && a.dev === b.dev;
 }
 
@@ -649,7 +651,7 @@ export class FtpFileSystem {
    * file.close();
    * ```
    */
-  async openRead(vpath: string, offset: number): Promise<Deno.FsFile> {
+  async openRead(vpath: string, offset: number): Promise<FtpFile> {
     return (await this.openDownload(vpath, offset)).file;
   }
 
@@ -666,17 +668,18 @@ export class FtpFileSystem {
    * file.close();
    * ```
    */
-  async openDownload(vpath: string, offset: number): Promise<{ file: Deno.FsFile; size: number }> {
+  async openDownload(vpath: string, offset: number): Promise<{ file: FtpFile; size: number }> {
     const real = await this.hostPath(vpath);
     if (real === this.root) throw new FtpFsError(550, "Not a regular file.");
     const { dir, name } = splitHost(real);
-    let file: Deno.FsFile | null = null;
+    let file: FtpFile | null = null;
     try {
-      // Opened in its pinned directory; the entry must still be the file that was opened (not a link swapped in).
+      // Opened in its pinned directory without blocking (a FIFO would stall the process) and without following
+      // a link; the entry must still be the file that was opened (not a link swapped in).
       const { f, st } = this.#pinned(dir, () => {
-        const f = Deno.openSync(name, { read: true });
+        const f = FdFile.openRegular(name, "read");
         try {
-          const st = f.statSync();
+          const st = f.stat();
           const entry = Deno.lstatSync(name);
           if (entry.isSymlink || !sameInode(st, entry)) throw new FtpFsError(550, DENIED);
           return { f, st };
@@ -748,10 +751,10 @@ export class FtpFileSystem {
       if (copyBytes > (existing?.size ?? 0)) {
         throw new FtpFsError(550, "Restart offset is beyond the end of the file.");
       }
-      let source: Deno.FsFile | null = null;
+      let source: FdFile | null = null;
       if (copyBytes > 0) {
-        source = Deno.openSync(name, { read: true });
-        if (!sameInode(source.statSync(), existing!)) {
+        source = FdFile.openRegular(name, "read");
+        if (!sameInode(source.stat(), existing!)) {
           source.close();
           throw new FtpFsError(550, DENIED);
         }
@@ -838,23 +841,25 @@ export class FtpFileSystem {
   #openAppend(dir: string, name: string): FtpUpload {
     const file = this.#pinned(dir, () => {
       for (let i = 0; i < 3; i++) {
-        let f: Deno.FsFile;
+        let f: FdFile;
         try {
-          f = Deno.openSync(name, { write: true, append: true });
+          // Without blocking: a FIFO with no reader fails (ENXIO), one with a reader is refused after the open.
+          f = FdFile.openRegular(name, "append");
         } catch (e) {
-          if (!(e instanceof Deno.errors.NotFound)) throw e;
+          if ((e as { code?: string }).code !== "ENOENT" && !(e instanceof Deno.errors.NotFound)) throw e;
           try {
-            return Deno.openSync(name, { write: true, append: true, createNew: true, mode: 0o644 });
+            return FdFile.openRegular(name, "append", { create: true });
           } catch (e2) {
-            if (e2 instanceof Deno.errors.AlreadyExists) continue; // created meanwhile: append to it
+            const code = (e2 as { code?: string }).code;
+            if (code === "EEXIST" || e2 instanceof Deno.errors.AlreadyExists) continue; // created meanwhile
             throw e2;
           }
         }
-        const st = f.statSync();
+        const st = f.stat();
         const entry = Deno.lstatSync(name);
-        if (entry.isSymlink || !sameInode(st, entry) || !st.isFile) {
+        if (entry.isSymlink || !sameInode(st, entry)) {
           f.close();
-          throw new FtpFsError(550, entry.isSymlink || !sameInode(st, entry) ? DENIED : "Not a plain file.");
+          throw new FtpFsError(550, DENIED);
         }
         return f;
       }
@@ -1078,7 +1083,9 @@ export class FtpFileSystem {
     const { dir, name } = splitHost(real);
     // Opened without following (O_NOFOLLOW) in the pinned directory, then changed through the descriptor.
     this.#pinned(dir, () => {
-      const fd = nodeFs.openSync(name, nodeFs.constants.O_RDONLY | nodeFs.constants.O_NOFOLLOW);
+      // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, with the process stopped.
+      const c = nodeFs.constants;
+      const fd = nodeFs.openSync(name, c.O_RDONLY | c.O_NOFOLLOW | c.O_NONBLOCK);
       try {
         nodeFs.fchmodSync(fd, mode & 0o777);
       } finally {
@@ -1108,7 +1115,7 @@ export class FtpFileSystem {
 }
 
 /** Copies the first `count` bytes of `input` into `dst` with one reused 64 KiB buffer. */
-async function copyPrefix(input: Deno.FsFile, dst: Deno.FsFile, count: number): Promise<void> {
+async function copyPrefix(input: FtpFile, dst: FtpFile, count: number): Promise<void> {
   {
     const buf = new Uint8Array(COPY_BUFFER_SIZE);
     let left = count;

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { FtpFile } from "./fd_file.ts";
 import type { ByteConn } from "../net/byte_conn.ts";
 import { writeAll } from "../net/byte_conn.ts";
 import type { CrlfToLf, LfToCrlf } from "./ascii.ts";
@@ -153,7 +154,7 @@ export class LocalIoError extends Error {
 }
 
 /** Writes all of `data` to a file, looping over short writes. */
-async function writeFileAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+async function writeFileAll(file: FtpFile, data: Uint8Array): Promise<void> {
   let off = 0;
   try {
     while (off < data.length) {
@@ -164,7 +165,7 @@ async function writeFileAll(file: Deno.FsFile, data: Uint8Array): Promise<void> 
   }
 }
 
-async function readFile(file: Deno.FsFile, buf: Uint8Array): Promise<number | null> {
+async function readFile(file: FtpFile, buf: Uint8Array): Promise<number | null> {
   try {
     return await file.read(buf);
   } catch (e) {
@@ -188,7 +189,7 @@ async function readFile(file: Deno.FsFile, buf: Uint8Array): Promise<number | nu
  */
 export async function sendFile(
   conn: ByteConn,
-  file: Deno.FsFile,
+  file: FtpFile,
   buf: Uint8Array,
   ascii: LfToCrlf | null,
   progress: TransferProgress,
@@ -233,7 +234,7 @@ export async function sendFile(
  */
 export async function receiveFile(
   conn: ByteConn,
-  file: Deno.FsFile,
+  file: FtpFile,
   buf: Uint8Array,
   ascii: CrlfToLf | null,
   progress: TransferProgress,
