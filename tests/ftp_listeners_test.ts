@@ -11,6 +11,7 @@ import { startFtps } from "./helpers/ftps_fixture.ts";
 import { LineReader } from "../src/net/line_reader.ts";
 import { SYSTEM_PYTHON } from "./helpers/peers.ts";
 import { readStream, startFtpChild } from "./helpers/ftp_child.ts";
+import { setLogSink } from "../src/log/logger.ts";
 
 const HOST = "127.0.0.1";
 
@@ -220,4 +221,28 @@ Deno.test({
       await child.close();
     }
   },
+});
+
+Deno.test("a stalled event loop during the self-check is not taken for a wedged listener", async () => {
+  // A board busy for a few seconds (a big synchronous job, a slow SD card) must not have its listener closed and
+  // re-created: clients would be refused meanwhile, and another process could take the port.
+  const lines: string[] = [];
+  const prev = setLogSink((l) => lines.push(l));
+  const fx = await startFtp({ server: { selfCheckMs: 0 } });
+  try {
+    const port = fx.port;
+    const checking = fx.server.checkAccepting();
+    const until = performance.now() + 3600;
+    while (performance.now() < until) {
+      // A 3.6 s synchronous stall, longer than the probe's timeout.
+    }
+    assert.equal(await checking, true);
+    assert.deepEqual(lines.filter((l) => /listener\.(wedged|recovered|rebind)/.test(l)), []);
+    const c = await FtpControl.connect(HOST, port);
+    assert.equal((await c.reply()).code, 220);
+    c.close();
+  } finally {
+    setLogSink(prev);
+    await fx.close();
+  }
 });

@@ -335,6 +335,8 @@ export async function sweepUploadTemps(roots: string[], before: number): Promise
 
 /** How long a self-check waits for its own connection to be accepted. */
 const PROBE_TIMEOUT_MS = 3000;
+/** A probe timer this late means the process was stalled, not the listener. */
+const PROBE_STALL_MS = 500;
 
 function bindServer(server: Server, host: string, port: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -675,7 +677,8 @@ export class FtpServer {
   async #selfCheck(): Promise<boolean> {
     for (const l of this.#listeners) {
       if (this.#closing) break;
-      if (l.server && (await this.#probe(l))) {
+      // A second probe before any verdict: one lost to a moment of load must not re-create a working listener.
+      if (l.server && ((await this.#probe(l)) || (!this.#closing && await this.#probe(l)))) {
         if (!l.accepting) this.#log.info("listener.recovered", { port: l.port });
         l.accepting = true;
         continue;
@@ -721,9 +724,19 @@ export class FtpServer {
     let conn: Deno.TcpConn | null = null;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const timeout = new Promise<boolean>((resolve) =>
-        timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS)
-      );
+      const timeout = new Promise<boolean>((resolve) => {
+        const arm = (retries: number) => {
+          const t0 = performance.now();
+          timer = setTimeout(() => {
+            // Fired late: the event loop (or the machine) was stalled, and the accept may be queued behind this
+            // timer. That is no verdict on the listener: wait again (bounded).
+            const late = performance.now() - t0 - PROBE_TIMEOUT_MS;
+            if (late > PROBE_STALL_MS && retries > 0) arm(retries - 1);
+            else resolve(false);
+          }, PROBE_TIMEOUT_MS);
+        };
+        arm(2);
+      });
       conn = await Promise.race([connecting, timeout.then(() => null)]);
       if (conn === null) {
         connecting.then((c) => c.close(), () => {});
