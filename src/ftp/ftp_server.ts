@@ -529,6 +529,17 @@ export class FtpServer {
         }
         return false;
       },
+      logoutRefusal: (ip) => {
+        const o = this.#opts;
+        const u = this.#unauthenticated(ip);
+        if (u.total >= (o.maxUnauthenticated ?? LIMIT_DEFAULTS.maxUnauthenticated)) {
+          return "max_unauthenticated";
+        }
+        if (u.fromIp >= (o.maxUnauthenticatedPerIp ?? LIMIT_DEFAULTS.maxUnauthenticatedPerIp)) {
+          return "max_unauthenticated_per_ip";
+        }
+        return null;
+      },
       xferlog: (e) => this.#xferlog(e),
       tls: null,
     };

@@ -97,6 +97,11 @@ export interface SessionContext {
    * protected passive data connections wait while it is (see `TlsDataOptions.holdWhile`).
    */
   unauthenticatedTlsFrom?(ip: string, self: FtpSession): boolean;
+  /**
+   * Why this logged-in session may not become one that is not logged in (REIN): the same limits as at connect,
+   * so REIN cannot take more such slots than an address may hold. Null when it may.
+   */
+  logoutRefusal?(ip: string): string | null;
   /** Appends one transfer to the xferlog, if configured. */
   xferlog(entry: XferEntry): void;
   /** FTPS settings and the shared TLS context, or null when TLS is off. */
@@ -499,6 +504,15 @@ export class FtpSession {
   }
 
   async #onRein(_arg: string, _renameFrom: string | null, _verb: Verb): Promise<boolean> {
+    if (this.state.kind === "logged-in") {
+      const refused = this.#ctx.logoutRefusal?.(this.peerIp) ?? null;
+      if (refused) {
+        // Logged out, it would hold a slot for connections that are not logged in, past its address's share.
+        this.#ctx.log.warn("session.rein_refused", { id: this.id, ip: this.peerIp, reason: refused });
+        await this.reply("421 Too many connections are waiting to log in; closing this one.");
+        return false;
+      }
+    }
     this.#data.close();
     this.#reset();
     await this.reply("220 Service ready for a new user.");
