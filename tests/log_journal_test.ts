@@ -81,3 +81,9 @@ Deno.test("logger: a process whose stdout is the journal stream prefixes priorit
     "error: alerts state.write_failed",
   ]);
 });
+
+Deno.test("log: C0, DEL and C1 bytes from clients are escaped, never written raw (terminal escapes)", async () => {
+  const { formatLogLine } = await import("../src/log/logger.ts");
+  const line = formatLogLine("ftp", "dele", { path: "x\x1b]0;T\x07\u009b2J\x7f" });
+  assert.equal(line, 'ftp dele path="x\\u001b]0;T\\u0007\\u009b2J\\u007f"');
+});

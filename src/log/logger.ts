@@ -128,7 +128,13 @@ export function setLogSink(next: LogSink): LogSink {
 function formatValue(v: LogValue): string {
   const s = String(v);
   // deno-lint-ignore no-control-regex
-  if (s === "" || /[\s"=\x00-\x1f\x7f]/.test(s)) return JSON.stringify(s);
+  if (s === "" || /[\s"=\x00-\x1f\x7f-\x9f]/.test(s)) {
+    // JSON escapes C0 but not DEL or C1 (U+007F-U+009F), which terminals also take as control codes.
+    return JSON.stringify(s).replace(
+      /[\x7f-\x9f]/g,
+      (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+    );
+  }
   return s;
 }
 

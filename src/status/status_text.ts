@@ -8,6 +8,7 @@
 import { formatDuration, formatNumber } from "../alerts/templates.ts";
 import type { RuleStatus, SensorStatus } from "../alerts/monitor.ts";
 import type { StatusSnapshot } from "./status_snapshot.ts";
+import { sanitizeForReply } from "../ftp/listing.ts";
 
 function pad2(n: number): string {
   return String(n).padStart(2, "0");
@@ -147,7 +148,10 @@ export function formatStatusText(s: StatusSnapshot): string {
     const l = s.ftp.listeners.map((x) => `${x.host}:${x.port}${x.tls === "off" ? "" : ` (TLS ${x.tls})`}`);
     out.push(`FTP: listening on ${l.join(", ") || "nothing"}; ${s.ftp.sessions.length} session(s)`);
     for (const ss of s.ftp.sessions) {
-      let line = `  #${ss.id} ${ss.user ?? "(not logged in)"} from ${ss.ip}${ss.tls ? " (TLS)" : ""}, ` +
+      // User names and paths come from clients: their control bytes (terminal escapes) are shown as "?".
+      let line =
+        `  #${ss.id} ${ss.user === null ? "(not logged in)" : sanitizeForReply(ss.user)} from ${ss.ip}` +
+        `${ss.tls ? " (TLS)" : ""}, ` +
         `connected ${formatDuration(now - ss.since)}`;
       const t = ss.transfer;
       if (t) {
@@ -156,7 +160,9 @@ export function formatStatusText(s: StatusSnapshot): string {
           : t.kind === "list" || t.kind === "nlst" || t.kind === "mlsd"
           ? "listing"
           : "uploading";
-        line += `, ${verb} ${t.path}: ${formatBytes(t.bytes)} in ${formatDuration(now - t.started)}`;
+        line += `, ${verb} ${sanitizeForReply(t.path)}: ${formatBytes(t.bytes)} in ${
+          formatDuration(now - t.started)
+        }`;
       } else line += `, idle ${formatDuration(ss.idleMs)}`;
       out.push(line);
     }
