@@ -202,6 +202,26 @@ class LoginCheck {
     return "ok";
   }
 
+  /**
+   * The FTP account behind an accepted Authorization header, or null for the `[status]` user (and when no login
+   * is required): FTP accounts see their own FTP sessions only, not other users' names, addresses and files.
+   */
+  ftpViewer(header: string | null): string | null {
+    if (!this.required) return null;
+    const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
+    if (!m) return null;
+    let decoded: string;
+    try {
+      decoded = new TextDecoder("utf-8", { fatal: true }).decode(
+        Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)),
+      );
+    } catch {
+      return null;
+    }
+    const user = decoded.slice(0, Math.max(0, decoded.indexOf(":")));
+    return user === this.#cfg.user ? null : user;
+  }
+
   /** Counts a failure from `ip`; true when it is now banned. The table stays bounded without freeing a ban. */
   #failed(ip: string, now: number): boolean {
     let f = this.#failures.get(ip);
@@ -286,17 +306,23 @@ async function handle(
       "www-authenticate": 'Basic realm="outpost status", charset="UTF-8"',
     });
   }
+  const viewer = auth.ftpViewer(req.headers.get("authorization"));
+  const snapshot = async (): Promise<StatusSnapshot> => {
+    const snap = await deps.snapshot();
+    if (viewer === null || !snap.ftp) return snap;
+    return { ...snap, ftp: { ...snap.ftp, sessions: snap.ftp.sessions.filter((x) => x.user === viewer) } };
+  };
   const path = new URL(req.url).pathname;
   if (path === "/" || path === "/index.html") {
-    const snap = await deps.snapshot();
+    const snap = await snapshot();
     const html = renderStatusPage(snap, (name) => deps.history.points(name, snap.now), deps.history.spanMs);
     return respond(req, html, 200, "text/html; charset=utf-8");
   }
   if (path === "/metrics") {
-    return respond(req, formatMetrics(await deps.snapshot()), 200, METRICS_CONTENT_TYPE);
+    return respond(req, formatMetrics(await snapshot()), 200, METRICS_CONTENT_TYPE);
   }
   if (path === "/status.json") {
-    return respond(req, JSON.stringify(await deps.snapshot()), 200, "application/json; charset=utf-8");
+    return respond(req, JSON.stringify(await snapshot()), 200, "application/json; charset=utf-8");
   }
   return respond(req, "Not found. Try / , /metrics or /status.json.\n", 404, text);
 }
