@@ -251,3 +251,58 @@ Deno.test("status http: a password guesser is banned after 5 failures, even in p
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("status listener: idle connections are closed at the deadline; per-address and total caps hold; bad heads get 400/431", async () => {
+  const { StatusListener } = await import("../src/status/status_listener.ts");
+  const l = await StatusListener.start(
+    "127.0.0.1",
+    0,
+    () => Promise.resolve(new Response("ok\n")),
+    { timeoutMs: 400, maxPerAddress: 2, maxConnections: 3 },
+  );
+  const held: Deno.TcpConn[] = [];
+  const closedWithin = async (c: Deno.TcpConn, ms: number) => {
+    const t = setTimeout(() => c.close(), ms);
+    try {
+      return (await c.read(new Uint8Array(64))) === null;
+    } catch {
+      return false; // our own close: it was still open
+    } finally {
+      clearTimeout(t);
+    }
+  };
+  try {
+    for (let i = 0; i < 2; i++) held.push(await Deno.connect({ hostname: "127.0.0.1", port: l.addr.port }));
+    // A third from the same address is closed at once; the two idle ones at the deadline.
+    const third = await Deno.connect({ hostname: "127.0.0.1", port: l.addr.port });
+    assert.ok(await closedWithin(third, 300), "a connection past the per-address cap was kept");
+    for (const c of held) assert.ok(await closedWithin(c, 2000), "an idle connection outlived the deadline");
+    // Then a real request is served, with connection: close.
+    const r = await fetch(`http://127.0.0.1:${l.addr.port}/x`);
+    assert.equal(await r.text(), "ok\n");
+    assert.equal(r.headers.get("connection"), "close");
+    // A bad request line and an overlong header line get 400 and 431.
+    for (
+      const [raw, code] of [["NONSENSE\r\n\r\n", "400"], [
+        `GET / HTTP/1.1\r\nx: ${"a".repeat(9000)}\r\n\r\n`,
+        "431",
+      ]]
+    ) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: l.addr.port });
+      await c.write(new TextEncoder().encode(raw));
+      const buf = new Uint8Array(256);
+      const n = await c.read(buf);
+      assert.match(new TextDecoder().decode(buf.subarray(0, n ?? 0)), new RegExp(`^HTTP/1\\.1 ${code} `));
+      c.close();
+    }
+  } finally {
+    for (const c of held) {
+      try {
+        c.close();
+      } catch {
+        // Closed by the server.
+      }
+    }
+    await l.close();
+  }
+});

@@ -6,7 +6,7 @@
  * [status]
  * socket = "/var/lib/outpost/status.sock"  # default <state_dir>/status.sock; "" turns it off
  * socket_mode = "0660"                     # owner and group (the admin group) may ask
- * http = false                             # the status page and /metrics (Deno.serve)
+ * http = false                             # the status page and /metrics (HTTP/1.1)
  * host = "127.0.0.1"                       # beyond loopback a login is required
  * port = 8021
  * user = "admin"                           # a login for the page ...

@@ -1,5 +1,5 @@
 /**
- * The status page's HTTP listener (`Deno.serve`): `/` (the page), `/metrics` (Prometheus), `/status.json` (the
+ * The status page's HTTP service (on the bounded `StatusListener`): `/` (the page), `/metrics` (Prometheus), `/status.json` (the
  * `outpost status --json` document). GET and HEAD only.
  *
  * Login: beyond loopback, or whenever `[status] user` is set, every request needs HTTP Basic credentials: the
@@ -18,6 +18,7 @@ import type { SensorHistory } from "./sensor_history.ts";
 import { isLoopbackHost, type StatusConfig } from "./status_config.ts";
 import { renderStatusPage } from "./status_page.ts";
 import type { StatusSnapshot } from "./status_snapshot.ts";
+import { StatusListener } from "./status_listener.ts";
 
 const log = new Logger("status");
 
@@ -86,46 +87,32 @@ async function sha256Hex(text: string): Promise<string> {
 export class StatusHttp {
   /** The page's URL (`http://host:port/`). */
   readonly url: string;
-  readonly #server: Deno.HttpServer<Deno.NetAddr>;
-  readonly #abort: AbortController;
+  readonly #listener: StatusListener;
 
-  private constructor(server: Deno.HttpServer<Deno.NetAddr>, abort: AbortController, url: string) {
-    this.#server = server;
-    this.#abort = abort;
+  private constructor(listener: StatusListener, url: string) {
+    this.#listener = listener;
     this.url = url;
   }
 
   /** Starts listening on `[status] host:port`; rejects when the address cannot be bound. */
   static async start(cfg: StatusConfig, deps: StatusHttpDeps): Promise<StatusHttp> {
     const auth = new LoginCheck(cfg, deps);
-    const abort = new AbortController();
-    const listening = Promise.withResolvers<Deno.NetAddr>();
-    let server: Deno.HttpServer<Deno.NetAddr>;
+    let listener: StatusListener;
     try {
-      server = Deno.serve({
-        hostname: cfg.host,
-        port: cfg.port,
-        signal: abort.signal,
-        onListen: (addr) => listening.resolve(addr),
-        onError: (e) => {
-          log.warn("http.error", { error: (e as Error).message });
-          return new Response("Internal error.\n", { status: 500 });
-        },
-      }, (req, info) => handle(req, deps, auth, (info.remoteAddr as Deno.NetAddr).hostname ?? ""));
+      listener = await StatusListener.start(cfg.host, cfg.port, (req, ip) => handle(req, deps, auth, ip));
     } catch (e) {
       throw new Error(`Status page not started on ${cfg.host}:${cfg.port}: ${(e as Error).message}`);
     }
-    const addr = await listening.promise;
+    const addr = listener.addr;
     const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
     const url = `http://${host}:${addr.port}/`;
     log.info("http.listening", { url, login: auth.required ? "required" : "none (loopback)" });
-    return new StatusHttp(server, abort, url);
+    return new StatusHttp(listener, url);
   }
 
-  /** Stops listening and waits for open requests. */
+  /** Stops listening and closes open connections. */
   async close(): Promise<void> {
-    this.#abort.abort();
-    await this.#server.finished;
+    await this.#listener.close();
   }
 }
 

@@ -34,6 +34,7 @@ export class StatusSocket {
   readonly #answer: () => Promise<unknown>;
   readonly #conns = new Set<Deno.Conn>();
   #loop: Promise<void>;
+  #closed = false;
 
   private constructor(path: string, listener: Deno.UnixListener, answer: () => Promise<unknown>) {
     this.path = path;
@@ -59,17 +60,25 @@ export class StatusSocket {
   }
 
   async #accept(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) {
-        if (this.#conns.size >= MAX_CONNECTIONS) {
-          conn.close(); // a flood of local clients gets no answer rather than unbounded work
-          continue;
-        }
-        this.#conns.add(conn);
-        this.#serve(conn).finally(() => this.#conns.delete(conn));
+    let failures = 0;
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+        failures = 0;
+      } catch (e) {
+        if (e instanceof Deno.errors.BadResource || this.#closed) return; // closed by close()
+        // Out of descriptors (or another passing error): a pause, then accept again, rather than never again.
+        if (failures++ % 50 === 0) log.warn("socket.error", { error: (e as Error).message });
+        await new Promise((r) => setTimeout(r, Math.min(1000, 50 * failures)));
+        continue;
       }
-    } catch (e) {
-      if (!(e instanceof Deno.errors.BadResource)) log.warn("socket.error", { error: (e as Error).message });
+      if (this.#conns.size >= MAX_CONNECTIONS) {
+        conn.close(); // a flood of local clients gets no answer rather than unbounded work
+        continue;
+      }
+      this.#conns.add(conn);
+      this.#serve(conn).finally(() => this.#conns.delete(conn));
     }
   }
 
@@ -94,6 +103,7 @@ export class StatusSocket {
 
   /** Stops listening and removes the socket file. */
   async close(): Promise<void> {
+    this.#closed = true;
     try {
       this.#listener.close();
     } catch {
