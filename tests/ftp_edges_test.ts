@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import * as tls from "node:tls";
 import { FtpControl, PASS, readAllText, startFtp, USER } from "./helpers/ftp_fixture.ts";
 import { startFtps } from "./helpers/ftps_fixture.ts";
+import { sweepUploadTemps } from "../src/ftp/ftp_server.ts";
 
 const HOST = "127.0.0.1";
 
@@ -226,6 +227,28 @@ Deno.test("a listing of a directory holding a file named like a reply stays one 
     const text = await readAllText(data);
     assert.equal((await c.reply()).code, 226);
     assert.equal(text, "a?]0;pwned?\r\n");
+    c.close();
+  } finally {
+    await fx.close();
+  }
+});
+
+Deno.test("the start-up sweep never removes the temp file of an upload in progress (coarse file times)", async () => {
+  // File times come from the kernel's coarse clock, a few ms behind Date.now(): an upload that starts right after
+  // the server did can get a temp file "older" than the start, and the sweep took it (550 at the end of STOR).
+  const fx = await startFtp();
+  try {
+    await fx.server.sweepDone;
+    const c = await FtpControl.login("127.0.0.1", fx.port);
+    await c.cmd("TYPE I");
+    const { data } = await c.pasvConnect();
+    assert.equal((await c.cmd("STOR inflight.bin")).code, 150);
+    await data.write(new Uint8Array(1000));
+    // A sweep whose "before" lies after the temp file's time, as the coarse clock can make it.
+    assert.equal(await sweepUploadTemps([fx.root], Date.now() + 60_000), 0);
+    data.close();
+    assert.equal((await c.reply()).code, 226);
+    assert.equal((await Deno.stat(`${fx.root}/inflight.bin`)).size, 1000);
     c.close();
   } finally {
     await fx.close();

@@ -67,6 +67,11 @@ export interface DataChannelOptions {
   portMax: number;
   /** Milliseconds a passive listener waits for its connection, and an active connect may take. */
   timeoutMs: number;
+  /**
+   * Takes one of the passive ports the peer's address may hold at once (with a port range); resolves to the
+   * function that gives it back, or null when the address holds its share already.
+   */
+  holdPassive?: () => (() => void) | null;
 }
 
 /** One passive listener waiting for its single connection. */
@@ -183,6 +188,8 @@ export class DataChannel {
     this.#opts = { ...opts };
   }
 
+  #release: (() => void) | null = null;
+
   /**
    * Turns TLS on (PROT P) or off (PROT C) for the data connections set up from now on. With TLS, passive ports
    * and active connections are `node:net` sockets upgraded server-side, bound to this session (see `ftps.ts`).
@@ -199,6 +206,31 @@ export class DataChannel {
   /** Opens a passive listener in the port range (closing any previous one) and resolves to its port. */
   async openPassive(): Promise<number> {
     this.close();
+    const release = this.#opts.holdPassive ? this.#opts.holdPassive() : () => {};
+    if (release === null) {
+      throw new DataChannelError(
+        "Can't open passive connection: your address holds its share of the passive ports; " +
+          "finish or close its other transfers first.",
+      );
+    }
+    try {
+      const port = await this.#openPassive();
+      this.#release = release;
+      return port;
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  /** Gives back the passive port share taken for the current passive listener, if any. */
+  #releasePassive(): void {
+    const r = this.#release;
+    this.#release = null;
+    r?.();
+  }
+
+  async #openPassive(): Promise<number> {
     const { portMin, portMax, bindHost, peerIp, timeoutMs } = this.#opts;
     if (this.#tls) {
       try {
@@ -254,7 +286,10 @@ export class DataChannel {
       } catch (e) {
         throw new DataChannelError((e as Error).message);
       } finally {
-        if (this.#passive === slot) this.#passive = null;
+        if (this.#passive === slot) {
+          this.#passive = null;
+          this.#releasePassive();
+        }
         slot.close();
       }
     }
@@ -275,7 +310,10 @@ export class DataChannel {
       try {
         conn = await slot.take();
       } finally {
-        if (this.#passive === slot) this.#passive = null;
+        if (this.#passive === slot) {
+          this.#passive = null;
+          this.#releasePassive();
+        }
       }
     } else if (this.#active) {
       const { host, port } = this.#active;
@@ -314,6 +352,7 @@ export class DataChannel {
   close(): void {
     this.#passive?.close();
     this.#passive = null;
+    this.#releasePassive();
     this.#active = null;
     this.#connecting = null;
   }

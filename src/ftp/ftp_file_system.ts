@@ -243,6 +243,22 @@ export interface FtpUpload {
 /** Prefix of upload temp files; entries with it are hidden from listings. */
 export const UPLOAD_TEMP_PREFIX = ".outpost-upload-";
 
+/** Names of this process's upload temp files still open (random names, so the name alone identifies one). */
+const uploadsInProgress = new Set<string>();
+
+/**
+ * True while `name` (a temp file's name) belongs to an upload of this process that is still running: the
+ * start-up sweep must leave it alone, whatever its (coarse) file time says.
+ *
+ * @example
+ * ```ts
+ * if (!isUploadInProgress(".outpost-upload-0123456789abcdef")) console.log("left by a killed daemon");
+ * ```
+ */
+export function isUploadInProgress(name: string): boolean {
+  return uploadsInProgress.has(name);
+}
+
 const NOT_FOUND = "No such file or directory.";
 const DENIED = "Permission denied.";
 const COPY_BUFFER_SIZE = 64 * 1024;
@@ -737,37 +753,21 @@ export class FtpFileSystem {
     const { dir, name } = splitHost(target);
     if (opts.mode === "append") return this.#openAppend(dir, name);
     const tempName = `${UPLOAD_TEMP_PREFIX}${randomHex(8)}`;
+    uploadsInProgress.add(tempName);
     // In the pinned directory: what is there now (never followed), the temp file (O_EXCL), and for REST the
     // original opened and checked to be that entry.
-    const { file, dirInfo, source, copyBytes } = this.#pinned(dir, () => {
-      let existing: Deno.FileInfo | null = null;
+    const opened = (() => {
       try {
-        existing = Deno.lstatSync(name);
+        return this.#pinned(dir, () => this.#openTemp(name, tempName, opts));
       } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        uploadsInProgress.delete(tempName);
+        throw e;
       }
-      if (existing && !existing.isFile) throw new FtpFsError(550, "Not a plain file.");
-      const copyBytes = opts.mode === "replace" ? opts.offset : 0;
-      if (copyBytes > (existing?.size ?? 0)) {
-        throw new FtpFsError(550, "Restart offset is beyond the end of the file.");
-      }
-      let source: FdFile | null = null;
-      if (copyBytes > 0) {
-        source = FdFile.openRegular(name, "read");
-        if (!sameInode(source.stat(), existing!)) {
-          source.close();
-          throw new FtpFsError(550, DENIED);
-        }
-      }
-      const file = Deno.openSync(tempName, {
-        write: true,
-        createNew: true,
-        mode: opts.mode === "unique" ? 0o644 : (existing?.mode ?? 0o644) & 0o777,
-      });
-      return { file, dirInfo: Deno.statSync("."), source, copyBytes };
-    });
+    })();
+    const { file, dirInfo, source, copyBytes } = opened;
     let state: "open" | "done" = "open";
     const removeTemp = (): void => {
+      uploadsInProgress.delete(tempName);
       try {
         file.close();
       } catch {
@@ -804,6 +804,7 @@ export class FtpFileSystem {
             if (!sameInode(Deno.statSync("."), dirInfo)) throw new FtpFsError(550, DENIED);
             Deno.renameSync(tempName, name);
           });
+          uploadsInProgress.delete(tempName);
         } catch (e) {
           removeTemp();
           throw toFtpFsError(e);
@@ -827,6 +828,37 @@ export class FtpFileSystem {
         return Promise.resolve();
       },
     };
+  }
+
+  /** In the pinned directory of an upload: what is there now, the temp file (O_EXCL), the REST source. */
+  #openTemp(name: string, tempName: string, opts: { mode: "append" | "replace" | "unique"; offset: number }) {
+    {
+      let existing: Deno.FileInfo | null = null;
+      try {
+        existing = Deno.lstatSync(name);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      if (existing && !existing.isFile) throw new FtpFsError(550, "Not a plain file.");
+      const copyBytes = opts.mode === "replace" ? opts.offset : 0;
+      if (copyBytes > (existing?.size ?? 0)) {
+        throw new FtpFsError(550, "Restart offset is beyond the end of the file.");
+      }
+      let source: FdFile | null = null;
+      if (copyBytes > 0) {
+        source = FdFile.openRegular(name, "read");
+        if (!sameInode(source.stat(), existing!)) {
+          source.close();
+          throw new FtpFsError(550, DENIED);
+        }
+      }
+      const file = Deno.openSync(tempName, {
+        write: true,
+        createNew: true,
+        mode: opts.mode === "unique" ? 0o644 : (existing?.mode ?? 0o644) & 0o777,
+      });
+      return { file, dirInfo: Deno.statSync("."), source, copyBytes };
+    }
   }
 
   /** The virtual path of a host path inside the root. */

@@ -19,7 +19,7 @@ import { type FtpServerOptions, LIMIT_DEFAULTS } from "./ftp_options.ts";
 
 export { defaultFtpServerOptions, type FtpServerOptions } from "./ftp_options.ts";
 import { BufferPool, TRANSFER_BUFFER_SIZE } from "./transfer.ts";
-import { UPLOAD_TEMP_PREFIX } from "./ftp_file_system.ts";
+import { isUploadInProgress, UPLOAD_TEMP_PREFIX } from "./ftp_file_system.ts";
 
 /**
  * Failed-login counts and temporary bans per address, bounded. Under table pressure it forgets, in this order,
@@ -314,7 +314,7 @@ export async function sweepUploadTemps(roots: string[], before: number): Promise
       for await (const e of Deno.readDir(dir)) {
         const path = `${dir === "/" ? "" : dir}/${e.name}`;
         if (e.isDirectory && depth < 64) stack.push({ dir: path, depth: depth + 1 });
-        else if (e.isFile && e.name.startsWith(UPLOAD_TEMP_PREFIX)) {
+        else if (e.isFile && e.name.startsWith(UPLOAD_TEMP_PREFIX) && !isUploadInProgress(e.name)) {
           try {
             const st = await Deno.lstat(path);
             if (st.isFile && (st.mtime?.getTime() ?? 0) < before) {
@@ -460,6 +460,8 @@ export class FtpServer {
   readonly #handshakes = new Set<Promise<void>>();
   readonly #handshakesPerIp = new Map<string, number>();
   readonly #perIp = new Map<string, number>();
+  /** Passive ports held (listening, not yet connected) per address, against its share of the range. */
+  readonly #passiveHeld = new Map<string, number>();
   readonly #bans = new BanTable(10_000);
   readonly #passwordChecks: WorkGate;
   readonly #buffers: BufferPool;
@@ -539,6 +541,26 @@ export class FtpServer {
           return "max_unauthenticated_per_ip";
         }
         return null;
+      },
+      holdPassive: (ip) => {
+        // With a port range, one address may hold at most half of it at once, so it cannot starve the others.
+        const { portMin, portMax } = this.#opts.passive;
+        if (portMin === 0 && portMax === 0) return () => {};
+        const share = Math.max(1, Math.floor((portMax - portMin + 1) / 2));
+        const held = this.#passiveHeld.get(ip) ?? 0;
+        if (held >= share) {
+          this.#log.warn("passive.share_used", { ip, held, share });
+          return null;
+        }
+        this.#passiveHeld.set(ip, held + 1);
+        let given = false;
+        return () => {
+          if (given) return;
+          given = true;
+          const n = (this.#passiveHeld.get(ip) ?? 1) - 1;
+          if (n <= 0) this.#passiveHeld.delete(ip);
+          else this.#passiveHeld.set(ip, n);
+        };
       },
       xferlog: (e) => this.#xferlog(e),
       tls: null,

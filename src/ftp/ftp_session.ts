@@ -102,6 +102,8 @@ export interface SessionContext {
    * so REIN cannot take more such slots than an address may hold. Null when it may.
    */
   logoutRefusal?(ip: string): string | null;
+  /** Takes one of the passive ports `ip` may hold at once; the function gives it back; null: none left. */
+  holdPassive?(ip: string): (() => void) | null;
   /** Appends one transfer to the xferlog, if configured. */
   xferlog(entry: XferEntry): void;
   /** FTPS settings and the shared TLS context, or null when TLS is off. */
@@ -226,6 +228,7 @@ export class FtpSession {
         localIp,
         bindHost,
         reply: (text) => this.reply(text),
+        holdPassive: ctx.holdPassive ? () => ctx.holdPassive!(peerIp) : undefined,
         who: () => ({
           user: this.userName ?? "",
           anonymous: this.state.kind === "logged-in" && this.state.user.passwordHash === null,

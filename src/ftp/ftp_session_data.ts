@@ -110,6 +110,8 @@ export interface DataSessionHooks {
   reply(text: string): Promise<void>;
   /** Who and how, for the transfer log and the xferlog. */
   who(): { user: string; anonymous: boolean; ascii: boolean };
+  /** Takes one of the passive ports the peer's address may hold (see `DataChannelOptions.holdPassive`). */
+  holdPassive?(): (() => void) | null;
 }
 
 /** A transfer's body and what to do around it. */
@@ -188,6 +190,7 @@ export class SessionData {
       portMin: o.opts.passive.portMin,
       portMax: o.opts.passive.portMax,
       timeoutMs: o.opts.dataTimeoutMs,
+      holdPassive: o.session.holdPassive ? () => o.session.holdPassive!() : undefined,
     });
   }
 
