@@ -123,13 +123,19 @@ export function parseTomlDocument(text: string, source = "config"): Record<strin
  * which line and how to save it, since the person editing it on a laptop cannot see the difference.
  */
 function encodingProblem(text: string): string | null {
-  if (text.includes("\u0000") || text.startsWith("\ufffd\ufffd")) {
-    return 'the file is saved as UTF-16 (Notepad calls it "Unicode"); save it as UTF-8';
+  const nuls = text.split("\u0000").length - 1;
+  if (text.startsWith("\ufffd\ufffd") || nuls * 4 > text.length) {
+    return 'line 1: the file is saved as UTF-16 (Notepad calls it "Unicode"); save it as UTF-8';
+  }
+  const lineOf = (i: number) => text.slice(0, i).split("\n").length;
+  if (nuls > 0) {
+    return `line ${lineOf(text.indexOf("\u0000"))}: a NUL character; save the file as plain UTF-8 text`;
   }
   const bad = text.indexOf("\ufffd");
   if (bad < 0) return null;
-  const line = text.slice(0, bad).split("\n").length;
-  return `line ${line}: a character here is not UTF-8 (an editor saved the file as Latin-1 or Windows-1252?); ` +
+  return `line ${
+    lineOf(bad)
+  }: a character here is not UTF-8 (an editor saved the file as Latin-1 or Windows-1252?); ` +
     "save it as UTF-8";
 }
 
