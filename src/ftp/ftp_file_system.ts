@@ -238,6 +238,12 @@ export interface FtpUpload {
   commit(): Promise<void>;
   /** Closes and deletes the temp file, leaving the target untouched; does nothing after a commit or abort. */
   abort(): Promise<void>;
+  /**
+   * With `deferCopy`: copies what REST keeps of the existing file into the temp file, leaving `file` at its end.
+   * The FTP session calls it once the data connection is open, so that REST + STOR with no data connection
+   * writes nothing. Does nothing the second time or without a REST copy; `commit()` calls it too.
+   */
+  prepare(): Promise<void>;
 }
 
 /** Prefix of upload temp files; entries with it are hidden from listings. */
@@ -741,7 +747,7 @@ export class FtpFileSystem {
    */
   async openUpload(
     vpath: string,
-    opts: { mode: "replace" | "append" | "unique"; offset: number },
+    opts: { mode: "replace" | "append" | "unique"; offset: number; deferCopy?: boolean },
   ): Promise<FtpUpload> {
     let target: string;
     if (opts.mode === "unique") {
@@ -780,21 +786,32 @@ export class FtpFileSystem {
         // Already gone.
       }
     };
-    if (source) {
+    let pending = source;
+    const prepare = async (): Promise<void> => {
+      const src = pending;
+      if (src === null) return;
+      pending = null;
       try {
-        await copyPrefix(source, file, copyBytes);
+        await copyPrefix(src, file, copyBytes);
       } catch (e) {
         removeTemp();
         throw toFtpFsError(e);
       } finally {
-        source.close();
+        src.close();
       }
-    }
+    };
+    const dropSource = () => {
+      pending?.close();
+      pending = null;
+    };
+    if (!opts.deferCopy) await prepare();
     return {
       file,
+      prepare,
       vpath: opts.mode === "unique" ? this.#virtualOf(target) : this.resolve("/", vpath),
       commit: async () => {
         if (state !== "open") throw new FtpFsError(451, "Upload already finished.");
+        await prepare();
         state = "done";
         try {
           if (this.syncUploads) await file.syncData();
@@ -813,6 +830,7 @@ export class FtpFileSystem {
       abort: () => {
         if (state !== "open") return Promise.resolve();
         state = "done";
+        dropSource();
         removeTemp();
         if (opts.mode === "unique") {
           // Drop the reserved (still empty) name again.
@@ -924,6 +942,7 @@ export class FtpFileSystem {
         }
       },
       abort: () => finish(false).catch(() => {}),
+      prepare: () => Promise.resolve(), // APPE writes in place: nothing to copy
     };
   }
 

@@ -1004,7 +1004,8 @@ export class FtpSession {
       : "";
     const wanted = fs.resolve(this.cwd, kind === "stou" ? hint : arg);
     const mode = kind === "appe" ? "append" : kind === "stou" ? "unique" : "replace";
-    const upload = await fs.openUpload(wanted, { mode, offset });
+    // The REST copy waits for the data connection: REST + STOR alone writes nothing (see FtpUpload.prepare).
+    const upload = await fs.openUpload(wanted, { mode, offset, deferCopy: true });
     const p = upload.vpath;
     const ascii = this.#ascii;
     let committed = false;
@@ -1013,6 +1014,7 @@ export class FtpSession {
       : `150 Ok to send data.`;
     this.#dx.start(kind, p, opening, {
       body: async (conn, buf, t) => {
+        await upload.prepare();
         await receiveFile(conn, upload.file, buf, ascii ? new CrlfToLf() : null, t);
         if (t.aborted || t.timedOut) throw new Error("Upload aborted.");
         await upload.commit();
