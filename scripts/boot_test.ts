@@ -435,7 +435,7 @@ class BootTest {
   }
 
   /** Writes `text` as outpost.toml on the image's boot partition (QEMU must be stopped). */
-  async writeConfig(board: Board, text: string): Promise<void> {
+  async writeConfig(board: Board, text: string, name = "outpost.toml"): Promise<void> {
     if (this.vm && !this.vm.exited) {
       throw new Error("QEMU is still running; the FAT partition is not edited live");
     }
@@ -446,9 +446,9 @@ class BootTest {
       "-i",
       mtoolsImage(board.image, board.layout.boot),
       f,
-      "::/outpost.toml",
+      `::/${name}`,
     ]);
-    if (r.code !== 0) throw new Error(`mcopy outpost.toml failed: ${r.stderr.trim()}`);
+    if (r.code !== 0) throw new Error(`mcopy ${name} failed: ${r.stderr.trim()}`);
   }
 
   async poweroff(): Promise<void> {
@@ -542,7 +542,7 @@ const MAIN_STEPS = [
   "edited outpost.toml on the FAT partition applied after a reboot (root under /home, device sensor)",
   "invalid outpost.toml: last good config runs and the log says so",
   "power cut during an upload and with mail queued",
-  "config without /home or devices: sandbox narrowed again",
+  "config saved as outpost.toml.txt, without /home or devices: taken, sandbox narrowed again",
   "after the power cut: file systems recovered at boot",
   "after the power cut: no partial upload visible",
   "after the power cut: queued mail delivered",
@@ -697,12 +697,15 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
   // Power cut: mail queued (the relay unreachable) and an upload running, then SIGKILL.
   let bigName = "";
   let narrowed = "";
+  let tookTxt = "";
   const cut = await s.run(MAIN_STEPS[9], async () => {
     await t.poweroff();
-    await t.writeConfig(board, await bootConfig("rpi4", board.passive, true));
+    // Saved the way Notepad saves it when Explorer hides extensions; the prepare step takes it (newer).
+    await t.writeConfig(board, await bootConfig("rpi4", board.passive, true), "outpost.toml.txt");
     await t.stopSink();
     v = await t.boot(board);
-    await t.serviceActive(v);
+    const journal = await t.serviceActive(v);
+    tookTxt = journal.split("\n").find((l) => /outpost\.toml\.txt is newer/.test(l))?.trim() ?? "";
     narrowed = await sandboxProps(v);
     const q = await v.exec(
       "printf 'Subject: boot-test queued before the power cut\\n\\nqueued\\n' | /usr/sbin/sendmail ops@outpost.test " +
@@ -751,10 +754,11 @@ async function runMain(t: BootTest, s: Steps, board: Board): Promise<void> {
   if (!cut) return s.notRun(MAIN_STEPS.slice(10), "no power cut");
   // That boot's config has neither a root under /home nor a device sensor: the drop-in narrowed the sandbox again.
   await s.run(MAIN_STEPS[10], () => {
+    if (!tookTxt) throw new Error("The journal does not say that outpost.toml.txt was taken");
     if (!/ProtectHome=yes/.test(narrowed) || !/PrivateDevices=yes/.test(narrowed)) {
       throw new Error(`The sandbox was not narrowed back: ${narrowed || "not read"}`);
     }
-    return Promise.resolve(narrowed);
+    return Promise.resolve(`${narrowed}; ${tookTxt}`);
   });
   await t.startSink();
   try {
