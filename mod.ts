@@ -47,6 +47,7 @@ export {
   READ_ONLY,
 } from "./src/ftp/ftp_file_system.ts";
 export type { FtpFileInfo, FtpFsErrorCode, FtpPermissions, FtpUpload } from "./src/ftp/ftp_file_system.ts";
+export type { FtpFile } from "./src/ftp/fd_file.ts";
 export type { FtpTlsOptions } from "./src/ftp/ftps.ts";
 export { readFtpConfig } from "./src/ftp/ftp_config.ts";
 export { certificateFingerprint, ensureCertificate } from "./src/net/certificate.ts";
