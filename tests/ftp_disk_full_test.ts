@@ -49,7 +49,7 @@ try {
 result.fsOriginal = await Deno.readTextFile(mnt + "/keep.txt");
 result.fsLeft = [...Deno.readDirSync(mnt)].map((e) => e.name).sort();
 // 2. Through the server: STOR over the original on a full disk.
-const fx = await startFtp();
+const fx = await startFtp({ server: { minFreeBytes: 0 } }); // the full-disk path itself, without the reserve
 await Deno.remove(fx.root, { recursive: true });
 await Deno.symlink(mnt, fx.root);
 const c = await FtpControl.login("127.0.0.1", fx.port);
@@ -104,6 +104,78 @@ Deno.test({
       assert.equal(res.noop, 200);
       assert.equal(res.serverOriginal, "original\n");
       assert.deepEqual(res.serverLeft, ["keep.txt"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+function reserveChildScript(): string {
+  const fsUrl = new URL("../src/ftp/ftp_file_system.ts", import.meta.url).href;
+  return `
+import { FtpFileSystem, toFtpFsError } from ${JSON.stringify(fsUrl)};
+const mnt = Deno.args[0];
+const result: Record<string, unknown> = {};
+await Deno.writeTextFile(mnt + "/keep.txt", "original\\n");
+const fs = await FtpFileSystem.open(mnt, { minFreeBytes: 16 << 20 });
+const chunk = new Uint8Array(1 << 20).fill(7);
+// 1. An upload that would eat into the reserve stops with 452; the original and the disk's room are kept.
+const up = await fs.openUpload("/keep.txt", { mode: "replace", offset: 0 });
+let written = 0;
+try {
+  for (let i = 0; i < 60; i++) { await up.file.write(chunk); written++; }
+  await up.commit();
+  result.bigError = "none";
+} catch (e) {
+  const f = toFtpFsError(e);
+  result.bigError = f.code + " " + f.message;
+  await up.abort();
+}
+result.written = written;
+result.original = await Deno.readTextFile(mnt + "/keep.txt");
+// 2. With the disk already past the reserve, an upload is refused before it starts (no temp file).
+const filler = await Deno.open(mnt + "/filler", { write: true, create: true });
+for (let i = 0; i < 52; i++) await filler.write(chunk);
+filler.close();
+try {
+  await fs.openUpload("/new.txt", { mode: "replace", offset: 0 });
+  result.startError = "none";
+} catch (e) {
+  const f = toFtpFsError(e);
+  result.startError = f.code + " " + f.message;
+}
+result.left = [...Deno.readDirSync(mnt)].map((e) => e.name).sort();
+console.log(JSON.stringify(result));
+`;
+}
+
+Deno.test({
+  name: "disk nearly full: uploads keep min_free free (452), before they start and while they are written",
+  ignore: !NAMESPACES && !IN_CI,
+  fn: async () => {
+    if (!NAMESPACES) throw new Error("Interop setup missing: `unshare -rm` (user namespaces) does not work here.");
+    const dir = await Deno.makeTempDir({ prefix: "outpost_reserve_" });
+    try {
+      const script = `${dir}/child.ts`;
+      await Deno.writeTextFile(script, reserveChildScript());
+      await Deno.mkdir(`${dir}/mnt`);
+      const r = await run(requirePeer("unshare"), [
+        "-rm",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=64m tmpfs "$1" && exec "$2" run --allow-all "$3" "$1"',
+        "sh",
+        `${dir}/mnt`,
+        Deno.execPath(),
+        script,
+      ], { timeoutMs: 120_000, env: { OUTPOST_LOG: "off" } });
+      assert.equal(r.code, 0, `child failed: ${r.stderr}`);
+      const res = JSON.parse(r.stdout.trim().split("\n").pop()!);
+      assert.match(res.bigError, /^452 Insufficient storage space: the disk keeps 16 MiB free/);
+      assert.ok(res.written >= 40 && res.written < 56, `stopped after ${res.written} MiB`);
+      assert.equal(res.original, "original\n");
+      assert.match(res.startError, /^452 /);
+      assert.deepEqual(res.left, ["filler", "keep.txt"]);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

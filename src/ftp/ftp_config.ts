@@ -10,6 +10,7 @@
  * active = true                  # allow PORT/EPRT (only to the client's own address, port >= 1024)
  * xferlog = "/var/log/outpost-xferlog"   # optional wu-ftpd style transfer log
  * sync_uploads = true            # fdatasync each upload before it replaces the target (SD cards lose power)
+ * min_free = "64MiB"             # uploads leave this much free on their disk (452 past it; 0 = no reserve)
  *
  * [[ftp.users]]
  * name = "alice"
@@ -54,6 +55,7 @@ import type { Section } from "../config/section.ts";
 import { Accounts, type FtpUser } from "./accounts.ts";
 import { cidrContains, normalizeIp, parsePortRange } from "./address.ts";
 import { defaultFtpServerOptions, type FtpServerOptions } from "./ftp_server.ts";
+import { DEFAULT_MIN_FREE_BYTES } from "./ftp_options.ts";
 import { parsePermissions } from "./ftp_file_system.ts";
 import { readFtpTlsConfig } from "./ftps.ts";
 
@@ -124,6 +126,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
   const allowActive = ftp.bool("active", true);
   const xferlogPath = ftp.filePath("xferlog");
   const syncUploads = ftp.bool("sync_uploads", true);
+  const minFreeBytes = ftp.size("min_free", DEFAULT_MIN_FREE_BYTES, { min: 0 });
 
   const users: FtpUser[] = [];
   const names = new Set<string>();
@@ -196,6 +199,7 @@ export function readFtpSection(ftp: Section): FtpConfig {
     allowActive,
     xferlogPath,
     syncUploads,
+    minFreeBytes,
     passive: { portMin, portMax, address, addressMap },
     maxSessions: limits.int("max_sessions", { default: d.maxSessions, min: 1, max: 100_000 }),
     maxSessionsPerIp: limits.int("max_sessions_per_ip", {

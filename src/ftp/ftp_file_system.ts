@@ -19,6 +19,7 @@
  */
 
 import * as nodeFs from "node:fs";
+import { statfs } from "node:fs/promises";
 import { FdFile, type FtpFile, NotRegularFileError } from "./fd_file.ts";
 
 /**
@@ -346,6 +347,53 @@ function sameInode(a: { ino: number | null; dev: number }, b: { ino: number | nu
   return a.ino !== null && a.ino === b.ino && a.dev === b.dev;
 }
 
+/** Bytes between two free-space checks while an upload is written. */
+const ROOM_CHECK_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Throws 452 when the disk holding `dir` has less than `keep` bytes free. Where statfs cannot be asked (no
+ * permission, an odd file system) there is no reserve: the write itself still stops at a full disk (552).
+ */
+async function checkRoom(dir: string, keep: number): Promise<void> {
+  if (keep <= 0) return;
+  let free: number;
+  try {
+    const st = await statfs(dir);
+    free = Number(st.bavail) * Number(st.bsize);
+  } catch {
+    return;
+  }
+  if (free < keep) {
+    throw new FtpFsError(
+      452,
+      `Insufficient storage space: the disk keeps ${
+        Math.round(keep / 1048576)
+      } MiB free for the device itself.`,
+    );
+  }
+}
+
+/** `file` with a free-space check every {@link ROOM_CHECK_BYTES} written (see {@link checkRoom}). */
+function roomChecked(file: FtpFile, dir: string, keep: number): FtpFile {
+  if (keep <= 0) return file;
+  let sinceCheck = 0;
+  return {
+    read: (p) => file.read(p),
+    seek: (o, w) => file.seek(o, w),
+    syncData: () => file.syncData(),
+    close: () => file.close(),
+    async write(p) {
+      if (sinceCheck >= ROOM_CHECK_BYTES) {
+        sinceCheck = 0;
+        await checkRoom(dir, keep);
+      }
+      const n = await file.write(p);
+      sinceCheck += n;
+      return n;
+    },
+  };
+}
+
 /** Splits a host path into its directory and final name. */
 function splitHost(path: string): { dir: string; name: string } {
   const i = path.lastIndexOf("/");
@@ -387,11 +435,14 @@ export class FtpFileSystem {
   readonly #prefix: string;
   /** Whether a finished upload is flushed to the medium (`fdatasync`) before it is renamed into place. */
   readonly syncUploads: boolean;
+  /** Free space uploads leave on their disk (0: no reserve); see `[ftp] min_free`. */
+  readonly minFreeBytes: number;
 
-  private constructor(root: string, syncUploads: boolean) {
+  private constructor(root: string, syncUploads: boolean, minFreeBytes: number) {
     this.root = root;
     this.#prefix = root === "/" ? "/" : root + "/";
     this.syncUploads = syncUploads;
+    this.minFreeBytes = minFreeBytes;
   }
 
   /**
@@ -404,7 +455,10 @@ export class FtpFileSystem {
    * console.log(fs.resolve("/", "a.txt")); // "/a.txt"
    * ```
    */
-  static async open(root: string, opts: { syncUploads?: boolean } = {}): Promise<FtpFileSystem> {
+  static async open(
+    root: string,
+    opts: { syncUploads?: boolean; minFreeBytes?: number } = {},
+  ): Promise<FtpFileSystem> {
     let real: string;
     try {
       real = await Deno.realPath(root);
@@ -413,7 +467,7 @@ export class FtpFileSystem {
     }
     const st = await Deno.stat(real);
     if (!st.isDirectory) throw new Error(`FTP root ${root} cannot be used: it is not a directory.`);
-    return new FtpFileSystem(real, opts.syncUploads ?? true);
+    return new FtpFileSystem(real, opts.syncUploads ?? true, opts.minFreeBytes ?? 0);
   }
 
   /**
@@ -746,6 +800,17 @@ export class FtpFileSystem {
    * ```
    */
   async openUpload(
+    vpath: string,
+    opts: { mode: "replace" | "append" | "unique"; offset: number; deferCopy?: boolean },
+  ): Promise<FtpUpload> {
+    // The reserve (min_free): refused at once when the disk is already that full, and checked again as the
+    // upload is written (see roomChecked).
+    await checkRoom(this.root, this.minFreeBytes);
+    const up = await this.#openUpload(vpath, opts);
+    return { ...up, file: roomChecked(up.file, this.root, this.minFreeBytes) };
+  }
+
+  async #openUpload(
     vpath: string,
     opts: { mode: "replace" | "append" | "unique"; offset: number; deferCopy?: boolean },
   ): Promise<FtpUpload> {

@@ -9,6 +9,7 @@
 import { isWildcardHost, type SandboxNeeds, SandboxNeedsBuilder } from "../config/sandbox_needs.ts";
 import type { FtpPermissions } from "./ftp_file_system.ts";
 import type { FtpServerOptions } from "./ftp_server.ts";
+import { DEFAULT_MIN_FREE_BYTES } from "./ftp_options.ts";
 
 /** Most passive ports listed one by one in `--allow-net` (Deno has no port ranges); wider ranges allow the host. */
 export const MAX_LISTED_PORTS = 256;
@@ -82,8 +83,11 @@ export function ftpSandboxNeeds(opts: FtpServerOptions): SandboxNeeds {
     );
   }
   for (const u of opts.accounts.users) {
-    if (canChange(u.perms)) b.readWrite(u.root, { own: true });
-    else b.read(u.root).ownDir(u.root);
+    if (canChange(u.perms)) {
+      b.readWrite(u.root, { own: true });
+      // The upload reserve (min_free) asks statfs(2) how much room is left.
+      if ((opts.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES) > 0) b.sys("statfs");
+    } else b.read(u.root).ownDir(u.root);
   }
   const anon = opts.accounts.anonymousRoot;
   if (anon) b.read(anon).ownDir(anon);

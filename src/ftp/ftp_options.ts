@@ -27,6 +27,16 @@ import { TRANSFER_BUFFER_SIZE } from "./transfer.ts";
  * console.log(opts.maxSessions); // 300
  * ```
  */
+/**
+ * Default `[ftp] min_free`: 64 MiB kept free by uploads.
+ *
+ * @example
+ * ```ts
+ * console.log(DEFAULT_MIN_FREE_BYTES / 1048576); // 64
+ * ```
+ */
+export const DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024;
+
 export interface FtpServerOptions {
   /** Address to listen on: "127.0.0.1", "::1", "0.0.0.0", "::". */
   hostname: string;
@@ -98,6 +108,11 @@ export interface FtpServerOptions {
    * 1.5x faster, but a power cut shortly after an upload may leave the file empty or short.
    */
   syncUploads?: boolean;
+  /**
+   * Free space an upload must leave on the disk it writes to (default {@link DEFAULT_MIN_FREE_BYTES}; 0: none), so
+   * that one FTP user cannot take the room the device's state, mail queue and logs need. Past it, `452`.
+   */
+  minFreeBytes?: number;
   /** Bytes of the one buffer each running transfer uses (default {@link TRANSFER_BUFFER_SIZE}). */
   transferBufferSize?: number;
   /** Bytes of the bigger buffer the first few concurrent file transfers get (default 1 MiB). */

@@ -39,7 +39,7 @@ import {
   type Verb,
 } from "./ftp_commands.ts";
 import { type FtpFileInfo, FtpFileSystem } from "./ftp_file_system.ts";
-import type { FtpServerOptions } from "./ftp_options.ts";
+import { DEFAULT_MIN_FREE_BYTES, type FtpServerOptions } from "./ftp_options.ts";
 import type { FtpTlsOptions } from "./ftps.ts";
 import {
   formatFtpTime,
@@ -818,7 +818,10 @@ export class FtpSession {
     }
     let fs: FtpFileSystem;
     try {
-      fs = await FtpFileSystem.open(user.root, { syncUploads: this.#ctx.opts.syncUploads ?? true });
+      fs = await FtpFileSystem.open(user.root, {
+        syncUploads: this.#ctx.opts.syncUploads ?? true,
+        minFreeBytes: this.#ctx.opts.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES,
+      });
     } catch (e) {
       log.error("login.root_missing", { id: this.id, user: user.name, error: String(e) });
       await this.reply("530 Login refused: the home folder is not available.");
