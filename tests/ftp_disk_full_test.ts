@@ -153,7 +153,9 @@ Deno.test({
   name: "disk nearly full: uploads keep min_free free (452), before they start and while they are written",
   ignore: !NAMESPACES && !IN_CI,
   fn: async () => {
-    if (!NAMESPACES) throw new Error("Interop setup missing: `unshare -rm` (user namespaces) does not work here.");
+    if (!NAMESPACES) {
+      throw new Error("Interop setup missing: `unshare -rm` (user namespaces) does not work here.");
+    }
     const dir = await Deno.makeTempDir({ prefix: "outpost_reserve_" });
     try {
       const script = `${dir}/child.ts`;

@@ -10,6 +10,16 @@ import type { FtpTlsOptions } from "./ftps.ts";
 import { TRANSFER_BUFFER_SIZE } from "./transfer.ts";
 
 /**
+ * Default `[ftp] min_free`: 64 MiB kept free by uploads.
+ *
+ * @example
+ * ```ts
+ * console.log(DEFAULT_MIN_FREE_BYTES / 1048576); // 64
+ * ```
+ */
+export const DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024;
+
+/**
  * Everything the FTP server can be told. Start from {@link defaultFtpServerOptions} (or read the `[ftp]`
  * config table with `readFtpConfig`) and override what you need.
  *
@@ -27,16 +37,6 @@ import { TRANSFER_BUFFER_SIZE } from "./transfer.ts";
  * console.log(opts.maxSessions); // 300
  * ```
  */
-/**
- * Default `[ftp] min_free`: 64 MiB kept free by uploads.
- *
- * @example
- * ```ts
- * console.log(DEFAULT_MIN_FREE_BYTES / 1048576); // 64
- * ```
- */
-export const DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024;
-
 export interface FtpServerOptions {
   /** Address to listen on: "127.0.0.1", "::1", "0.0.0.0", "::". */
   hostname: string;
