@@ -4,24 +4,10 @@
  * namespaces are unavailable the test is skipped with a visible name, except under CI, where it fails.
  */
 import assert from "node:assert/strict";
-import { findPeer, IN_CI, requirePeer, skipWithout } from "./helpers/peers.ts";
-import { run } from "./helpers/test_util.ts";
+import { findPeer, IN_CI, skipWithout } from "./helpers/peers.ts";
+import { NAMESPACES, runInTmpfs } from "./helpers/tmpfs_child.ts";
 
-const UNSHARE = findPeer("unshare");
 const CURL = findPeer("curl");
-
-async function canUnshare(): Promise<boolean> {
-  if (!UNSHARE) return false;
-  try {
-    const out = await new Deno.Command(UNSHARE, { args: ["-rm", "true"], stdout: "null", stderr: "null" })
-      .output();
-    return out.success;
-  } catch {
-    return false;
-  }
-}
-
-const NAMESPACES = await canUnshare();
 
 function childScript(): string {
   const fsUrl = new URL("../src/ftp/ftp_file_system.ts", import.meta.url).href;
@@ -75,38 +61,16 @@ Deno.test({
   // Outside CI a machine without user namespaces skips it; in CI it runs and fails instead, like every interop test.
   ignore: (!NAMESPACES && !IN_CI) || skipWithout(CURL),
   fn: async () => {
-    if (!NAMESPACES) {
-      throw new Error("Interop setup missing: `unshare -rm` (user namespaces) does not work here.");
-    }
-    const dir = await Deno.makeTempDir({ prefix: "outpost_diskfull_" });
-    try {
-      const script = `${dir}/child.ts`;
-      await Deno.writeTextFile(script, childScript());
-      await Deno.mkdir(`${dir}/mnt`);
-      const r = await run(requirePeer("unshare"), [
-        "-rm",
-        "sh",
-        "-c",
-        'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" run --allow-all "$3" "$1"',
-        "sh",
-        `${dir}/mnt`,
-        Deno.execPath(),
-        script,
-      ], { timeoutMs: 120_000, env: { OUTPOST_LOG: "off" } });
-      assert.equal(r.code, 0, `child failed: ${r.stderr}`);
-      const res = JSON.parse(r.stdout.trim().split("\n").pop()!);
-      assert.equal(res.fsError, "552 Upload aborted: the disk is full.");
-      assert.equal(res.fsOriginal, "original\n");
-      assert.deepEqual(res.fsLeft, ["keep.txt"]);
-      assert.ok([125, 150].includes(res.stor150), `STOR answered ${res.stor150}`);
-      assert.match(res.storFinal, /^552 /, `STOR on a full disk ended with ${res.storFinal}`);
-      assert.ok(!String(res.storFinal).includes(dir), "reply reveals a host path");
-      assert.equal(res.noop, 200);
-      assert.equal(res.serverOriginal, "original\n");
-      assert.deepEqual(res.serverLeft, ["keep.txt"]);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const { res, mnt } = await runInTmpfs(childScript(), 1);
+    assert.equal(res.fsError, "552 Upload aborted: the disk is full.");
+    assert.equal(res.fsOriginal, "original\n");
+    assert.deepEqual(res.fsLeft, ["keep.txt"]);
+    assert.ok([125, 150].includes(res.stor150), `STOR answered ${res.stor150}`);
+    assert.match(res.storFinal, /^552 /, `STOR on a full disk ended with ${res.storFinal}`);
+    assert.ok(!String(res.storFinal).includes(mnt), "reply reveals a host path");
+    assert.equal(res.noop, 200);
+    assert.equal(res.serverOriginal, "original\n");
+    assert.deepEqual(res.serverLeft, ["keep.txt"]);
   },
 });
 
@@ -153,33 +117,11 @@ Deno.test({
   name: "disk nearly full: uploads keep min_free free (452), before they start and while they are written",
   ignore: !NAMESPACES && !IN_CI,
   fn: async () => {
-    if (!NAMESPACES) {
-      throw new Error("Interop setup missing: `unshare -rm` (user namespaces) does not work here.");
-    }
-    const dir = await Deno.makeTempDir({ prefix: "outpost_reserve_" });
-    try {
-      const script = `${dir}/child.ts`;
-      await Deno.writeTextFile(script, reserveChildScript());
-      await Deno.mkdir(`${dir}/mnt`);
-      const r = await run(requirePeer("unshare"), [
-        "-rm",
-        "sh",
-        "-c",
-        'mount -t tmpfs -o size=64m tmpfs "$1" && exec "$2" run --allow-all "$3" "$1"',
-        "sh",
-        `${dir}/mnt`,
-        Deno.execPath(),
-        script,
-      ], { timeoutMs: 120_000, env: { OUTPOST_LOG: "off" } });
-      assert.equal(r.code, 0, `child failed: ${r.stderr}`);
-      const res = JSON.parse(r.stdout.trim().split("\n").pop()!);
-      assert.match(res.bigError, /^452 Insufficient storage space: the disk keeps 16 MiB free/);
-      assert.ok(res.written >= 40 && res.written < 56, `stopped after ${res.written} MiB`);
-      assert.equal(res.original, "original\n");
-      assert.match(res.startError, /^452 /);
-      assert.deepEqual(res.left, ["filler", "keep.txt"]);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const { res } = await runInTmpfs(reserveChildScript(), 64);
+    assert.match(res.bigError, /^452 Insufficient storage space: the disk keeps 16 MiB free/);
+    assert.ok(res.written >= 40 && res.written < 56, `stopped after ${res.written} MiB`);
+    assert.equal(res.original, "original\n");
+    assert.match(res.startError, /^452 /);
+    assert.deepEqual(res.left, ["filler", "keep.txt"]);
   },
 });

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { FtpControl, type FtpReply, startFtp } from "./helpers/ftp_fixture.ts";
+import { FtpControl, type FtpReply, greetingFrom, startFtp } from "./helpers/ftp_fixture.ts";
 import { startFtps } from "./helpers/ftps_fixture.ts";
 import { LineReader } from "../src/net/line_reader.ts";
 import { SYSTEM_PYTHON } from "./helpers/peers.ts";
@@ -17,30 +17,6 @@ const HOST = "127.0.0.1";
 
 async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
-}
-
-/** Connects from `localAddress` (another loopback address = another client) and reads the first reply. */
-async function greetingFrom(port: number, localAddress: string): Promise<string> {
-  return await new Promise<string>((resolve, reject) => {
-    const sock = net.connect({ host: HOST, port, localAddress });
-    let got = "";
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`No greeting within 10 s (got ${JSON.stringify(got)})`));
-    }, 10_000);
-    sock.on("data", (b: Uint8Array) => {
-      got += new TextDecoder().decode(b);
-      if (got.includes("\r\n")) {
-        clearTimeout(timer);
-        sock.destroy();
-        resolve(got.trim());
-      }
-    });
-    sock.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
 }
 
 /** True when the peer closes (or resets) `conn` before sending anything, within 5 s. */

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import * as nodeFs from "node:fs";
-import { FtpControl, startFtp } from "./helpers/ftp_fixture.ts";
+import { FtpControl, greetingFrom, startFtp } from "./helpers/ftp_fixture.ts";
 import { startFtpChild } from "./helpers/ftp_child.ts";
 
 const HOST = "127.0.0.1";
@@ -287,31 +287,6 @@ async function commandFrom(localAddress: string, port: number, user: string, com
   } finally {
     sock.destroy();
   }
-}
-
-/** Connects from `localAddress` and returns the first reply line (bounded by 10 s). */
-async function greetingFrom(port: number, localAddress: string): Promise<string> {
-  const net = await import("node:net");
-  return await new Promise<string>((resolve, reject) => {
-    const sock = net.connect({ host: HOST, port, localAddress });
-    let got = "";
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`No greeting within 10 s (got ${JSON.stringify(got)})`));
-    }, 10_000);
-    sock.on("data", (b: Uint8Array) => {
-      got += new TextDecoder().decode(b);
-      if (got.includes("\r\n")) {
-        clearTimeout(timer);
-        sock.destroy();
-        resolve(got.trim());
-      }
-    });
-    sock.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
 }
 
 /**

@@ -5,19 +5,8 @@
  * private mount namespace (`unshare -rm`); under CI a machine without user namespaces fails it.
  */
 import assert from "node:assert/strict";
-import { findPeer, IN_CI, requirePeer } from "./helpers/peers.ts";
-import { run } from "./helpers/test_util.ts";
-
-const UNSHARE = findPeer("unshare");
-
-async function canUnshare(): Promise<boolean> {
-  if (!UNSHARE) return false;
-  const out = await new Deno.Command(UNSHARE, { args: ["-rm", "true"], stdout: "null", stderr: "null" })
-    .output().catch(() => null);
-  return out?.success ?? false;
-}
-
-const NAMESPACES = await canUnshare();
+import { IN_CI } from "./helpers/peers.ts";
+import { NAMESPACES, runInTmpfs } from "./helpers/tmpfs_child.ts";
 
 function childScript(): string {
   const main = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -72,35 +61,13 @@ Deno.test({
     "sendmail: a nearly full disk is refused with 75 (1.5 x max_message_size kept free); full midway leaves nothing",
   ignore: !NAMESPACES && !IN_CI,
   fn: async () => {
-    if (!NAMESPACES) {
-      throw new Error("Interop setup missing: `unshare -rm` (user namespaces) does not work here.");
-    }
-    const dir = await Deno.makeTempDir({ prefix: "outpost_mailfull_" });
-    try {
-      const script = `${dir}/child.ts`;
-      await Deno.writeTextFile(script, childScript());
-      await Deno.mkdir(`${dir}/mnt`);
-      const r = await run(requirePeer("unshare"), [
-        "-rm",
-        "sh",
-        "-c",
-        'mount -t tmpfs -o size=16m tmpfs "$1" && exec "$2" run --allow-all "$3" "$1"',
-        "sh",
-        `${dir}/mnt`,
-        Deno.execPath(),
-        script,
-      ], { timeoutMs: 120_000, env: { OUTPOST_LOG: "off" } });
-      assert.equal(r.code, 0, `child failed: ${r.stderr}`);
-      const res = JSON.parse(r.stdout.trim().split("\n").pop()!);
-      assert.deepEqual(res.roomy, { code: 0, stderr: "" });
-      assert.equal(res.roomyDrops, 1);
-      assert.equal(res.tight.code, 75, res.tight.stderr);
-      assert.match(res.tight.stderr, /MiB free.*keeps? 6\.0 MiB free/s);
-      assert.equal(res.tightDrops, 1);
-      assert.match(res.midway, /MaildropUnavailableError: .*disk is full/);
-      assert.equal(res.midwayDrops, 1);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    const { res } = await runInTmpfs(childScript(), 16);
+    assert.deepEqual(res.roomy, { code: 0, stderr: "" });
+    assert.equal(res.roomyDrops, 1);
+    assert.equal(res.tight.code, 75, res.tight.stderr);
+    assert.match(res.tight.stderr, /MiB free.*keeps? 6\.0 MiB free/s);
+    assert.equal(res.tightDrops, 1);
+    assert.match(res.midway, /MaildropUnavailableError: .*disk is full/);
+    assert.equal(res.midwayDrops, 1);
   },
 });

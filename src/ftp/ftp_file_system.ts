@@ -19,7 +19,7 @@
  */
 
 import * as nodeFs from "node:fs";
-import { statfs } from "node:fs/promises";
+import { availableBytes } from "../util/free_space.ts";
 import { FdFile, type FtpFile, NotRegularFileError } from "./fd_file.ts";
 
 /**
@@ -356,14 +356,8 @@ const ROOM_CHECK_BYTES = 8 * 1024 * 1024;
  */
 async function checkRoom(dir: string, keep: number): Promise<void> {
   if (keep <= 0) return;
-  let free: number;
-  try {
-    const st = await statfs(dir);
-    free = Number(st.bavail) * Number(st.bsize);
-  } catch {
-    return;
-  }
-  if (free < keep) {
+  const free = await availableBytes(dir);
+  if (free !== null && free < keep) {
     throw new FtpFsError(
       452,
       `Insufficient storage space: the disk keeps ${

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { statfs } from "node:fs/promises";
+import { availableBytes } from "../util/free_space.ts";
 import { writeAll } from "../net/byte_conn.ts";
 import { DataWriter } from "./dot_stuffing.ts";
 
@@ -262,13 +262,7 @@ export async function submitToMaildrop(
   });
   const keep = opts.minFreeBytes ?? Math.ceil(opts.maxMessageBytes * 1.5);
   if (keep > 0) {
-    let free: number | null = null;
-    try {
-      const st = await statfs(opts.maildrop);
-      free = Number(st.bavail) * Number(st.bsize);
-    } catch {
-      // No statfs here: the write itself still stops at a full disk.
-    }
+    const free = await availableBytes(opts.maildrop);
     if (free !== null && free < keep) {
       throw new MaildropUnavailableError(
         `the disk holding the mail queue has ${mib(free)} free, and outpost keeps ${mib(keep)} free ` +

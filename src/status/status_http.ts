@@ -139,20 +139,9 @@ class LoginCheck {
     const f = this.#failures.get(ip);
     // A password guesser gets no more checks while banned, not even a right one.
     if (f && f.bannedUntil > now0) return "banned";
-    const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
-    if (!m) return "denied";
-    let decoded: string;
-    try {
-      decoded = new TextDecoder("utf-8", { fatal: true }).decode(
-        Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)),
-      );
-    } catch {
-      return "denied";
-    }
-    const i = decoded.indexOf(":");
-    if (i <= 0) return "denied";
-    const user = decoded.slice(0, i);
-    const password = decoded.slice(i + 1);
+    const creds = basicCredentials(header);
+    if (!creds) return "denied";
+    const { user, password } = creds;
     const key = await sha256Hex(`${user}\0${password}`);
     const now = Date.now();
     const until = this.#good.get(key);
@@ -195,18 +184,8 @@ class LoginCheck {
    */
   ftpViewer(header: string | null): string | null {
     if (!this.required) return null;
-    const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
-    if (!m) return null;
-    let decoded: string;
-    try {
-      decoded = new TextDecoder("utf-8", { fatal: true }).decode(
-        Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)),
-      );
-    } catch {
-      return null;
-    }
-    const user = decoded.slice(0, Math.max(0, decoded.indexOf(":")));
-    return user === this.#cfg.user ? null : user;
+    const user = basicCredentials(header)?.user;
+    return user === undefined || user === this.#cfg.user ? null : user;
   }
 
   /** Counts a failure from `ip`; true when it is now banned. The table stays bounded without freeing a ban. */
@@ -254,6 +233,22 @@ class LoginCheck {
     }
     return await verifyPassword(password, u.passwordHash);
   }
+}
+
+/** User and password of an HTTP Basic `Authorization` header (UTF-8), or null when it is not one. */
+function basicCredentials(header: string | null): { user: string; password: string } | null {
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
+  if (!m) return null;
+  let decoded: string;
+  try {
+    decoded = new TextDecoder("utf-8", { fatal: true }).decode(
+      Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0)),
+    );
+  } catch {
+    return null;
+  }
+  const i = decoded.indexOf(":");
+  return i <= 0 ? null : { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
 }
 
 function respond(

@@ -13,6 +13,7 @@ import { defaultFtpServerOptions, FtpServer, type FtpServerOptions } from "../..
 import { LineReader } from "../../src/net/line_reader.ts";
 import { SYSTEM_PYTHON } from "./peers.ts";
 import { sha256File } from "./test_util.ts";
+import net from "node:net";
 
 /** Login of the fixture's full-access user. */
 export const USER = "alice";
@@ -438,3 +439,36 @@ def sha_file(p):
             h.update(b)
     return h.hexdigest()
 `;
+
+/**
+ * Connects to 127.0.0.1:`port` from `localAddress` (another loopback address = another client; Deno.connect cannot
+ * choose its source address, node:net can) and resolves to the first reply line, within 10 s.
+ *
+ * @example
+ * ```ts
+ * const greeting = await greetingFrom(2121, "127.0.0.2");
+ * console.log(greeting); // "220 ..."
+ * ```
+ */
+export async function greetingFrom(port: number, localAddress: string): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    const sock = net.connect({ host: "127.0.0.1", port, localAddress });
+    let got = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`No greeting within 10 s (got ${JSON.stringify(got)})`));
+    }, 10_000);
+    sock.on("data", (b: Uint8Array) => {
+      got += new TextDecoder().decode(b);
+      if (got.includes("\r\n")) {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(got.trim());
+      }
+    });
+    sock.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
