@@ -480,3 +480,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "device field: the upload reserve (min_free) holds under the derived flags, as the outpost user",
+  ignore: SKIP_FIELD || skipWithout(findPeer("curl")),
+  sanitizeResources: false,
+  fn: async () => {
+    // A reserve larger than any disk: every upload must get 452. Without --allow-sys=statfs in the derived flags
+    // the reserve could not be measured and would silently not apply, and the upload would succeed.
+    const dir = await Deno.makeTempDir({ prefix: "outpost-field-reserve-" });
+    const port = freePort();
+    const board = await layOutBoard(
+      dir,
+      `[device]\nname = "pi-field"\nstate_dir = "{{dir}}/var/lib/outpost"\n\n[ftp]\nhost = "127.0.0.1"\n` +
+        `port = ${port}\nactive = false\nmin_free = "1000000GiB"\n[ftp.passive]\nports = "${port + 1}-${
+          port + 2
+        }"\n` +
+        `[[ftp.users]]\nname = "pi"\npassword_hash = "${await hashPassword("pw", 1000)}"\n` +
+        `root = "{{dir}}/srv/ftp/pi"\npermissions = ["all"]\n`,
+    );
+    const d = await FieldDaemon.start(board);
+    try {
+      assert.equal(d.failedPre, null, `ExecStartPre failed: ${d.failedPre?.stderr}`);
+      await d.waitReady();
+      const flags = await Deno.readTextFile(`${board.runtimeDir}/deno-flags.env`);
+      assert.match(flags, /--allow-sys=[^ ]*statfs/);
+      const file = `${dir}/upload.txt`;
+      await Deno.writeTextFile(file, "a byte too many\n");
+      const up = await new Deno.Command("curl", {
+        args: ["-sS", "--user", "pi:pw", "-T", file, `ftp://127.0.0.1:${port}/upload.txt`],
+        stderr: "piped",
+      }).output();
+      assert.notEqual(up.code, 0);
+      assert.match(new TextDecoder().decode(up.stderr), /452/);
+      assert.equal(await Deno.stat(`${dir}/srv/ftp/pi/upload.txt`).then(() => true, () => false), false);
+      assert.deepEqual(sandboxRefusals(d.output), []);
+    } finally {
+      await d.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
